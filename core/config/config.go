@@ -1,0 +1,138 @@
+// Package config defines mta.toml, the single source of Switchyard's static
+// configuration, and loads and validates it.
+//
+// Relative paths anywhere in the file are relative to the file's directory;
+// Load resolves them. Unknown keys, wrong types and dangling references are
+// errors that name the file, the line and the key.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is a loaded mta.toml. Fields without a toml tag are derived at load.
+type Config struct {
+	// Hostname is the server's name in greetings, Received headers and
+	// certificates. Required.
+	Hostname string `toml:"hostname"`
+	// DataDir holds the queue, accounts and plugin data. Default "data".
+	DataDir string `toml:"data_dir"`
+
+	TLS       TLS                   `toml:"tls"`
+	Limits    Limits                `toml:"limits"`
+	Queue     Queue                 `toml:"queue"`
+	Listeners []Listener            `toml:"listeners"`
+	Plugins   map[string]*Plugin    `toml:"plugins"`
+	Transport map[string]*Transport `toml:"transports"`
+	Routes    []Route               `toml:"routes"`   // Global routes, tried last.
+	Domains   map[string]*Domain    `toml:"domains"`  // Local domains, by name (lower case, IDNA A-label or U-label as written).
+	Accounts  map[string]*Account   `toml:"accounts"` // By account name.
+
+	File string `toml:"-"` // Absolute path of the loaded file.
+	Dir  string `toml:"-"` // Directory of File; relative paths resolve against it.
+}
+
+// TLS is the server certificate of all TLS listeners.
+type TLS struct {
+	Cert string `toml:"cert"` // PEM certificate chain file.
+	Key  string `toml:"key"`  // PEM private key file.
+	// SelfSigned generates a self-signed certificate for Hostname into the
+	// data directory on first start, instead of Cert and Key.
+	SelfSigned bool `toml:"self_signed"`
+}
+
+// Limits bound what clients may send.
+type Limits struct {
+	// MaxMessageSize, e.g. "50MB" (powers of 1024: KB, MB, GB). Default 50MB.
+	MaxMessageSize ByteSize `toml:"max_message_size"`
+	// MaxRecipients per message. Default 1000.
+	MaxRecipients int `toml:"max_recipients"`
+	// ReadTimeout and WriteTimeout bound each SMTP command and reply, e.g. "5m".
+	// Defaults 5m and 1m (RFC 5321 §4.5.3.2 suggests at least 5 minutes).
+	ReadTimeout  Duration `toml:"read_timeout"`
+	WriteTimeout Duration `toml:"write_timeout"`
+}
+
+// Queue tunes the outgoing queue.
+type Queue struct {
+	// BackoffScale multiplies the retry intervals (7.5 min doubling). Tests
+	// use e.g. 0.0001. Default 1.
+	BackoffScale float64 `toml:"backoff_scale"`
+	// MaxAttempts before a temporary failure becomes permanent. Default 9
+	// (attempts at 0, 7.5m, 15m, 30m, 1h, 2h, 4h, 8h, 16h).
+	MaxAttempts int `toml:"max_attempts"`
+	// MaxParallel deliveries in all. Default 64.
+	MaxParallel int `toml:"max_parallel"`
+	// MaxPerDestination deliveries in parallel to one transport and
+	// destination domain. Default 16.
+	MaxPerDestination int `toml:"max_per_destination"`
+}
+
+// Listener kinds.
+const (
+	KindSMTP        = "smtp"        // Inbound MX, port 25; STARTTLS offered.
+	KindSubmission  = "submission"  // Port 587: STARTTLS, AUTH required (RFC 6409).
+	KindSubmissions = "submissions" // Port 465: implicit TLS (RFC 8314).
+	KindIMAP        = "imap"
+	KindIMAPS       = "imaps"
+)
+
+// Listener is one listening socket.
+type Listener struct {
+	Name    string `toml:"name"`    // Unique; used in logs and the plugin ConnInfo.
+	Kind    string `toml:"kind"`    // One of the Kind constants.
+	Address string `toml:"address"` // host:port.
+	// RelayNetworks lets clients from these networks relay without AUTH, as
+	// Postfix's mynetworks (smtp listeners only). Default none.
+	RelayNetworks []string `toml:"relay_networks"`
+
+	RelayPrefixes []netip.Prefix `toml:"-"` // Parsed RelayNetworks.
+}
+
+// Plugin is one plugin binary, started once as one process.
+type Plugin struct {
+	Path   string         `toml:"path"`   // Executable; relative to the config file.
+	SHA256 string         `toml:"sha256"` // Optional hex pin, checked before every start.
+	Args   []string       `toml:"args"`   // Optional arguments.
+	Config map[string]any `toml:"config"` // Passed to Configure with KindPlugin.
+}
+
+// Transport is a named way out, served by a transport plugin.
+type Transport struct {
+	Plugin string         `toml:"plugin"` // Key in [plugins].
+	Config map[string]any `toml:"config"` // Passed to the plugin's Configure.
+}
+
+// Route picks a transport for a delivery. Empty match fields match anything.
+type Route struct {
+	// FromDomains match the sender's domain; ToDomains the recipient's. A
+	// leading dot also matches subdomains: ".example.com" matches
+	// "a.example.com" and "example.com".
+	FromDomains     []string `toml:"from_domains"`
+	ToDomains       []string `toml:"to_domains"`
+	MinimumAttempts int      `toml:"minimum_attempts"` // Match from this many earlier attempts on.
+	Transport       string   `toml:"transport"`
+}
+
+// Domain is a local domain.
+type Domain struct {
+	Routes []Route `toml:"routes"` // For senders of this domain; tried after account routes.
+	// LocalpartSeparator, e.g. "+": alice+tag@ is alice@. Empty: none.
+	LocalpartSeparator string `toml:"localpart_separator"`
+}
+
+// Account is a local user.
+type Account struct {
+	Domain    string   `toml:"domain"`    // Default domain; must be in [domains].
+	Addresses []string `toml:"addresses"` // Addresses it receives at and may send from.
+	Routes    []Route  `toml:"routes"`    // Tried first.
+	// MaxStorage is the quota, e.g. "1GB". Zero: unlimited.
+	MaxStorage ByteSize `toml:"max_storage"`
+}
+
+// ByteSize is a size written as an integer of bytes or a string like "50MB".
+type ByteSize int64
+
+// Duration is written as a Go duration string, e.g. "5m".
+type Duration time.Duration

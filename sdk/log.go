@@ -1,0 +1,35 @@
+package sdk
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// NewLogger returns the logger a plugin should use. It writes JSON lines to
+// stderr in the form go-plugin forwards to the core, which re-logs them with
+// the plugin's name; the core adds the time.
+func NewLogger(level slog.Leveler) *slog.Logger {
+	return newLogger(os.Stderr, level)
+}
+
+func newLogger(w io.Writer, level slog.Leveler) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) > 0 {
+				return a
+			}
+			switch a.Key {
+			case slog.TimeKey:
+				return slog.Attr{}
+			case slog.LevelKey:
+				return slog.String("@level", strings.ToLower(a.Value.String()))
+			case slog.MessageKey:
+				return slog.String("@message", a.Value.String())
+			}
+			return a
+		},
+	}))
+}
