@@ -59,7 +59,7 @@ func (c *Client) ServeHost(h Host) {
 func (c *Client) Configure(ctx context.Context, cfg *Configuration) error {
 	table, err := tableToProto(cfg.Table)
 	if err != nil {
-		return ConfigErrors{{Msg: err.Error()}}
+		return ConfigErrors{{Msg: err.Error()}} // The key is in the message: "a.b: unsupported value type".
 	}
 	resp, err := c.plugin.Configure(ctx, &pb.ConfigureRequest{
 		Kind:         pb.Kind(cfg.Kind),

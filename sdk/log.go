@@ -5,13 +5,17 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 )
 
 // NewLogger returns the logger a plugin should use. It writes JSON lines to
 // stderr in the form go-plugin forwards to the core, which re-logs them with
-// the plugin's name; the core adds the time.
+// the plugin's name; the core adds the time. It may be called before or
+// after Serve.
 func NewLogger(level slog.Leveler) *slog.Logger {
-	return newLogger(os.Stderr, level)
+	// File descriptor 2 itself: Serve replaces os.Stderr with a pipe whose
+	// output the core discards.
+	return newLogger(os.NewFile(uintptr(syscall.Stderr), "/dev/stderr"), level)
 }
 
 func newLogger(w io.Writer, level slog.Leveler) *slog.Logger {

@@ -1,15 +1,13 @@
 // Package config defines mta.toml, the single source of Switchyard's static
 // configuration, and loads and validates it.
 //
-// Relative paths anywhere in the file are relative to the file's directory;
-// Load resolves them. Unknown keys, wrong types and dangling references are
-// errors that name the file, the line and the key.
+// Relative paths in the file are relative to the file's directory: Load
+// resolves those of this schema, and plugins those in their config tables,
+// given the directory. Unknown keys, wrong types and dangling references are
+// errors that name the file, the line and the key (Error).
 package config
 
-import (
-	"net/netip"
-	"time"
-)
+import "net/netip"
 
 // Config is a loaded mta.toml. Fields without a toml tag are derived at load.
 type Config struct {
@@ -31,6 +29,11 @@ type Config struct {
 
 	File string `toml:"-"` // Absolute path of the loaded file.
 	Dir  string `toml:"-"` // Directory of File; relative paths resolve against it.
+
+	name      string            // File as given to Load, for messages.
+	keys      keyIndex          // Where the file defines its keys, for Line.
+	addrs     map[string]string // Account by address "local@domain" (domain lower case).
+	addrsFold map[string]string // Account by address with a lower-case localpart; "" if ambiguous.
 }
 
 // TLS is the server certificate of all TLS listeners.
@@ -84,7 +87,8 @@ type Listener struct {
 	Kind    string `toml:"kind"`    // One of the Kind constants.
 	Address string `toml:"address"` // host:port.
 	// RelayNetworks lets clients from these networks relay without AUTH, as
-	// Postfix's mynetworks (smtp listeners only). Default none.
+	// Postfix's mynetworks (smtp listeners only), e.g. "10.0.0.0/8"; a bare
+	// IP is a /32 or /128. Default none.
 	RelayNetworks []string `toml:"relay_networks"`
 
 	RelayPrefixes []netip.Prefix `toml:"-"` // Parsed RelayNetworks.
@@ -112,13 +116,15 @@ type Route struct {
 	FromDomains     []string `toml:"from_domains"`
 	ToDomains       []string `toml:"to_domains"`
 	MinimumAttempts int      `toml:"minimum_attempts"` // Match from this many earlier attempts on.
-	Transport       string   `toml:"transport"`
+	Transport       string   `toml:"transport"`        // Key in [transports].
 }
 
 // Domain is a local domain.
 type Domain struct {
 	Routes []Route `toml:"routes"` // For senders of this domain; tried after account routes.
-	// LocalpartSeparator, e.g. "+": alice+tag@ is alice@. Empty: none.
+	// LocalpartSeparator, e.g. "+": alice+tag@ is alice@ (the first
+	// separator cuts). One character of RFC 5322 atext, not a letter or
+	// digit. Empty: none.
 	LocalpartSeparator string `toml:"localpart_separator"`
 }
 
@@ -130,9 +136,3 @@ type Account struct {
 	// MaxStorage is the quota, e.g. "1GB". Zero: unlimited.
 	MaxStorage ByteSize `toml:"max_storage"`
 }
-
-// ByteSize is a size written as an integer of bytes or a string like "50MB".
-type ByteSize int64
-
-// Duration is written as a Go duration string, e.g. "5m".
-type Duration time.Duration

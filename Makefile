@@ -1,0 +1,42 @@
+# Switchyard. `make run` serves ./mta.toml on loopback; `make test` runs every test.
+GO ?= go
+PLUGINS := $(notdir $(wildcard plugins/*))
+PLUGIN_BINS := $(addprefix bin/plugins/,$(PLUGINS))
+PROTO := sdk/proto/switchyard/plugin/v1/plugin.proto
+MODULE := github.com/switchyard-mta/switchyard
+
+.PHONY: all build run test bench proto vet clean $(PLUGIN_BINS) bin/mta
+
+all: build
+
+build: bin/mta $(PLUGIN_BINS)
+
+bin/mta:
+	$(GO) build -o $@ ./cmd/mta
+
+$(PLUGIN_BINS): bin/plugins/%:
+	$(GO) build -o $@ ./plugins/$*
+
+run: build
+	./bin/mta serve -config mta.toml
+
+# Tests build the binaries they run themselves; building first only reports
+# compile errors early.
+test: build
+	$(GO) vet ./...
+	$(GO) test -timeout 20m ./...
+
+bench: build
+	$(GO) run ./test/bench
+
+# Regenerates sdk/pluginpb. Needs protoc (Debian: protobuf-compiler) and
+#   go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+#   go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+proto:
+	protoc -I sdk/proto \
+		--go_out=sdk/pluginpb --go_opt=module=$(MODULE)/sdk/pluginpb \
+		--go-grpc_out=sdk/pluginpb --go-grpc_opt=module=$(MODULE)/sdk/pluginpb \
+		$(PROTO)
+
+clean:
+	rm -rf bin

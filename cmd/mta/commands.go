@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/ctl"
+	"github.com/switchyard-mta/switchyard/core/pluginhost"
+	"github.com/switchyard-mta/switchyard/core/server"
+)
+
+// loadConfig loads the configuration; its errors are input errors.
+func loadConfig(c *cmdContext) (*config.Config, error) {
+	cfg, err := config.Load(c.configPath)
+	if err != nil {
+		return nil, &ctl.UsageError{Msg: "invalid configuration:\n" + err.Error()}
+	}
+	return cfg, nil
+}
+
+func runServe(c *cmdContext) error {
+	if len(c.args) > 0 {
+		return usageErr("unexpected arguments %q", c.args)
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = server.Run(ctx, cfg, log, c.stdout)
+	var ce config.Errors
+	if errors.As(err, &ce) {
+		return &ctl.UsageError{Msg: "invalid configuration:\n" + ce.Error()}
+	}
+	return err
+}
+
+func runConfigCheck(c *cmdContext) error {
+	if len(c.args) > 0 {
+		return usageErr("unexpected arguments %q", c.args)
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	m, err := pluginhost.Start(ctx, pluginhost.Options{Config: cfg, Log: log, CheckOnly: true})
+	if m != nil {
+		m.Close()
+	}
+	if err != nil {
+		return &ctl.UsageError{Msg: "invalid configuration:\n" + server.WithLines(cfg, err).Error()}
+	}
+	fmt.Fprintf(c.stdout, "%s: ok\n", cfg.File)
+	return nil
+}
+
+// runAdmin runs a data command in the running server, or directly on the
+// data directory when no server runs.
+func runAdmin(c *cmdContext) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	req := ctl.Request{Args: append(strings.Fields(c.cmd.words), c.args...)}
+	if c.cmd.words == "account passwd" {
+		pw, err := io.ReadAll(io.LimitReader(c.stdin, 4096))
+		if err != nil {
+			return fmt.Errorf("reading password: %w", err)
+		}
+		req.Stdin = pw
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	err = ctl.Call(ctx, filepath.Join(cfg.DataDir, ctl.SocketName), req, c.stdout)
+	if !errors.Is(err, ctl.ErrNotRunning) {
+		return err
+	}
+	h, err := server.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	return h.Handle(ctx, req, c.stdout)
+}

@@ -1,0 +1,114 @@
+// Command mta is the Switchyard mail server and its administration tool.
+//
+// Every subcommand takes -config FILE (default ./mta.toml) after its command
+// words, and -h to explain itself. Exit status: 0 success, 1 failure, 2 bad
+// input (usage, invalid configuration, unknown account).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/switchyard-mta/switchyard/core/ctl"
+)
+
+// command is one `mta` subcommand.
+type command struct {
+	words string // e.g. "queue list"
+	args  string // Positional arguments for the usage line.
+	help  string
+	run   func(c *cmdContext) error
+}
+
+var commands = []command{
+	{"serve", "", "Serve SMTP submission, inbound SMTP and the queue as configured; Ctrl-C stops gracefully.", runServe},
+	{"config check", "", "Validate the configuration, including every plugin's own validation of its tables; exit 2 with every error.", runConfigCheck},
+	{"account passwd", "ACCOUNT", "Set an account's password, read from standard input (first line).", runAdmin},
+	{"queue list", "", "List queued messages and the state of each recipient.", runAdmin},
+	{"plugin list", "", "List plugins: what each serves, its state, pid and restart count.", runAdmin},
+}
+
+// cmdContext is what a command runs with.
+type cmdContext struct {
+	cmd        *command
+	configPath string
+	args       []string // Positional arguments after the flags.
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd, rest := findCommand(argv)
+	if cmd == nil {
+		usage(stderr)
+		if len(argv) == 0 || argv[0] == "-h" || argv[0] == "help" || argv[0] == "--help" {
+			return 0
+		}
+		fmt.Fprintf(stderr, "\nmta: unknown command %q\n", strings.Join(argv, " "))
+		return 2
+	}
+	fs := flag.NewFlagSet("mta "+cmd.words, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "mta.toml", "configuration `file`")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: mta %s [-config FILE] %s\n\n%s\n\n", cmd.words, cmd.args, cmd.help)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	c := &cmdContext{cmd: cmd, configPath: *configPath, args: fs.Args(), stdin: stdin, stdout: stdout, stderr: stderr}
+	if err := cmd.run(c); err != nil {
+		fmt.Fprintf(stderr, "mta %s: %v\n", cmd.words, err)
+		var ue *ctl.UsageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// findCommand matches the longest command whose words start argv.
+func findCommand(argv []string) (*command, []string) {
+	var best *command
+	var n int
+	for i := range commands {
+		w := strings.Fields(commands[i].words)
+		if len(w) <= len(argv) && len(w) > n && strings.Join(argv[:len(w)], " ") == commands[i].words {
+			best, n = &commands[i], len(w)
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	return best, argv[n:]
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: mta COMMAND [-config FILE] [ARGS]\n\ncommands:\n")
+	cs := append([]command(nil), commands...)
+	sort.Slice(cs, func(i, j int) bool { return cs[i].words < cs[j].words })
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-16s %s\n", c.words, c.help)
+	}
+	fmt.Fprintf(w, "\n'mta COMMAND -h' explains a command.\n")
+}
+
+// usageErr is an input error: exit status 2.
+func usageErr(format string, args ...any) error {
+	return &ctl.UsageError{Msg: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,87 @@
+package config
+
+import "strings"
+
+// splitAddress splits an address at its last '@'; both parts are non-empty.
+func splitAddress(addr string) (local, domain string, ok bool) {
+	i := strings.LastIndexByte(addr, '@')
+	if i <= 0 || i == len(addr)-1 {
+		return "", "", false
+	}
+	return addr[:i], addr[i+1:], true
+}
+
+// IsLocalDomain reports whether domain (without trailing dot) is in
+// [domains], ignoring case.
+func (c *Config) IsLocalDomain(domain string) bool {
+	_, ok := c.Domains[strings.ToLower(domain)]
+	return ok
+}
+
+// AccountByAddress returns the account that receives mail for addr, an
+// address at a local domain. The domain is compared ignoring case, the
+// localpart exactly and then ignoring case (RFC 5321 §2.4 lets the
+// localpart be case sensitive; an address listed exactly wins). With the
+// domain's LocalpartSeparator "+", alice+tag@example.org is
+// alice@example.org when not listed itself. It works on Configs from Load
+// or Parse.
+func (c *Config) AccountByAddress(addr string) (account string, ok bool) {
+	local, domain, ok := splitAddress(addr)
+	if !ok {
+		return "", false
+	}
+	domain = strings.ToLower(domain)
+	d, ok := c.Domains[domain]
+	if !ok {
+		return "", false
+	}
+	if account, ok := c.lookup(local, domain); ok {
+		return account, true
+	}
+	if sep := d.LocalpartSeparator; sep != "" {
+		if i := strings.Index(local, sep); i > 0 {
+			return c.lookup(local[:i], domain)
+		}
+	}
+	return "", false
+}
+
+// lookup finds the account of local@domain, domain lower case.
+func (c *Config) lookup(local, domain string) (string, bool) {
+	if account, ok := c.addrs[local+"@"+domain]; ok {
+		return account, true
+	}
+	account := c.addrsFold[strings.ToLower(local)+"@"+domain]
+	return account, account != ""
+}
+
+// AccountByLogin returns the account a login names: an account name, or one
+// of the account's addresses (matched as AccountByAddress does, but without
+// the localpart separator).
+func (c *Config) AccountByLogin(login string) (account string, ok bool) {
+	if _, ok := c.Accounts[login]; ok {
+		return login, true
+	}
+	local, domain, ok := splitAddress(login)
+	if !ok {
+		return "", false
+	}
+	return c.lookup(local, strings.ToLower(domain))
+}
+
+// MayUseAddress reports whether account may send as addr (MAIL FROM and
+// From): addr must resolve to account as AccountByAddress resolves it.
+func (c *Config) MayUseAddress(account, addr string) bool {
+	a, ok := c.AccountByAddress(addr)
+	return ok && a == account
+}
+
+// ListenerByName returns the listener named name, or nil.
+func (c *Config) ListenerByName(name string) *Listener {
+	for i := range c.Listeners {
+		if c.Listeners[i].Name == name {
+			return &c.Listeners[i]
+		}
+	}
+	return nil
+}

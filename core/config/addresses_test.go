@@ -1,0 +1,126 @@
+package config
+
+import "testing"
+
+const addressesSrc = `hostname = "mail.example.org"
+[domains."example.org"]
+localpart_separator = "+"
+[domains."Example.NET"]
+[accounts.alice]
+domain = "example.org"
+addresses = ["alice@example.org", "a.smith@Example.ORG", "alice+list@example.org"]
+[accounts.listkeeper]
+domain = "example.org"
+addresses = ["alice+list2@example.org"]
+[accounts.bob]
+domain = "example.net"
+addresses = ["bob@example.net", "shared@example.net"]
+[accounts.carol]
+domain = "example.org"
+addresses = ["Carol@example.org"]
+[accounts.dave]
+domain = "example.org"
+addresses = ["carol@example.org"]
+`
+
+func TestAddresses(t *testing.T) {
+	c, err := Parse("mta.toml", []byte(addressesSrc))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	local := []struct {
+		domain string
+		want   bool
+	}{
+		{"example.org", true},
+		{"EXAMPLE.org", true},
+		{"example.net", true},
+		{"example.com", false},
+		{"sub.example.org", false},
+		{"", false},
+	}
+	for _, tt := range local {
+		if got := c.IsLocalDomain(tt.domain); got != tt.want {
+			t.Errorf("IsLocalDomain(%q): got %v", tt.domain, got)
+		}
+	}
+
+	byAddress := []struct {
+		addr, want string // want "": none.
+	}{
+		{"alice@example.org", "alice"},
+		{"alice@EXAMPLE.ORG", "alice"},
+		{"Alice@example.org", "alice"}, // Case-insensitive fallback.
+		{"a.smith@example.org", "alice"},
+		{"alice+tag@example.org", "alice"}, // Separator.
+		{"alice+tag+more@example.org", "alice"},
+		{"Alice+Tag@example.org", "alice"},
+		{"alice+list@example.org", "alice"},
+		{"alice+list2@example.org", "listkeeper"}, // Listed exactly.
+		{"+tag@example.org", ""},
+		{"bob+tag@example.net", ""}, // No separator at example.net.
+		{"bob@example.net", "bob"},
+		{"Carol@example.org", "carol"}, // Exact match wins.
+		{"carol@example.org", "dave"},
+		{"CAROL@example.org", ""}, // Ambiguous ignoring case.
+		{"alice@example.com", ""},
+		{"nobody@example.org", ""},
+		{"alice", ""},
+		{"@example.org", ""},
+		{"alice@", ""},
+		{"", ""},
+	}
+	for _, tt := range byAddress {
+		got, ok := c.AccountByAddress(tt.addr)
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("AccountByAddress(%q): got %q, %v; want %q", tt.addr, got, ok, tt.want)
+		}
+	}
+
+	byLogin := []struct {
+		login, want string
+	}{
+		{"alice", "alice"},
+		{"bob", "bob"},
+		{"Alice", ""}, // Account names are exact.
+		{"alice@example.org", "alice"},
+		{"Alice@Example.org", "alice"},
+		{"shared@example.net", "bob"},
+		{"alice+tag@example.org", ""}, // No separator in logins.
+		{"mallory", ""},
+		{"", ""},
+	}
+	for _, tt := range byLogin {
+		got, ok := c.AccountByLogin(tt.login)
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("AccountByLogin(%q): got %q, %v; want %q", tt.login, got, ok, tt.want)
+		}
+	}
+
+	mayUse := []struct {
+		account, addr string
+		want          bool
+	}{
+		{"alice", "alice@example.org", true},
+		{"alice", "alice+news@example.org", true},
+		{"alice", "a.smith@example.org", true},
+		{"alice", "bob@example.net", false},
+		{"alice", "alice+list2@example.org", false},
+		{"listkeeper", "alice+list2@example.org", true},
+		{"bob", "shared@EXAMPLE.NET", true},
+		{"bob", "alice@example.org", false},
+		{"nobody", "alice@example.org", false},
+		{"alice", "", false},
+	}
+	for _, tt := range mayUse {
+		if got := c.MayUseAddress(tt.account, tt.addr); got != tt.want {
+			t.Errorf("MayUseAddress(%q, %q): got %v", tt.account, tt.addr, got)
+		}
+	}
+
+	// Addresses are stored with lower-case domains.
+	if got := c.Accounts["alice"].Addresses[1]; got != "a.smith@example.org" {
+		t.Errorf("normalized address: got %q", got)
+	}
+}

@@ -1,0 +1,327 @@
+package config
+
+import (
+	"cmp"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// checker collects the problems of a Config.
+type checker struct {
+	c    *Config
+	errs Errors
+}
+
+func (v *checker) add(key, format string, args ...any) {
+	v.errs = append(v.errs, v.c.KeyError(key, fmt.Sprintf(format, args...)))
+}
+
+// check validates and normalizes c: domains lower case, relay networks
+// parsed, the address index built.
+func (v *checker) check() {
+	c := v.c
+	if c.Hostname == "" {
+		v.add("hostname", "required")
+	} else if err := checkDomain(c.Hostname, false); err != nil {
+		v.add("hostname", "%v", err)
+	}
+	v.listeners()
+	v.tls()
+	v.plugins()
+	v.transports()
+	v.routes("routes", c.Routes)
+	v.domains()
+	v.accounts()
+}
+
+// needsTLS are the listener kinds that cannot work without a certificate:
+// submission requires STARTTLS before AUTH (RFC 8314 §3.3), the others are
+// implicit TLS or must offer STARTTLS (RFC 3501 §6.2.3).
+var needsTLS = []string{KindSubmission, KindSubmissions, KindIMAP, KindIMAPS}
+
+func (v *checker) listeners() {
+	names := map[string]int{}
+	addrs := map[string]int{}
+	for i := range v.c.Listeners {
+		l := &v.c.Listeners[i]
+		key := fmt.Sprintf("listeners[%d]", i)
+		if l.Name == "" {
+			v.add(key+".name", "required")
+		} else if j, dup := names[l.Name]; dup {
+			v.add(key+".name", "%q is also the name of listeners[%d]", l.Name, j)
+		} else {
+			names[l.Name] = i
+		}
+		switch l.Kind {
+		case KindSMTP, KindSubmission, KindSubmissions, KindIMAP, KindIMAPS:
+		case "":
+			v.add(key+".kind", "required")
+		default:
+			v.add(key+".kind", "unknown kind %q (want %s, %s, %s, %s or %s)", l.Kind, KindSMTP, KindSubmission, KindSubmissions, KindIMAP, KindIMAPS)
+		}
+		if err := checkHostPort(l.Address); err != nil {
+			v.add(key+".address", "%v", err)
+		} else if j, dup := addrs[l.Address]; dup {
+			v.add(key+".address", "%q is also the address of listeners[%d]", l.Address, j)
+		} else {
+			addrs[l.Address] = i
+		}
+		if len(l.RelayNetworks) > 0 && l.Kind != KindSMTP {
+			v.add(key+".relay_networks", "only for kind %q", KindSMTP)
+		}
+		l.RelayPrefixes = nil
+		for j, s := range l.RelayNetworks {
+			p, err := parsePrefix(s)
+			if err != nil {
+				v.add(fmt.Sprintf("%s.relay_networks[%d]", key, j), "%v", err)
+				continue
+			}
+			l.RelayPrefixes = append(l.RelayPrefixes, p)
+		}
+	}
+}
+
+func checkHostPort(addr string) error {
+	if addr == "" {
+		return fmt.Errorf("required")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port: %w", err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("invalid port %q in %q", port, addr)
+	}
+	return nil
+}
+
+// parsePrefix parses a network, or a bare IP as a network of one address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return p.Masked(), nil
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if ip.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("zone not allowed in %q", s)
+	}
+	return netip.PrefixFrom(ip, ip.BitLen()), nil
+}
+
+func (v *checker) tls() {
+	t := v.c.TLS
+	switch {
+	case t.SelfSigned && (t.Cert != "" || t.Key != ""):
+		v.add("tls.self_signed", "set either self_signed or cert and key, not both")
+	case t.Cert != "" && t.Key == "":
+		v.add("tls.key", "required with cert")
+	case t.Key != "" && t.Cert == "":
+		v.add("tls.cert", "required with key")
+	case t.Cert == "" && !t.SelfSigned:
+		for i, l := range v.c.Listeners {
+			if slices.Contains(needsTLS, l.Kind) {
+				v.add("tls", "cert and key, or self_signed, required by listeners[%d] (%q, kind %s)", i, l.Name, l.Kind)
+				break
+			}
+		}
+	}
+}
+
+func (v *checker) plugins() {
+	for _, name := range slices.Sorted(maps.Keys(v.c.Plugins)) {
+		p := v.c.Plugins[name]
+		key := "plugins." + quoteKey(name)
+		// The name is a directory: <data_dir>/plugins/<name>.
+		if name == "." || name == ".." || strings.IndexFunc(name, func(r rune) bool {
+			return r >= 0x80 || !isBare(byte(r)) && r != '.'
+		}) >= 0 {
+			v.add(key, "invalid plugin name %q: want letters, digits, '-', '_' and '.'", name)
+		}
+		if p.Path == "" {
+			v.add(key+".path", "required")
+		}
+		if p.SHA256 != "" {
+			p.SHA256 = strings.ToLower(p.SHA256)
+			if _, err := hex.DecodeString(p.SHA256); err != nil || len(p.SHA256) != 64 {
+				v.add(key+".sha256", "want 64 hex digits")
+			}
+		}
+	}
+}
+
+func (v *checker) transports() {
+	for _, name := range slices.Sorted(maps.Keys(v.c.Transport)) {
+		t := v.c.Transport[name]
+		key := "transports." + quoteKey(name)
+		if t.Plugin == "" {
+			v.add(key+".plugin", "required")
+		} else if _, ok := v.c.Plugins[t.Plugin]; !ok {
+			v.add(key+".plugin", "unknown plugin %q (not in [plugins])", t.Plugin)
+		}
+	}
+}
+
+// routes checks and lower-cases routes. Each must name a transport that
+// exists, "direct" included: only the fallback when no route matches may
+// name a "direct" that is not configured.
+func (v *checker) routes(key string, rs []Route) {
+	for i := range rs {
+		r := &rs[i]
+		rkey := fmt.Sprintf("%s[%d]", key, i)
+		if r.Transport == "" {
+			v.add(rkey+".transport", "required")
+		} else if _, ok := v.c.Transport[r.Transport]; !ok {
+			v.add(rkey+".transport", "unknown transport %q (not in [transports])", r.Transport)
+		}
+		if r.MinimumAttempts < 0 {
+			v.add(rkey+".minimum_attempts", "must not be negative")
+		}
+		v.routeDomains(rkey+".from_domains", r.FromDomains)
+		v.routeDomains(rkey+".to_domains", r.ToDomains)
+	}
+}
+
+func (v *checker) routeDomains(key string, ds []string) {
+	for i, d := range ds {
+		ds[i] = strings.ToLower(d)
+		if err := checkDomain(ds[i], true); err != nil {
+			v.add(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+		}
+	}
+}
+
+func (v *checker) domains() {
+	domains := make(map[string]*Domain, len(v.c.Domains))
+	// Names in lower case first: a duplicate is reported where the case differs.
+	names := slices.SortedFunc(maps.Keys(v.c.Domains), func(a, b string) int {
+		upper := func(s string) int {
+			if s != strings.ToLower(s) {
+				return 1
+			}
+			return 0
+		}
+		return cmp.Or(upper(a)-upper(b), cmp.Compare(a, b))
+	})
+	for _, name := range names {
+		d := v.c.Domains[name]
+		key := "domains." + quoteKey(name)
+		lname := strings.ToLower(name)
+		if err := checkDomain(lname, false); err != nil {
+			v.add(key, "%v", err)
+		}
+		if _, dup := domains[lname]; dup {
+			v.add(key, "domain %q is listed twice (ignoring case)", lname)
+		}
+		domains[lname] = d
+		// RFC 5322 §3.2.3 atext, less letters and digits.
+		if sep := d.LocalpartSeparator; sep != "" && (len(sep) != 1 || !strings.Contains("!#$%&'*+-/=?^_`{|}~", sep)) {
+			v.add(key+".localpart_separator", "invalid separator %q: want one of !#$%%&'*+-/=?^_`{|}~", sep)
+		}
+		v.routes(key+".routes", d.Routes)
+	}
+	v.c.Domains = domains
+}
+
+func (v *checker) accounts() {
+	c := v.c
+	c.addrs = map[string]string{}
+	c.addrsFold = map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(c.Accounts)) {
+		a := c.Accounts[name]
+		key := "accounts." + quoteKey(name)
+		if name == "" || strings.ContainsAny(name, "@/\\") || strings.IndexFunc(name, isSpaceOrControl) >= 0 {
+			v.add(key, "invalid account name %q: no '@', '/', '\\', spaces or control characters", name)
+		}
+		a.Domain = strings.ToLower(a.Domain)
+		if a.Domain == "" {
+			v.add(key+".domain", "required")
+		} else if _, ok := c.Domains[a.Domain]; !ok {
+			v.add(key+".domain", "domain %q is not in [domains]", a.Domain)
+		}
+		for i, addr := range a.Addresses {
+			akey := fmt.Sprintf("%s.addresses[%d]", key, i)
+			local, domain, err := parseAddress(addr)
+			if err != nil {
+				v.add(akey, "%v", err)
+				continue
+			}
+			if _, ok := c.Domains[domain]; !ok {
+				v.add(akey, "domain %q is not in [domains]", domain)
+				continue
+			}
+			addr = local + "@" + domain
+			a.Addresses[i] = addr
+			if other, dup := c.addrs[addr]; dup {
+				v.add(akey, "%q is also an address of account %q", addr, other)
+				continue
+			}
+			c.addrs[addr] = name
+			fold := strings.ToLower(local) + "@" + domain
+			if other, dup := c.addrsFold[fold]; dup && other != name {
+				c.addrsFold[fold] = "" // Ambiguous: only exact matches.
+			} else {
+				c.addrsFold[fold] = name
+			}
+		}
+		v.routes(key+".routes", a.Routes)
+	}
+}
+
+func isSpaceOrControl(r rune) bool {
+	return r <= ' ' || r == 0x7f
+}
+
+// parseAddress splits an address as written in the file into localpart and
+// lower-case domain. The localpart is at most 64 octets (RFC 5321
+// §4.5.3.1.1).
+func parseAddress(addr string) (local, domain string, err error) {
+	local, domain, ok := splitAddress(addr)
+	if !ok {
+		return "", "", fmt.Errorf("invalid address %q: want local@domain", addr)
+	}
+	if len(local) > 64 || strings.IndexFunc(local, isSpaceOrControl) >= 0 {
+		return "", "", fmt.Errorf("invalid localpart in %q", addr)
+	}
+	domain = strings.ToLower(domain)
+	if err := checkDomain(domain, false); err != nil {
+		return "", "", fmt.Errorf("invalid address %q: %w", addr, err)
+	}
+	return local, domain, nil
+}
+
+// checkDomain checks a domain name: dot-separated labels of letters,
+// digits and hyphens, no hyphen first or last (RFC 1035 §2.3.1), at most 63
+// octets a label and 253 in all; non-ASCII letters are allowed for IDNA
+// U-labels (RFC 5890). With leadingDot, ".example.com" is allowed.
+func checkDomain(s string, leadingDot bool) error {
+	name := s
+	if leadingDot {
+		name = strings.TrimPrefix(s, ".")
+	}
+	if name == "" || len(name) > 253 {
+		return fmt.Errorf("invalid domain name %q", s)
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("invalid domain name %q", s)
+		}
+		for _, r := range label {
+			if r < 0x80 && (!isBare(byte(r)) || r == '_') {
+				return fmt.Errorf("invalid domain name %q: character %q", s, r)
+			}
+		}
+	}
+	return nil
+}

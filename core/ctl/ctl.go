@@ -1,0 +1,149 @@
+// Package ctl is the control socket of a running server: a Unix socket in the
+// data directory through which `mta` commands that read or change data reach
+// the process that holds the databases open (bstore allows one process per
+// file). When no server runs, the commands open the data directly.
+//
+// The protocol is one JSON request and one JSON response per connection.
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// SocketName is the control socket's file name in the data directory.
+const SocketName = "ctl.sock"
+
+// Request is one command, e.g. Args ["queue", "list"].
+type Request struct {
+	Args  []string `json:"args"`
+	Stdin []byte   `json:"stdin,omitempty"`
+}
+
+type response struct {
+	Output string `json:"output"`
+	Error  string `json:"error,omitempty"`
+	Usage  bool   `json:"usage,omitempty"`
+}
+
+// Handler runs a command, writing its output to out.
+type Handler func(ctx context.Context, req Request, out io.Writer) error
+
+// UsageError is a command error caused by its input (exit status 2).
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Server serves a Handler on the control socket.
+type Server struct {
+	ln  net.Listener
+	h   Handler
+	log *slog.Logger
+}
+
+// Listen creates the socket at path (mode 0600) and serves h on it until
+// Close. A stale socket left by a killed server is replaced; a live one is
+// an error.
+func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another server is running", path)
+	}
+	os.Remove(path)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s := &Server{ln: ln, h: h, log: log}
+	go s.serve()
+	return s, nil
+}
+
+// Close stops serving and removes the socket.
+func (s *Server) Close() error {
+	return s.ln.Close() // Removes the socket file (net.UnixListener unlinks on Close).
+}
+
+func (s *Server) serve() {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		go s.handle(c)
+	}
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer c.Close()
+	var req Request
+	if err := json.NewDecoder(io.LimitReader(c, 1<<20)).Decode(&req); err != nil {
+		s.log.Warn("control request unreadable", slog.Any("err", err))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out strings.Builder
+	err := s.h(ctx, req, &out)
+	resp := response{Output: out.String()}
+	if err != nil {
+		resp.Error = err.Error()
+		var ue *UsageError
+		resp.Usage = errors.As(err, &ue)
+	}
+	s.log.Info("control command", slog.String("command", strings.Join(req.Args, " ")), slog.Bool("ok", err == nil))
+	json.NewEncoder(c).Encode(resp)
+}
+
+// ErrNotRunning is returned by Call when no server listens on the socket.
+var ErrNotRunning = errors.New("ctl: no server running")
+
+// Call runs req on the server listening at path and writes its output to
+// out. It returns ErrNotRunning if there is none, the command's error
+// otherwise (a *UsageError for input errors).
+func Call(ctx context.Context, path string, req Request, out io.Writer) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return ErrNotRunning
+		}
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	var resp response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return fmt.Errorf("control socket: reading response: %w", err)
+	}
+	io.WriteString(out, resp.Output)
+	if resp.Error != "" {
+		if resp.Usage {
+			return &UsageError{Msg: resp.Error}
+		}
+		return errors.New(resp.Error)
+	}
+	return nil
+}

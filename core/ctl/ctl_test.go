@@ -1,0 +1,63 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCall(t *testing.T) {
+	path := filepath.Join(t.TempDir(), SocketName)
+	ctx := context.Background()
+	if err := Call(ctx, path, Request{Args: []string{"x"}}, io.Discard); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("no server: got %v", err)
+	}
+	h := func(ctx context.Context, req Request, out io.Writer) error {
+		switch req.Args[0] {
+		case "echo":
+			fmt.Fprintf(out, "%s|%s", strings.Join(req.Args[1:], " "), req.Stdin)
+			return nil
+		case "bad":
+			return &UsageError{Msg: "bad input"}
+		}
+		return errors.New("failed")
+	}
+	s, err := Listen(path, h, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := Call(ctx, path, Request{Args: []string{"echo", "a", "b"}, Stdin: []byte("in")}, &out); err != nil || out.String() != "a b|in" {
+		t.Fatalf("echo: %q %v", out.String(), err)
+	}
+	var ue *UsageError
+	if err := Call(ctx, path, Request{Args: []string{"bad"}}, io.Discard); !errors.As(err, &ue) {
+		t.Fatalf("usage error: got %v", err)
+	}
+	if err := Call(ctx, path, Request{Args: []string{"other"}}, io.Discard); err == nil || err.Error() != "failed" {
+		t.Fatalf("error: got %v", err)
+	}
+	if _, err := Listen(path, h, slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("second server on a live socket started")
+	}
+	s.Close()
+
+	// A stale socket file (server killed) is replaced.
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	s, err = Listen(path, h, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	s.Close()
+}

@@ -1,0 +1,270 @@
+package pluginhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/switchyard-mta/switchyard/sdk"
+)
+
+// proc is one [plugins.NAME]: what it runs and serves, and its current process.
+type proc struct {
+	name      string
+	path      string
+	args      []string
+	sum       []byte // SHA-256 pin; nil if none.
+	dataDir   string
+	instances []instance        // The plugin's own table first.
+	conf      sdk.Configuration // What every instance's Configuration shares.
+	log       *slog.Logger      // With plugin=NAME.
+
+	mu       sync.Mutex
+	cur      *running // Nil while down; replaced only once configured.
+	desc     *sdk.Description
+	state    State
+	restarts int
+	lastErr  string
+	exit     string // Status of the last process exit, from go-plugin's log.
+}
+
+// running is a started and configured plugin process.
+type running struct {
+	gp        *plugin.Client
+	transport sdk.Transport
+	desc      *sdk.Description
+	pid       int
+	started   time.Time
+}
+
+// launch starts a process of p, serves it the Host, and has it describe
+// itself and configure every instance. It returns every problem found; on
+// error the process is killed.
+func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
+	cc := &plugin.ClientConfig{
+		HandshakeConfig:  sdk.Handshake,
+		VersionedPlugins: sdk.PluginSets(nil),
+		Cmd:              exec.Command(p.path, p.args...),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     startTimeout,
+		Logger:           &hclogAdapter{log: p.log, path: p.path, exited: p.setExit},
+	}
+	if p.sum != nil {
+		// go-plugin hashes the binary before every start.
+		cc.SecureConfig = &plugin.SecureConfig{Checksum: p.sum, Hash: sha256.New()}
+	}
+	gp := plugin.NewClient(cc)
+	fail := func(errs ...error) (*running, []error) {
+		gp.Kill()
+		return nil, errs
+	}
+
+	rpc, err := gp.Client()
+	if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+		return fail(fmt.Errorf("plugin %s: %s does not match its sha256 pin: %w", p.name, p.path, err))
+	} else if err != nil {
+		return fail(fmt.Errorf("plugin %s: starting %s: %w", p.name, p.path, err))
+	}
+	c, err := sdk.Dispense(rpc)
+	if err != nil {
+		return fail(fmt.Errorf("plugin %s: %w", p.name, err))
+	}
+	if m.host != nil && !m.checkOnly {
+		c.ServeHost(m.host)
+	}
+	dctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	desc, err := c.Describe(dctx)
+	cancel()
+	if err != nil {
+		return fail(fmt.Errorf("plugin %s: %w", p.name, err))
+	}
+	var errs []error
+	for _, in := range p.instances {
+		errs = append(errs, p.configure(ctx, c, desc, in)...)
+	}
+	if len(errs) > 0 {
+		return fail(errs...)
+	}
+	pid, _ := strconv.Atoi(gp.ID()) // The id of a command is its pid.
+	return &running{gp: gp, transport: c.Transport(), desc: desc, pid: pid, started: time.Now()}, nil
+}
+
+// configure sends one instance its configuration.
+func (p *proc) configure(ctx context.Context, c *sdk.Client, desc *sdk.Description, in instance) []error {
+	if in.kind == sdk.KindTransport && !desc.Transport {
+		return []error{&ConfigError{Plugin: p.name, Key: in.refKey, Msg: fmt.Sprintf("plugin %s (%s) is not a transport", p.name, desc.Name)}}
+	}
+	conf := p.conf
+	conf.Kind, conf.Instance, conf.KeyPath, conf.Table = in.kind, in.name, in.keyPath, in.table
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	err := c.Configure(ctx, &conf)
+	var ces sdk.ConfigErrors
+	if errors.As(err, &ces) {
+		errs := make([]error, len(ces))
+		for i, ce := range ces {
+			key := in.keyPath
+			if ce.Key != "" {
+				key += "." + ce.Key
+			}
+			errs[i] = &ConfigError{Plugin: p.name, Key: key, Msg: ce.Msg}
+		}
+		return errs
+	} else if err != nil {
+		return []error{fmt.Errorf("plugin %s: configuring %s: %w", p.name, in.keyPath, err)}
+	}
+	return nil
+}
+
+// supervise restarts p whenever its process exits, until Close. Delays
+// start at minBackoff and double up to maxBackoff; a process that ran
+// healthyAfter resets them.
+func (m *Manager) supervise(p *proc) {
+	backoff := minBackoff
+	for {
+		r := p.current()
+		if !waitExit(m.ctx, r.gp) {
+			return
+		}
+		ran := time.Since(r.started)
+		if ran >= healthyAfter {
+			backoff = minBackoff
+		}
+		exit, restarts := p.exited()
+		p.log.Warn("plugin exited", slog.Int("pid", r.pid), slog.String("exit", exit),
+			slog.Int("restarts", restarts), slog.Duration("ran", ran), slog.Duration("restart_in", backoff))
+		r.gp.Kill() // Frees go-plugin's connections; the process is gone.
+
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+			restarts := p.restarting()
+			nr, errs := m.launch(m.ctx, p)
+			if m.ctx.Err() != nil {
+				if nr != nil {
+					nr.gp.Kill()
+				}
+				return
+			}
+			if nr != nil {
+				p.up(nr)
+				p.log.Info("plugin restarted", slog.Int("pid", nr.pid), slog.Int("restarts", restarts))
+				break
+			}
+			err := errors.Join(errs...)
+			p.failed(err)
+			p.log.Error("plugin restart failed", slog.Any("err", err), slog.Int("restarts", restarts), slog.Duration("retry_in", backoff))
+		}
+	}
+}
+
+// waitExit returns true when the process of gp has exited, false if ctx
+// ends first. go-plugin has no exit signal; it is polled.
+func waitExit(ctx context.Context, gp *plugin.Client) bool {
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for !gp.Exited() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
+}
+
+func (p *proc) current() *running {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cur
+}
+
+func (p *proc) currentState() State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state
+}
+
+// up makes r the process that serves calls.
+func (p *proc) up(r *running) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur, p.desc, p.state = r, r.desc, StateRunning
+}
+
+// exited takes the current process out of service and returns how it ended.
+func (p *proc) exited() (exit string, restarts int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur, p.state = nil, StateRestarting
+	exit = p.exit
+	if exit == "" {
+		exit = "exit status 0"
+	}
+	p.exit = ""
+	p.lastErr = "exited: " + exit
+	return exit, p.restarts
+}
+
+// restarting counts a restart attempt.
+func (p *proc) restarting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.state = StateRestarting
+	p.restarts++
+	return p.restarts
+}
+
+func (p *proc) failed(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.state, p.lastErr = StateFailed, err.Error()
+}
+
+// setExit records the exit status go-plugin logs.
+func (p *proc) setExit(status string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.exit = status
+}
+
+// stop kills the current process, if any.
+func (p *proc) stop() {
+	p.mu.Lock()
+	r := p.cur
+	p.cur, p.state = nil, StateStopped
+	p.mu.Unlock()
+	if r != nil {
+		r.gp.Kill()
+	}
+}
+
+func (p *proc) status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Status{
+		Name:        p.name,
+		Path:        p.path,
+		Description: p.desc,
+		State:       p.state,
+		Restarts:    p.restarts,
+		LastError:   p.lastErr,
+	}
+	if p.cur != nil {
+		s.PID, s.Started = p.cur.pid, p.cur.started
+	}
+	return s
+}

@@ -1,0 +1,161 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/ctl"
+	"github.com/switchyard-mta/switchyard/core/pluginhost"
+	"github.com/switchyard-mta/switchyard/core/queue"
+	"github.com/switchyard-mta/switchyard/core/store"
+)
+
+// Handles are what administrative commands act on: those of the running
+// server through the control socket, or opened directly when none runs.
+type Handles struct {
+	Config  *config.Config
+	Store   *store.Store
+	Queue   *queue.Queue
+	Plugins *pluginhost.Manager // Nil when the server is not running.
+}
+
+// Open opens the data of cfg for administrative commands while no server
+// runs. Close releases it.
+func Open(ctx context.Context, cfg *config.Config) (*Handles, error) {
+	st, err := store.Open(ctx, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	q, err := queue.Open(ctx, filepath.Join(cfg.DataDir, "queue"), queue.Options{})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &Handles{Config: cfg, Store: st, Queue: q}, nil
+}
+
+// Close closes what Open opened.
+func (h *Handles) Close() {
+	h.Queue.Close()
+	h.Store.Close()
+}
+
+// Handle runs one administrative command (a ctl.Handler).
+func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) error {
+	words := strings.Join(req.Args[:min(2, len(req.Args))], " ")
+	args := req.Args[min(2, len(req.Args)):]
+	switch words {
+	case "account passwd":
+		return h.passwd(ctx, args, req.Stdin)
+	case "queue list":
+		return h.queueList(ctx, out)
+	case "plugin list":
+		return h.pluginList(out)
+	}
+	return &ctl.UsageError{Msg: fmt.Sprintf("unknown command %q", words)}
+}
+
+func (h *Handles) passwd(ctx context.Context, args []string, stdin []byte) error {
+	if len(args) != 1 {
+		return &ctl.UsageError{Msg: "usage: account passwd ACCOUNT (password on standard input)"}
+	}
+	account := args[0]
+	if _, ok := h.Config.Accounts[account]; !ok {
+		return &ctl.UsageError{Msg: fmt.Sprintf("no account %q in %s", account, h.Config.File)}
+	}
+	pw, _, _ := strings.Cut(string(stdin), "\n")
+	pw = strings.TrimSuffix(pw, "\r")
+	if len(pw) < 8 {
+		return &ctl.UsageError{Msg: "password must be at least 8 characters"}
+	}
+	return h.Store.SetPassword(ctx, account, pw, nil)
+}
+
+func (h *Handles) queueList(ctx context.Context, out io.Writer) error {
+	msgs, err := h.Queue.List(ctx)
+	if err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		fmt.Fprintln(out, "queue is empty")
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tQUEUED\tFROM\tSIZE\tRECIPIENT\tSTATE\tATTEMPTS\tNEXT\tLAST RESULT")
+	for _, m := range msgs {
+		for i, r := range m.Recipients {
+			id, queued, from, size := "", "", "", ""
+			if i == 0 {
+				id, queued, from, size = m.ID, m.Queued.Format(time.DateTime), orNull(m.From), fmt.Sprint(m.Size)
+			}
+			next := ""
+			if !r.NextAttempt.IsZero() {
+				next = r.NextAttempt.Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, queued, from, size, r.Address, r.State, r.Attempts, next, lastResult(r))
+		}
+	}
+	return tw.Flush()
+}
+
+// lastResult summarises a recipient's last attempt.
+func lastResult(r queue.Rcpt) string {
+	if r.LastAttempt.IsZero() {
+		return ""
+	}
+	s := strings.TrimSpace(fmt.Sprintf("%s %s", r.Last.EnhancedCode, r.Last.Text))
+	if r.Last.Code != 0 {
+		s = fmt.Sprintf("%d %s", r.Last.Code, s)
+	}
+	if r.Last.RemoteHost != "" {
+		s += " (" + r.Last.RemoteHost + ")"
+	}
+	return s
+}
+
+func orNull(from string) string {
+	if from == "" {
+		return "<>"
+	}
+	return from
+}
+
+func (h *Handles) pluginList(out io.Writer) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PLUGIN\tVERSION\tSERVES\tSTATE\tPID\tRESTARTS\tPATH")
+	if h.Plugins == nil {
+		for name, p := range h.Config.Plugins {
+			fmt.Fprintf(tw, "%s\t\t\tnot running\t\t\t%s\n", name, p.Path)
+		}
+		return tw.Flush()
+	}
+	for _, s := range h.Plugins.Status() {
+		version, serves := "", ""
+		if d := s.Description; d != nil {
+			version = d.Version
+			var kinds []string
+			if d.Transport {
+				kinds = append(kinds, "transport")
+			}
+			if len(d.Mechanisms) > 0 {
+				kinds = append(kinds, "mechanisms "+strings.Join(d.Mechanisms, ","))
+			}
+			if d.Policy != nil {
+				kinds = append(kinds, "policy")
+			}
+			serves = strings.Join(kinds, "; ")
+		}
+		state := string(s.State)
+		if s.LastError != "" && s.State != pluginhost.StateRunning {
+			state += " (" + s.LastError + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.Name, version, serves, state, s.PID, s.Restarts, s.Path)
+	}
+	return tw.Flush()
+}

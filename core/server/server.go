@@ -1,0 +1,174 @@
+// Package server wires the core together for `mta serve`: the credential
+// store, the plugin host, the queue, the SMTP listeners and the control socket.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/core/certs"
+	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/ctl"
+	"github.com/switchyard-mta/switchyard/core/pluginhost"
+	"github.com/switchyard-mta/switchyard/core/queue"
+	"github.com/switchyard-mta/switchyard/core/smtpd"
+	"github.com/switchyard-mta/switchyard/core/store"
+)
+
+// Run serves cfg until ctx is done, then shuts down gracefully: listeners
+// stop accepting, deliveries in progress finish or are abandoned to be
+// retried, plugins are stopped. What listens where is printed to out.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) (err error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+
+	var tlsConfig *tls.Config
+	if cfg.TLS.SelfSigned || cfg.TLS.Cert != "" {
+		cert, generated, err := certs.Load(cfg.TLS.Cert, cfg.TLS.Key, cfg.TLS.SelfSigned, cfg.DataDir, cfg.Hostname)
+		if err != nil {
+			return err
+		}
+		if generated {
+			certFile, _ := certs.SelfSignedPaths(cfg.DataDir)
+			fmt.Fprintf(out, "generated a self-signed certificate for %s: %s\n", cfg.Hostname, certFile)
+		}
+		tlsConfig = certs.ServerConfig(cert)
+	}
+
+	st, err := store.Open(ctx, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() { st.Close() })
+	if err := initialPasswords(ctx, cfg, st, out); err != nil {
+		return err
+	}
+
+	plugins, err := pluginhost.Start(ctx, pluginhost.Options{Config: cfg, Host: &host{cfg: cfg, store: st}, Log: log})
+	if err != nil {
+		return WithLines(cfg, err)
+	}
+	closers = append(closers, plugins.Close)
+
+	q, err := queue.Open(ctx, filepath.Join(cfg.DataDir, "queue"), queue.Options{
+		BackoffScale:      cfg.Queue.BackoffScale,
+		MaxAttempts:       cfg.Queue.MaxAttempts,
+		MaxParallel:       cfg.Queue.MaxParallel,
+		MaxPerDestination: cfg.Queue.MaxPerDestination,
+		Log:               log,
+		Router:            router{cfg},
+		Deliverer:         plugins,
+	})
+	if err != nil {
+		return err
+	}
+	q.Start(ctx)
+	closers = append(closers, func() { q.Close() })
+
+	var servers []*smtpd.Server
+	for _, l := range cfg.Listeners {
+		if l.Kind != config.KindSMTP && l.Kind != config.KindSubmission && l.Kind != config.KindSubmissions {
+			log.Warn("listener kind not served yet", slog.String("listener", l.Name), slog.String("kind", l.Kind))
+			continue
+		}
+		s, err := smtpd.New(smtpd.Config{
+			Hostname:       cfg.Hostname,
+			Listener:       l,
+			TLS:            tlsConfig,
+			MaxMessageSize: int64(cfg.Limits.MaxMessageSize),
+			MaxRecipients:  cfg.Limits.MaxRecipients,
+			ReadTimeout:    time.Duration(cfg.Limits.ReadTimeout),
+			WriteTimeout:   time.Duration(cfg.Limits.WriteTimeout),
+			Log:            log,
+			Accounts:       cfg,
+			Auth:           st,
+			Queue:          q,
+		})
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		servers = append(servers, s)
+		go s.Serve(ln)
+		fmt.Fprintf(out, "%-12s %-12s %s\n", l.Name, l.Kind, ln.Addr())
+	}
+	closers = append(closers, func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	})
+
+	h := &Handles{Config: cfg, Store: st, Queue: q, Plugins: plugins}
+	cs, err := ctl.Listen(filepath.Join(cfg.DataDir, ctl.SocketName), h.Handle, log)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() { cs.Close() })
+	fmt.Fprintf(out, "%-12s %-12s %s\n", "control", "unix", filepath.Join(cfg.DataDir, ctl.SocketName))
+	log.Info("serving", slog.String("hostname", cfg.Hostname), slog.String("config", cfg.File))
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+// initialPasswords gives every account without a password a random one and
+// prints it, once: the first start of a new configuration is usable at once.
+func initialPasswords(ctx context.Context, cfg *config.Config, st *store.Store, out io.Writer) error {
+	for name := range cfg.Accounts {
+		has, err := st.HasPassword(ctx, name)
+		if err != nil {
+			return err
+		}
+		if has {
+			continue
+		}
+		buf := make([]byte, 12)
+		rand.Read(buf)
+		pw := base64.RawURLEncoding.EncodeToString(buf)
+		if err := st.SetPassword(ctx, name, pw, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "account %s: generated password %s (shown once; change it with: mta account passwd %s)\n", name, pw, name)
+	}
+	return nil
+}
+
+// WithLines adds file and line to the configuration errors among err,
+// which may join several (pluginhost.Start).
+func WithLines(cfg *config.Config, err error) error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	var out config.Errors
+	for _, e := range errs {
+		var ce *pluginhost.ConfigError
+		if errors.As(e, &ce) {
+			out = append(out, cfg.KeyError(ce.Key, ce.Msg))
+		} else {
+			out = append(out, config.Error{File: cfg.File, Msg: e.Error()})
+		}
+	}
+	return out
+}

@@ -1,0 +1,283 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/switchyard-mta/switchyard/core/queue"
+)
+
+var (
+	// SMTP smuggling: a bare CR or LF may end a line, or the message, for
+	// the next hop but not for us. RFC 5321 §2.3.8 allows only CRLF.
+	errBareCRLF = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Bare LF or CR in message (SMTP smuggling)"}
+	// RFC 5321 §4.2.2 (552: exceeded storage allocation), RFC 3463 §3.4
+	// (X.3.4: message too big for system).
+	errTooLarge = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too large"}
+	// RFC 5321 §4.5.3.1.6 limits text lines.
+	errLineTooLong = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
+	errQueue       = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Queueing failed, try again later"}
+	errConnection  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection error, closing"}
+)
+
+// errWrite marks a failure to write the spool file, as opposed to reading
+// from the client.
+type errWrite struct{ err error }
+
+func (e errWrite) Error() string { return "writing spool file: " + e.err.Error() }
+func (e errWrite) Unwrap() error { return e.err }
+
+// Data spools the message, checks it and hands it to the queue. go-smtp
+// sends the returned error as the reply, a 250 included.
+func (s *session) Data(r io.Reader) error {
+	start := s.start
+	if start.IsZero() {
+		start = time.Now()
+	}
+	reply, size, id := s.deliver(r)
+	attrs := []any{
+		slog.String("account", s.account),
+		slog.String("from", s.from),
+		slog.Int("rcpts", len(s.recipients)),
+		slog.Int64("size", size),
+		slog.Int("code", reply.Code),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if id != "" {
+		attrs = append(attrs, slog.String("queueid", id))
+	}
+	s.log.Info("transaction", attrs...)
+	return reply
+}
+
+// deliver does Data's work; size counts the message as received, without
+// the Received header.
+func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id string) {
+	// go-smtp sets the read deadline per command line only: renew it per
+	// read, so that ReadTimeout bounds each block of the message rather than
+	// all of it, as RFC 5321 §4.5.3.2 times DATA.
+	r = &deadlineReader{r: r, conn: s.sc.Conn(), timeout: s.srv.cfg.ReadTimeout}
+
+	f, err := os.CreateTemp(s.srv.cfg.Queue.SpoolDir(), "smtpd-*.tmp")
+	if err != nil {
+		s.log.Error("creating spool file", slog.Any("err", err))
+		return s.drain(r, errQueue), 0, ""
+	}
+	path := f.Name()
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			f.Close()
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.log.Error("removing spool file", slog.String("path", path), slog.Any("err", err))
+			}
+		}
+	}()
+
+	w := bufio.NewWriterSize(f, 64<<10)
+	if _, err := w.WriteString(s.received(time.Now())); err != nil {
+		s.log.Error("writing spool file", slog.Any("err", err))
+		return s.drain(r, errQueue), 0, ""
+	}
+	size, err = copyMessage(w, r)
+	if err == nil {
+		err = w.Flush()
+		if err == nil {
+			err = f.Close()
+		}
+		if err != nil {
+			err = errWrite{err}
+		}
+	}
+	var we errWrite
+	switch {
+	case err == nil:
+	case errors.Is(err, errBareCRLF):
+		return s.drain(r, errBareCRLF), size, ""
+	case errors.As(err, &we):
+		s.log.Error("spooling message", slog.Any("err", err))
+		return s.drain(r, errQueue), size, ""
+	default:
+		return s.readFailed(err), size, ""
+	}
+
+	env := queue.Envelope{Account: s.account, From: s.from, Recipients: s.recipients, Options: s.opts}
+	ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
+	defer cancel()
+	handedOver = true
+	id, err = s.srv.cfg.Queue.Add(ctx, env, path)
+	if err != nil {
+		s.log.Error("queueing message", slog.Any("err", err))
+		// The queue may have taken the file before failing; if not, it is ours.
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.log.Error("removing spool file", slog.String("path", path), slog.Any("err", err))
+		}
+		return errQueue, size, ""
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Queued as " + id}, size, id
+}
+
+// drain reads the rest of the message, so that the reply comes after it,
+// and returns reply, or another if reading fails.
+func (s *session) drain(r io.Reader, reply *smtp.SMTPError) *smtp.SMTPError {
+	if _, err := io.Copy(io.Discard, r); err != nil && err != smtp.ErrDataTooLarge {
+		return s.readFailed(err)
+	}
+	return reply // Also if too large: go-smtp reads the rest.
+}
+
+// readFailed turns an error reading the message into a reply. An I/O error
+// or timeout leaves the client's position in the message unknown: the rest
+// must not be read as commands, so the connection is closed.
+func (s *session) readFailed(err error) *smtp.SMTPError {
+	switch {
+	case err == smtp.ErrDataTooLarge:
+		return errTooLarge // go-smtp reads the rest of the message.
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return errLineTooLong // go-smtp closes the connection.
+	case errors.Is(err, smtp.ErrDataReset):
+		return errConnection // BDAT aborted by RSET; nobody reads this.
+	}
+	s.log.Info("reading message", slog.Any("err", err))
+	s.sc.Close()
+	return errConnection
+}
+
+// copyMessage copies the message from r to w, and fails with errBareCRLF
+// on a CR not followed by LF or an LF not preceded by CR, or with errWrite.
+// n counts the bytes read.
+//
+// The check runs on what go-smtp's DATA reader returns, which it returns in
+// full buffers. That reader does not see the end of data in CR CR LF "."
+// CR LF (a bare CR ending the last line): such a client waits for a reply
+// until ReadTimeout closes the connection, rather than getting a 500. The
+// message is refused either way, and nothing after the dot is read as a
+// command.
+func copyMessage(w io.Writer, r io.Reader) (n int64, err error) {
+	buf := make([]byte, 32<<10)
+	cr := false // The previous byte was CR.
+	for {
+		k, rerr := r.Read(buf)
+		n += int64(k)
+		for _, c := range buf[:k] {
+			if (c == '\n') != cr {
+				if rerr != nil && rerr != io.EOF {
+					return n, rerr // Draining would fail too.
+				}
+				return n, errBareCRLF
+			}
+			cr = c == '\r'
+		}
+		if k > 0 {
+			if _, err := w.Write(buf[:k]); err != nil {
+				return n, errWrite{err}
+			}
+		}
+		if rerr == io.EOF {
+			if cr {
+				return n, errBareCRLF // Possible with BDAT.
+			}
+			return n, nil
+		} else if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// deadlineReader renews the connection's read deadline before each read.
+type deadlineReader struct {
+	r       io.Reader
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	if err := r.conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+// received returns the Received header field for the message (RFC 5321
+// §4.4, RFC 5322 §3.6.7), folded, with CRLF:
+//
+//	Received: from helo ([192.0.2.1])
+//		by mx.example.org with ESMTPS (TLS 1.3 TLS_AES_128_GCM_SHA256)
+//		for <rcpt@example.org>;
+//		Mon, 02 Jan 2006 15:04:05 -0700
+func (s *session) received(now time.Time) string {
+	var b strings.Builder
+	b.WriteString("Received: from ")
+	b.WriteString(heloToken(s.sc.Hostname()))
+	if s.conn.ip.IsValid() {
+		// TCP-info (RFC 5321 §4.4) is an address literal (§4.1.3).
+		fmt.Fprintf(&b, " (%s)", addressLiteral(s.conn.ip))
+	}
+	b.WriteString("\r\n\tby ")
+	b.WriteString(s.srv.cfg.Hostname)
+	b.WriteString(" with ")
+	tlsState, isTLS := s.sc.TLSConnectionState()
+	b.WriteString(withProtocol(s.opts.SMTPUTF8, isTLS, s.account != ""))
+	if isTLS {
+		fmt.Fprintf(&b, " (%s %s)", tls.VersionName(tlsState.Version), tls.CipherSuiteName(tlsState.CipherSuite))
+	}
+	// Only one recipient may be named: a Received header goes to all
+	// recipients, and would otherwise disclose the Bcc ones.
+	if len(s.recipients) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", s.recipients[0].Address)
+	}
+	b.WriteString(";\r\n\t")
+	b.WriteString(now.Format(time.RFC1123Z))
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// withProtocol is the "with" keyword: ESMTP with S for TLS and A for AUTH
+// (RFC 3848), or its UTF8SMTP variant for SMTPUTF8 (RFC 6531 §3.7.3).
+func withProtocol(utf8, isTLS, auth bool) string {
+	p := "ESMTP"
+	if utf8 {
+		p = "UTF8SMTP"
+	}
+	if isTLS {
+		p += "S"
+	}
+	if auth {
+		p += "A"
+	}
+	return p
+}
+
+// heloToken makes the client's HELO name safe in a header: characters
+// outside those of domains and address literals become '_'.
+func heloToken(helo string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune(".-_:[]", r):
+			return r
+		}
+		return '_'
+	}, helo)
+}
+
+// addressLiteral formats ip as in RFC 5321 §4.1.3: [192.0.2.1] or
+// [IPv6:2001:db8::1].
+func addressLiteral(ip netip.Addr) string {
+	if ip.Is4() {
+		return "[" + ip.String() + "]"
+	}
+	return "[IPv6:" + ip.String() + "]"
+}

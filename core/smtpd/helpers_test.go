@@ -1,0 +1,260 @@
+package smtpd
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/queue"
+	"github.com/switchyard-mta/switchyard/core/store"
+)
+
+const testHost = "mx.example.test"
+
+// testCert is a self-signed certificate for testHost and 127.0.0.1, made
+// once per test binary.
+var testCert = sync.OnceValues(func() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: testHost},
+		DNSNames:              []string{testHost},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+})
+
+func serverTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	cert, err := testCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}
+}
+
+func clientTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	cert, err := testCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	return &tls.Config{RootCAs: pool, ServerName: testHost}
+}
+
+// fakeAccounts: alice (alice@example.org, login "alice" or the address)
+// and bob (bob@example.org); example.org is the local domain.
+type fakeAccounts struct{}
+
+func (fakeAccounts) AccountByLogin(login string) (string, bool) {
+	switch login {
+	case "alice", "alice@example.org":
+		return "alice", true
+	case "bob", "bob@example.org":
+		return "bob", true
+	}
+	return "", false
+}
+
+func (fakeAccounts) MayUseAddress(account, addr string) bool {
+	return strings.EqualFold(addr, account+"@example.org")
+}
+
+func (fakeAccounts) IsLocalDomain(domain string) bool {
+	return domain == "example.org"
+}
+
+// queued is one message the fake queue took.
+type queued struct {
+	env  queue.Envelope
+	data string
+}
+
+// fakeQueue takes messages like the real queue: it reads and removes the
+// spool file. With fail set, Add fails without taking the file.
+type fakeQueue struct {
+	dir  string
+	fail bool
+
+	mu   sync.Mutex
+	msgs []queued
+}
+
+func (q *fakeQueue) SpoolDir() string { return q.dir }
+
+func (q *fakeQueue) Add(ctx context.Context, env queue.Envelope, path string) (string, error) {
+	if filepath.Dir(path) != q.dir {
+		return "", fmt.Errorf("spool file %s not in spool dir %s", path, q.dir)
+	}
+	if q.fail {
+		return "", errors.New("disk on fire")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Remove(path); err != nil {
+		return "", err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.msgs = append(q.msgs, queued{env, string(data)})
+	return fmt.Sprintf("Q%d", len(q.msgs)), nil
+}
+
+func (q *fakeQueue) messages() []queued {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]queued(nil), q.msgs...)
+}
+
+// spoolFiles lists what is left in the spool directory.
+func (q *fakeQueue) spoolFiles(t *testing.T) []string {
+	t.Helper()
+	des, err := os.ReadDir(q.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	return names
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type testServer struct {
+	addr  string
+	queue *fakeQueue
+	logs  *syncBuffer
+}
+
+// passwords is a store with alice's password "secret" and bob's "hunter2",
+// shared by the tests: bcrypt makes each SetPassword cost ~50 ms.
+var passwords = sync.OnceValues(func() (*store.Store, error) {
+	dir, err := os.MkdirTemp("", "smtpd-test-store")
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(context.Background(), dir)
+	if err != nil {
+		return nil, err
+	}
+	for account, pw := range map[string]string{"alice": "secret", "bob": "hunter2"} {
+		if err := st.SetPassword(context.Background(), account, pw, nil); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if st, err := passwords(); err == nil {
+		st.Close()
+	}
+	os.Exit(code)
+}
+
+// startServer serves a listener of kind on 127.0.0.1:0 until the test ends.
+func startServer(t *testing.T, kind string, modify func(*Config)) *testServer {
+	t.Helper()
+	st, err := passwords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{queue: &fakeQueue{dir: t.TempDir()}, logs: &syncBuffer{}}
+	cfg := Config{
+		Hostname:     testHost,
+		Listener:     config.Listener{Name: "test-" + kind, Kind: kind},
+		TLS:          serverTLS(t),
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: 10 * time.Second,
+		Log:          slog.New(slog.NewTextHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Accounts:     fakeAccounts{},
+		Auth:         st,
+		Queue:        ts.queue,
+	}
+	if modify != nil {
+		modify(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.addr = l.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", ts.logs.String())
+		}
+	})
+	return ts
+}
+
+func relayLoopback(cfg *Config) {
+	cfg.Listener.RelayPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+}

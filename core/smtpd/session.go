@@ -1,0 +1,143 @@
+package smtpd
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/switchyard-mta/switchyard/sdk"
+)
+
+// Replies. Causes are logged, never sent.
+var (
+	// RFC 4954 §6: a submission server refuses mail before AUTH.
+	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	// RFC 6409 §6.1: the sender must be one the account may use.
+	errSenderNotOwned = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not owned by you"}
+	// REQUIRETLS is a promise to relay over TLS only, which makes no sense
+	// from a client not using it; go-smtp advertises it only with TLS
+	// (RFC 8689 §2). 5.7.10: encryption needed (RFC 5248).
+	errRequireTLSPlain = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 10}, Message: "REQUIRETLS needs a TLS session"}
+	errLocalDelivery   = &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Local delivery not available yet"}
+	// RFC 5321 §3.6 and §7.1: not an open relay. 5.7.1: not authorized.
+	errRelayDenied = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relaying denied"}
+	errInternal    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error, try again later"}
+)
+
+// session is one SMTP session: from EHLO until STARTTLS, which starts a new
+// one (RFC 3207 §4.2), or the end of the connection.
+type session struct {
+	srv  *Server
+	sc   *smtp.Conn
+	conn *conn
+	log  *slog.Logger
+
+	account string // After successful AUTH.
+
+	// The transaction, from MAIL on.
+	start      time.Time
+	from       string
+	opts       sdk.DeliverOptions
+	recipients []sdk.Recipient
+}
+
+var _ smtp.AuthSession = (*session)(nil)
+
+func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
+	nc := sc.Conn()
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	c, ok := nc.(*conn)
+	if !ok {
+		s.log.Error("session on a connection not from Serve", slog.String("remote", nc.RemoteAddr().String()))
+		return nil, errInternal
+	}
+	return &session{srv: s, sc: sc, conn: c, log: c.log}, nil
+}
+
+// isTLS reports whether the session runs over TLS.
+func (s *session) isTLS() bool {
+	_, ok := s.sc.TLSConnectionState()
+	return ok
+}
+
+func (s *session) Reset() {
+	s.start = time.Time{}
+	s.from = ""
+	s.opts = sdk.DeliverOptions{}
+	s.recipients = nil
+}
+
+func (s *session) Logout() error {
+	return nil
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.Reset()
+	if err := s.checkMail(from, opts); err != nil {
+		s.log.Info("sender refused", slog.String("account", s.account), slog.String("from", from), slog.Int("code", err.Code))
+		return err
+	}
+	s.start = time.Now()
+	s.from = from
+	s.opts = sdk.DeliverOptions{
+		SMTPUTF8:   opts.UTF8,
+		Body:       string(opts.Body),
+		RequireTLS: opts.RequireTLS,
+		EnvelopeID: opts.EnvelopeID,
+		DSNReturn:  string(opts.Return),
+	}
+	return nil
+}
+
+func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError {
+	if s.srv.submission() {
+		if s.account == "" {
+			return errAuthRequired
+		}
+		// The null reverse-path is for bounces (RFC 5321 §4.5.5), which
+		// users do not submit.
+		if from == "" || !s.srv.cfg.Accounts.MayUseAddress(s.account, from) {
+			return errSenderNotOwned
+		}
+	}
+	if opts.RequireTLS && !s.isTLS() {
+		return errRequireTLSPlain
+	}
+	return nil
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if err := s.checkRcpt(to); err != nil {
+		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
+		return err
+	}
+	r := sdk.Recipient{Address: to}
+	for _, n := range opts.Notify {
+		r.Notify = append(r.Notify, string(n))
+	}
+	if opts.OriginalRecipient != "" {
+		r.ORcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+	}
+	s.recipients = append(s.recipients, r)
+	return nil
+}
+
+func (s *session) checkRcpt(to string) *smtp.SMTPError {
+	// A path without a domain is "postmaster", always local (RFC 5321 §4.5.1).
+	domain := ""
+	if i := strings.LastIndexByte(to, '@'); i >= 0 {
+		domain = strings.ToLower(to[i+1:])
+	}
+	if domain == "" || s.srv.cfg.Accounts.IsLocalDomain(domain) {
+		return errLocalDelivery
+	}
+	if s.account == "" && !s.conn.relay {
+		return errRelayDenied
+	}
+	return nil
+}

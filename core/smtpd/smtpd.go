@@ -1,0 +1,276 @@
+// Package smtpd serves Switchyard's SMTP listeners on emersion/go-smtp:
+// inbound MX (RFC 5321, port 25), message submission with STARTTLS
+// (RFC 6409, RFC 3207, port 587) and submission over implicit TLS (RFC 8314,
+// port 465).
+//
+// Submission requires SMTP AUTH (RFC 4954) with PLAIN (RFC 4616) or LOGIN,
+// only over TLS, and lets an account send only from its own addresses. An
+// inbound MX accepts mail for local domains, and relays only for clients in
+// the listener's relay networks.
+//
+// DATA is spooled to a file in the queue's spool directory with a Received
+// header prepended (RFC 5321 §4.4); a message with a bare CR or LF is
+// refused, as its line endings could be read differently by the next hop
+// (SMTP smuggling). The queue acknowledges a message only once it is durable,
+// and only then does the client get its 250.
+package smtpd
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/queue"
+)
+
+// Defaults for zero Config fields, as in mta.toml's [limits].
+const (
+	defaultMaxMessageSize = 50 << 20
+	defaultMaxRecipients  = 1000
+	// RFC 5321 §4.5.3.2.7 asks a server to wait at least 5 minutes for
+	// the next command.
+	defaultReadTimeout  = 5 * time.Minute
+	defaultWriteTimeout = time.Minute
+)
+
+// maxLineLength bounds command and message lines: twice the 1000 octets of
+// RFC 5321 §4.5.3.1.6, tolerating sloppy senders while bounding memory.
+const maxLineLength = 2000
+
+// Deadlines of calls out of a session; the client is waiting meanwhile.
+const (
+	authTimeout  = 30 * time.Second
+	queueTimeout = 2 * time.Minute
+)
+
+// Config is what a Server needs; the caller fills it from config.Config.
+type Config struct {
+	Hostname string // In the greeting, EHLO reply and Received headers.
+	// Listener gives the name (in logs), kind, relay networks, and the
+	// address for ListenAndServe.
+	Listener config.Listener
+	// TLS is the server certificate configuration. Nil: no STARTTLS, and
+	// submission and submissions listeners refuse to start.
+	TLS            *tls.Config
+	MaxMessageSize int64         // Zero: 50 MiB.
+	MaxRecipients  int           // Per transaction. Zero: 1000.
+	ReadTimeout    time.Duration // Per command line and per message chunk. Zero: 5m.
+	WriteTimeout   time.Duration // Per reply. Zero: 1m.
+	Log            *slog.Logger  // Nil: discard.
+	Accounts       Accounts
+	Auth           PasswordChecker // Required for submission listeners.
+	Queue          Queue
+}
+
+// Accounts answers what a listener must know about local users.
+type Accounts interface {
+	// AccountByLogin resolves an AUTH username, an account name or one of
+	// its addresses, to the account name.
+	AccountByLogin(login string) (account string, ok bool)
+	// MayUseAddress reports whether account may send with addr as MAIL FROM.
+	MayUseAddress(account, addr string) bool
+	// IsLocalDomain reports whether mail for domain (lower case) is
+	// delivered here.
+	IsLocalDomain(domain string) bool
+}
+
+// PasswordChecker checks login passwords; *store.Store implements it.
+type PasswordChecker interface {
+	// CheckPassword reports whether password is account's. The error is for
+	// failures to check, not for a wrong password.
+	CheckPassword(ctx context.Context, account, password string) (bool, error)
+}
+
+// Queue takes accepted messages.
+type Queue interface {
+	// SpoolDir is where the server writes a message before Add.
+	SpoolDir() string
+	// Add takes ownership of the file at path, a message written in
+	// SpoolDir but not yet synced, and returns its queue id once the message
+	// is durable.
+	Add(ctx context.Context, env queue.Envelope, path string) (id string, err error)
+}
+
+// Server serves one listener. Serve may be called with several net.Listeners.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	smtp   *smtp.Server
+	ctx    context.Context // Canceled by Close: aborts AUTH and queue calls.
+	cancel context.CancelFunc
+
+	cidBase uint64 // Random, so ids differ across restarts.
+	cidSeq  atomic.Uint64
+}
+
+// New checks cfg and returns a server ready to Serve.
+func New(cfg Config) (*Server, error) {
+	switch cfg.Listener.Kind {
+	case config.KindSMTP:
+	case config.KindSubmission, config.KindSubmissions:
+		if cfg.TLS == nil {
+			return nil, fmt.Errorf("smtpd: listener %s: %s needs TLS", cfg.Listener.Name, cfg.Listener.Kind)
+		}
+		if cfg.Auth == nil {
+			return nil, fmt.Errorf("smtpd: listener %s: %s needs a password checker", cfg.Listener.Name, cfg.Listener.Kind)
+		}
+	default:
+		return nil, fmt.Errorf("smtpd: listener %s: kind %q is not smtp, submission or submissions", cfg.Listener.Name, cfg.Listener.Kind)
+	}
+	if cfg.Hostname == "" {
+		return nil, errors.New("smtpd: empty hostname")
+	}
+	if cfg.Accounts == nil || cfg.Queue == nil {
+		return nil, errors.New("smtpd: Accounts and Queue are required")
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = defaultMaxMessageSize
+	}
+	if cfg.MaxRecipients <= 0 {
+		cfg.MaxRecipients = defaultMaxRecipients
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = defaultReadTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = defaultWriteTimeout
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With(slog.String("listener", cfg.Listener.Name))
+
+	s := &Server{cfg: cfg, log: log}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	var b [8]byte
+	rand.Read(b[:])
+	s.cidBase = binary.LittleEndian.Uint64(b[:])
+
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = cfg.Hostname
+	srv.TLSConfig = cfg.TLS
+	srv.AllowInsecureAuth = false // No plaintext passwords without TLS (RFC 4954 §4).
+	srv.MaxMessageBytes = cfg.MaxMessageSize
+	// Recipients beyond the limit get 452 4.5.3 from go-smtp (RFC 5321
+	// §4.5.3.1.10), which also advertises LIMITS RCPTMAX (RFC 9422).
+	srv.MaxRecipients = cfg.MaxRecipients
+	srv.MaxLineLength = maxLineLength
+	srv.ReadTimeout = cfg.ReadTimeout
+	srv.WriteTimeout = cfg.WriteTimeout
+	srv.EnableSMTPUTF8 = true // RFC 6531; 8BITMIME (RFC 6152) is always on.
+	srv.EnableDSN = true      // RFC 3461
+	// RFC 8689; go-smtp advertises it only on TLS sessions.
+	srv.EnableREQUIRETLS = cfg.TLS != nil
+	srv.ErrorLog = errorLog{log}
+	s.smtp = srv
+	return s, nil
+}
+
+// Serve accepts connections on l until Close or Shutdown, then returns nil.
+// For a submissions listener it does the TLS handshake itself.
+func (s *Server) Serve(l net.Listener) error {
+	if s.ctx.Err() != nil {
+		return smtp.ErrServerClosed
+	}
+	l = &listener{Listener: l, s: s}
+	if s.cfg.Listener.Kind == config.KindSubmissions {
+		l = tls.NewListener(l, s.cfg.TLS) // RFC 8314 §3.3
+	}
+	if err := s.smtp.Serve(l); err != nil {
+		return fmt.Errorf("smtpd: listener %s: %w", s.cfg.Listener.Name, err)
+	}
+	return nil
+}
+
+// ListenAndServe listens on the listener's configured address and serves it.
+func (s *Server) ListenAndServe() error {
+	l, err := net.Listen("tcp", s.cfg.Listener.Address)
+	if err != nil {
+		return fmt.Errorf("smtpd: listener %s: %w", s.cfg.Listener.Name, err)
+	}
+	return s.Serve(l)
+}
+
+// Close closes the listeners and all connections at once.
+func (s *Server) Close() error {
+	s.cancel()
+	return s.smtp.Close()
+}
+
+// Shutdown closes the listeners and waits until the connections have ended
+// or ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.smtp.Shutdown(ctx)
+	s.cancel()
+	return err
+}
+
+// submission reports whether the listener is for message submission.
+func (s *Server) submission() bool {
+	return s.cfg.Listener.Kind != config.KindSMTP
+}
+
+// listener tags each accepted connection with an id and a logger.
+type listener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s := l.s
+	cid := strconv.FormatUint(s.cidBase+s.cidSeq.Add(1), 36)
+	c := &conn{Conn: nc, start: time.Now(), log: s.log.With(slog.String("cid", cid), slog.String("remote", nc.RemoteAddr().String()))}
+	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+		c.ip = ap.Addr().Unmap()
+	}
+	for _, p := range s.cfg.Listener.RelayPrefixes {
+		if p.Contains(c.ip) {
+			c.relay = true
+			break
+		}
+	}
+	c.log.Debug("connection opened", slog.Bool("relay", c.relay))
+	return c, nil
+}
+
+// conn is an accepted connection; sessions find it below the TLS layer.
+type conn struct {
+	net.Conn
+	log   *slog.Logger // With cid and remote.
+	ip    netip.Addr   // Of the client; invalid if not TCP.
+	relay bool         // ip is in the listener's relay networks.
+	start time.Time
+	once  sync.Once
+}
+
+func (c *conn) Close() error {
+	c.once.Do(func() {
+		c.log.Info("connection closed", slog.Duration("duration", time.Since(c.start)))
+	})
+	return c.Conn.Close()
+}
+
+// errorLog passes go-smtp's internal errors (TLS handshakes, recovered
+// panics) to the server's logger.
+type errorLog struct{ log *slog.Logger }
+
+func (l errorLog) Printf(format string, v ...any) { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l errorLog) Println(v ...any)               { l.log.Warn(fmt.Sprint(v...)) }
