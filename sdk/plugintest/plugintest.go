@@ -25,8 +25,9 @@ func Connect(t testing.TB, p *sdk.Plugin, host sdk.Host) *sdk.Client {
 	t.Helper()
 	gc, gs := plugin.TestPluginGRPCConn(t, false, sdk.PluginSets(p)[sdk.ProtocolVersion])
 	t.Cleanup(func() {
-		gc.Close()
+		// Server first: Close's shutdown RPC would stop it concurrently.
 		gs.Stop()
+		gc.Close()
 	})
 	c, err := sdk.Dispense(gc)
 	if err != nil {

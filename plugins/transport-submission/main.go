@@ -1,0 +1,17 @@
+// Command transport-submission is a Switchyard transport plugin that relays
+// queued messages to a smarthost: plain SMTP (RFC 5321), submission with
+// STARTTLS (RFC 6409, RFC 3207) or submissions over implicit TLS (RFC 8314),
+// authenticating with SMTP AUTH (RFC 4954). Connections are pooled and reused
+// per configured instance.
+package main
+
+import (
+	"log/slog"
+
+	"github.com/switchyard-mta/switchyard/sdk"
+)
+
+func main() {
+	t := newTransport(sdk.NewLogger(slog.LevelInfo))
+	sdk.Serve(&sdk.Plugin{Name: "transport-submission", Version: "0.1.0", Transport: t})
+}

@@ -1,0 +1,206 @@
+// Command bench measures Switchyard's relay path against a reference
+// measured in the same run: the same load sent straight to the same sink.
+//
+// The load is N messages of 4 KB over C concurrent SMTP sessions. The relay
+// path is submission (STARTTLS, AUTH PLAIN) → fsynced queue → the
+// transport-submission plugin → the sink; its rate counts from the first
+// submission to the last message arriving at the sink. A second relay run
+// does the same through the inbound `smtp` listener with relay_networks,
+// without TLS or AUTH, as Postfix's smtp-source would.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/switchyard-mta/switchyard/test/mtatest"
+)
+
+func main() {
+	n := flag.Int("n", 5000, "messages per run")
+	conns := flag.Int("c", 20, "concurrent sessions")
+	size := flag.Int("size", 4096, "message size in bytes")
+	flag.Parse()
+	if err := run(*n, *conns, *size); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// load is one way of sending the messages.
+type load struct {
+	addr       string
+	startTLS   bool
+	user, pass string
+	from, to   string
+	n, conns   int
+	msg        []byte
+}
+
+func run(n, conns, size int) error {
+	bin, err := mtatest.Build()
+	if err != nil {
+		return err
+	}
+	sink, err := mtatest.StartSink(false, nil)
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	msg := mtatest.MakeMessage("bench@example.org", "sink@example.net", "bench", size)
+	fmt.Printf("load: %d messages of %d bytes over %d sessions\n\n", n, len(msg), conns)
+
+	// Reference: straight to the sink.
+	ref := load{addr: sink.Addr, from: "bench@example.org", to: "sink@example.net", n: n, conns: conns, msg: msg}
+	refDur, err := ref.send()
+	if err != nil {
+		return fmt.Errorf("reference: %w", err)
+	}
+	if got := sink.WaitCount(n, time.Minute); got != n {
+		return fmt.Errorf("reference: sink got %d of %d", got, n)
+	}
+	refRate := float64(n) / refDur.Seconds()
+	fmt.Printf("%-44s %8.0f msg/s  (%v)\n", "reference: client → sink", refRate, refDur.Round(time.Millisecond))
+
+	dir, err := os.MkdirTemp("", "switchyard-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sub, mx := mtatest.FreeAddr(), mtatest.FreeAddr()
+	srv, err := mtatest.StartServer(bin, dir, config(sub, mx, bin.Plugins["transport-submission"], sink.Addr))
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+
+	runs := []struct {
+		name string
+		l    load
+	}{
+		{"relay: submission+TLS+AUTH → queue → plugin", load{addr: sub, startTLS: true, user: "bench@example.org", pass: srv.Passwords["bench"], from: "bench@example.org", to: "sink@example.net", n: n, conns: conns, msg: msg}},
+		{"relay: smtp (relay_networks) → queue → plugin", load{addr: mx, from: "app@relay.test", to: "sink@example.net", n: n, conns: conns, msg: msg}},
+	}
+	for _, r := range runs {
+		before := sink.Count()
+		start := time.Now()
+		accDur, err := r.l.send()
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		if got := sink.WaitCount(before+n, 5*time.Minute) - before; got < n {
+			return fmt.Errorf("%s: sink got %d of %d\n%s", r.name, got, n, tail(srv.Log(), 20))
+		}
+		dur := time.Since(start)
+		rate := float64(n) / dur.Seconds()
+		fmt.Printf("%-44s %8.0f msg/s  (%v end to end; accepted at %.0f msg/s)  ratio to reference %.2f\n",
+			r.name, rate, dur.Round(time.Millisecond), float64(n)/accDur.Seconds(), rate/refRate)
+	}
+	return nil
+}
+
+// send sends l.n messages over l.conns sessions and returns how long it took.
+func (l load) send() (time.Duration, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, l.conns)
+	start := time.Now()
+	for i := 0; i < l.conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.session(&next); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func (l load) session(next *atomic.Int64) error {
+	c, err := mtatest.Dial(l.addr, false, l.startTLS)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if l.user != "" {
+		if err := c.Auth(sasl.NewPlainClient("", l.user, l.pass)); err != nil {
+			return fmt.Errorf("auth: %w", err)
+		}
+	}
+	for next.Add(1) <= int64(l.n) {
+		if err := c.Mail(l.from, nil); err != nil {
+			return err
+		}
+		if err := c.Rcpt(l.to, nil); err != nil {
+			return err
+		}
+		w, err := c.Data()
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(l.msg); err != nil {
+			return err
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+	}
+	return c.Quit()
+}
+
+func config(sub, mx, plugin, sink string) string {
+	port := sink[strings.LastIndexByte(sink, ':')+1:]
+	return fmt.Sprintf(`hostname = "bench.example.org"
+data_dir = "data"
+[tls]
+self_signed = true
+[queue]
+max_parallel = 64
+max_per_destination = 32
+[[listeners]]
+name = "submission"
+kind = "submission"
+address = %q
+[[listeners]]
+name = "mx"
+kind = "smtp"
+address = %q
+relay_networks = ["127.0.0.0/8"]
+[plugins.transport-submission]
+path = %q
+[transports.sink]
+plugin = "transport-submission"
+[transports.sink.config]
+host = "127.0.0.1"
+port = %s
+tls = "none"
+max_connections = 32
+[[routes]]
+transport = "sink"
+[domains."example.org"]
+[accounts.bench]
+domain = "example.org"
+addresses = ["bench@example.org"]
+`, sub, mx, plugin, port)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
