@@ -21,6 +21,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/ctl"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
 	"github.com/switchyard-mta/switchyard/core/queue"
+	"github.com/switchyard-mta/switchyard/core/route"
 	"github.com/switchyard-mta/switchyard/core/smtpd"
 	"github.com/switchyard-mta/switchyard/core/store"
 )
@@ -73,7 +74,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		MaxParallel:       cfg.Queue.MaxParallel,
 		MaxPerDestination: cfg.Queue.MaxPerDestination,
 		Log:               log,
-		Router:            router{cfg},
+		Router:            route.FromConfig(cfg),
 		Deliverer:         plugins,
 	})
 	if err != nil {

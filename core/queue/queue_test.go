@@ -1,0 +1,720 @@
+package queue
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/sdk"
+)
+
+// call is one Deliver call seen by fakeDeliverer.
+type call struct {
+	transport string
+	req       sdk.DeliverRequest
+	message   string
+	at        time.Time
+}
+
+// fakeDeliverer records calls and answers with fn, counting deliveries in
+// progress per destination.
+type fakeDeliverer struct {
+	fn    func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) // n: calls so far, 1-based.
+	delay time.Duration
+
+	mu        sync.Mutex
+	calls     []call
+	inflight  map[string]int
+	maxDest   map[string]int
+	total     int
+	maxTotal  int
+	delivered map[string]int // By queue ID and recipient.
+}
+
+func (f *fakeDeliverer) Deliver(ctx context.Context, transport string, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		return nil, errors.New("no deadline")
+	}
+	msg, err := io.ReadAll(req.Message)
+	if err != nil {
+		return nil, err
+	}
+	key := transport + " " + domainOf(req.Recipients[0].Address)
+	f.mu.Lock()
+	if f.inflight == nil {
+		f.inflight, f.maxDest, f.delivered = map[string]int{}, map[string]int{}, map[string]int{}
+	}
+	c := *req
+	c.Message = nil
+	f.calls = append(f.calls, call{transport, c, string(msg), time.Now()})
+	n := len(f.calls)
+	f.inflight[key]++
+	f.maxDest[key] = max(f.maxDest[key], f.inflight[key])
+	f.total++
+	f.maxTotal = max(f.maxTotal, f.total)
+	f.mu.Unlock()
+
+	time.Sleep(f.delay)
+	res, err := &sdk.DeliverResult{}, error(nil)
+	if f.fn != nil {
+		res, err = f.fn(req, n)
+	} else {
+		res = sdk.ResultAll(req, sdk.StatusDelivered, 250, "2.0.0", "ok")
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inflight[key]--
+	f.total--
+	if err == nil {
+		for _, r := range res.Recipients {
+			if r.Status == sdk.StatusDelivered {
+				f.delivered[req.QueueID+" "+r.Address]++
+			}
+		}
+	}
+	return res, err
+}
+
+func (f *fakeDeliverer) Calls() []call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+// fakeRouter sends everything through transport "t", or "retry" from the
+// second attempt on.
+type fakeRouter struct{}
+
+func (fakeRouter) Route(account, from, toDomain string, attempts int) string {
+	if attempts > 0 {
+		return "retry"
+	}
+	return "t"
+}
+
+func testLog(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func openQueue(t testing.TB, dir string, opts Options) *Queue {
+	t.Helper()
+	if opts.Log == nil {
+		opts.Log = testLog(t)
+	}
+	if opts.Router == nil {
+		opts.Router = fakeRouter{}
+	}
+	if opts.BackoffScale == 0 {
+		opts.BackoffScale = 0.00001 // First retry after 4.5ms.
+	}
+	q, err := Open(context.Background(), dir, opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
+}
+
+func spool(t testing.TB, q *Queue, content string) string {
+	t.Helper()
+	f, err := os.CreateTemp(q.SpoolDir(), "msg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
+}
+
+func rcpts(addrs ...string) []sdk.Recipient {
+	l := make([]sdk.Recipient, len(addrs))
+	for i, a := range addrs {
+		l[i] = sdk.Recipient{Address: a}
+	}
+	return l
+}
+
+func add(t testing.TB, q *Queue, content string, to ...string) string {
+	t.Helper()
+	id, err := q.Add(context.Background(), Envelope{From: "sender@example.org", Recipients: rcpts(to...)}, spool(t, q, content))
+	if err != nil {
+		t.Fatalf("add: %v", err)
+	}
+	return id
+}
+
+// waitEmpty waits until no message is queued in memory, and until the
+// committer stored that and removed the files.
+func waitEmpty(t testing.TB, q *Queue) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		n := len(q.msgs)
+		q.mu.Unlock()
+		if n == 0 {
+			l, err := q.List(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l) == 0 && len(queueFiles(t, q.dir)) == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not empty after 10s: %d messages", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timeout waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func queueFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	var names []string
+	for _, sub := range []string{dir, filepath.Join(dir, spoolDir)} {
+		l, err := os.ReadDir(sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range l {
+			if e.Type().IsRegular() && e.Name() != dbFile {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	return names
+}
+
+func TestDeliver(t *testing.T) {
+	dir := t.TempDir()
+	d := &fakeDeliverer{}
+	q := openQueue(t, dir, Options{Deliverer: d})
+	q.Start(context.Background())
+	env := Envelope{
+		Account:    "alice",
+		From:       "alice@example.org",
+		Recipients: []sdk.Recipient{{Address: "bob@Example.COM", Notify: []string{"FAILURE", "DELAY"}, ORcpt: "rfc822;bob@example.com"}},
+		Options:    sdk.DeliverOptions{SMTPUTF8: true, Body: "8BITMIME", EnvelopeID: "env1", DSNReturn: "HDRS"},
+	}
+	msg := "Subject: hi\r\n\r\nhello\r\n"
+	id, err := q.Add(context.Background(), env, spool(t, q, msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, q)
+	calls := d.Calls()
+	if len(calls) != 1 {
+		t.Fatalf("got %d calls, want 1", len(calls))
+	}
+	c := calls[0]
+	want := sdk.DeliverRequest{Instance: "t", QueueID: id, Attempt: 1, From: env.From, Recipients: env.Recipients, Options: env.Options, Size: int64(len(msg))}
+	if c.transport != "t" || fmt.Sprint(c.req) != fmt.Sprint(want) || c.message != msg {
+		t.Errorf("call %q %+v %q\nwant %+v %q", c.transport, c.req, c.message, want, msg)
+	}
+	if f := queueFiles(t, dir); len(f) != 0 {
+		t.Errorf("files left: %v", f)
+	}
+}
+
+func TestResults(t *testing.T) {
+	temp := func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		return sdk.ResultAll(req, sdk.StatusTemporary, 451, "4.7.1", "greylisted"), nil
+	}
+	tests := []struct {
+		name       string
+		fn         func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error)
+		wantCalls  int
+		wantFailed bool
+		wantText   string
+	}{
+		{"temporary then delivered", func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+			if n == 1 {
+				return temp(req, n)
+			}
+			return sdk.ResultAll(req, sdk.StatusDelivered, 250, "", "ok"), nil
+		}, 2, false, ""},
+		{"permanent", func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+			return sdk.ResultAll(req, sdk.StatusPermanent, 550, "5.1.1", "no such user"), nil
+		}, 1, true, "no such user"},
+		{"5xx reported as temporary", func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+			return sdk.ResultAll(req, sdk.StatusTemporary, 554, "5.7.1", "rejected"), nil
+		}, 1, true, "rejected"},
+		{"temporary until max attempts", temp, 3, true, "greylisted"},
+		{"transport error", func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+			return nil, errors.New("transport t: plugin down")
+		}, 3, true, "transport t: plugin down"},
+		{"missing result", func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+			return &sdk.DeliverResult{}, nil
+		}, 3, true, "transport returned no result for recipient"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &fakeDeliverer{fn: tc.fn}
+			var mu sync.Mutex
+			var failures []Failure
+			q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 3, OnFailure: func(ctx context.Context, f Failure) {
+				if _, err := os.Stat(f.Path); err != nil {
+					t.Errorf("message file during OnFailure: %v", err)
+				}
+				mu.Lock()
+				failures = append(failures, f)
+				mu.Unlock()
+			}})
+			q.Start(context.Background())
+			id := add(t, q, "x\r\n", "rcpt@example.com")
+			waitEmpty(t, q)
+			calls := d.Calls()
+			if len(calls) != tc.wantCalls {
+				t.Fatalf("%d calls, want %d", len(calls), tc.wantCalls)
+			}
+			for i, c := range calls {
+				wantTransport := "t"
+				if i > 0 {
+					wantTransport = "retry"
+				}
+				if c.req.Attempt != i+1 || c.transport != wantTransport || c.req.Instance != wantTransport {
+					t.Errorf("call %d: attempt %d transport %q", i, c.req.Attempt, c.transport)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !tc.wantFailed {
+				if len(failures) != 0 {
+					t.Fatalf("failures %+v", failures)
+				}
+				return
+			}
+			if len(failures) != 1 || failures[0].QueueID != id || len(failures[0].Recipients) != 1 {
+				t.Fatalf("failures %+v", failures)
+			}
+			r := failures[0].Recipients[0]
+			if r.Address != "rcpt@example.com" || r.State != Failed || r.Attempts != tc.wantCalls || r.Last.Text != tc.wantText {
+				t.Errorf("failed recipient %+v", r)
+			}
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	q := &Queue{opts: Options{BackoffScale: 1}}
+	want := []time.Duration{0, 7*time.Minute + 30*time.Second, 15 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 16 * time.Hour}
+	for n, w := range want {
+		if got := q.backoff(n); got != w {
+			t.Errorf("backoff(%d) = %v, want %v", n, got, w)
+		}
+	}
+	if q.backoff(200) <= 0 {
+		t.Errorf("backoff overflows")
+	}
+	q.opts.BackoffScale = 0.001
+	if got := q.backoff(2); got != 900*time.Millisecond {
+		t.Errorf("scaled backoff(2) = %v", got)
+	}
+	// Attempts are spaced by the scaled backoff: 45ms, then 90ms.
+	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		return sdk.ResultAll(req, sdk.StatusTemporary, 421, "", "busy"), nil
+	}}
+	q = openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 3, BackoffScale: 0.0001})
+	q.Start(context.Background())
+	add(t, q, "x\r\n", "a@example.com")
+	waitEmpty(t, q)
+	calls := d.Calls()
+	if len(calls) != 3 {
+		t.Fatalf("%d calls", len(calls))
+	}
+	for i, min := range []time.Duration{45 * time.Millisecond, 90 * time.Millisecond} {
+		if gap := calls[i+1].at.Sub(calls[i].at); gap < min || gap > min+time.Second {
+			t.Errorf("attempt %d after %v, want %v", i+2, gap, min)
+		}
+	}
+}
+
+func TestGrouping(t *testing.T) {
+	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		res := sdk.ResultAll(req, sdk.StatusDelivered, 250, "", "ok")
+		if req.Attempt == 1 && domainOf(req.Recipients[0].Address) == "x.test" {
+			// One recipient deferred: only it is attempted again.
+			res.Recipients[1].Status = sdk.StatusTemporary
+		}
+		return res, nil
+	}}
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d})
+	q.Start(context.Background())
+	add(t, q, "x\r\n", "a@x.test", "b@X.TEST", "c@y.test")
+	waitEmpty(t, q)
+	var got []string
+	for _, c := range d.Calls() {
+		var l []string
+		for _, r := range c.req.Recipients {
+			l = append(l, r.Address)
+		}
+		got = append(got, fmt.Sprintf("%d:%s", c.req.Attempt, strings.Join(l, ",")))
+	}
+	slices.Sort(got)
+	want := []string{"1:a@x.test,b@X.TEST", "1:c@y.test", "2:b@X.TEST"}
+	if !slices.Equal(got, want) {
+		t.Errorf("calls %q, want %q", got, want)
+	}
+}
+
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	// No Start, Close: as after a crash, the queue has what was added.
+	q, err := Open(context.Background(), dir, Options{Log: testLog(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id1 := add(t, q, "one\r\n", "a@example.com")
+	id2 := add(t, q, "two\r\n", "b@example.com", "c@example.net")
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Add(context.Background(), Envelope{Recipients: rcpts("x@y")}, filepath.Join(dir, "nonexistent")); !errors.Is(err, ErrClosed) {
+		t.Errorf("add after close: %v", err)
+	}
+
+	// First start: example.net fails temporarily, then the queue stops.
+	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		if domainOf(req.Recipients[0].Address) == "example.net" {
+			return sdk.ResultAll(req, sdk.StatusTemporary, 451, "", "later"), nil
+		}
+		return sdk.ResultAll(req, sdk.StatusDelivered, 250, "", "ok"), nil
+	}}
+	q, err = Open(context.Background(), dir, Options{Log: testLog(t), Deliverer: d, BackoffScale: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Start(context.Background())
+	waitFor(t, "3 deliveries", func() bool { return len(d.Calls()) == 3 })
+	waitFor(t, "one message left", func() bool {
+		l, err := q.List(context.Background())
+		return err == nil && len(l) == 1 && l[0].Recipients[1].Attempts == 1
+	})
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, c := range d.Calls() {
+		got[c.req.QueueID+" "+c.req.Recipients[0].Address] = c.message
+	}
+	want := map[string]string{id1 + " a@example.com": "one\r\n", id2 + " b@example.com": "two\r\n", id2 + " c@example.net": "two\r\n"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("deliveries %v, want %v", got, want)
+	}
+
+	// Second start: the pending recipient continues at attempt 2.
+	d2 := &fakeDeliverer{}
+	q = openQueue(t, dir, Options{Deliverer: d2, BackoffScale: 1})
+	q.mu.Lock()
+	q.msgs[mustParse(t, id2)].jobs["example.net"].due = time.Now()
+	q.mu.Unlock()
+	q.Start(context.Background())
+	waitEmpty(t, q)
+	calls := d2.Calls()
+	if len(calls) != 1 || calls[0].req.QueueID != id2 || calls[0].req.Attempt != 2 || calls[0].transport != "retry" || len(calls[0].req.Recipients) != 1 {
+		t.Errorf("calls after reopen %+v", calls)
+	}
+}
+
+func mustParse(t testing.TB, id string) int64 {
+	n, err := parseID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestOrphans(t *testing.T) {
+	dir := t.TempDir()
+	q := openQueue(t, dir, Options{})
+	kept := add(t, q, "kept\r\n", "a@example.com")
+	stale := spool(t, q, "stale")
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	orphan := formatID(mustParse(t, kept) + 5)
+	if err := os.WriteFile(filepath.Join(dir, orphan), []byte("orphan"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q = openQueue(t, dir, Options{})
+	got := queueFiles(t, dir)
+	slices.Sort(got)
+	if want := []string{kept, "notes.txt"}; !slices.Equal(got, want) {
+		t.Errorf("files %v, want %v (stale %s, orphan %s)", got, want, stale, orphan)
+	}
+	// New IDs are above the orphan's, which may have been delivered before.
+	id := add(t, q, "new\r\n", "a@example.com")
+	if mustParse(t, id) <= mustParse(t, orphan) {
+		t.Errorf("new id %s not above %s", id, orphan)
+	}
+}
+
+func TestParallelLimits(t *testing.T) {
+	d := &fakeDeliverer{delay: 20 * time.Millisecond}
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxParallel: 5, MaxPerDestination: 2})
+	for i := range 10 {
+		add(t, q, "x\r\n", "a@busy.test")
+		add(t, q, "x\r\n", fmt.Sprintf("a@d%d.test", i))
+	}
+	q.Start(context.Background())
+	waitEmpty(t, q)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.calls) != 20 {
+		t.Errorf("%d calls, want 20", len(d.calls))
+	}
+	if n := d.maxDest["t busy.test"]; n != 2 {
+		t.Errorf("max %d at once to busy.test, want 2", n)
+	}
+	if d.maxTotal != 5 {
+		t.Errorf("max %d at once in total, want 5", d.maxTotal)
+	}
+}
+
+func TestConcurrentAdd(t *testing.T) {
+	d := &fakeDeliverer{}
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d})
+	q.Start(context.Background())
+	var wg sync.WaitGroup
+	ids := make(chan string, 200)
+	for g := range 20 {
+		wg.Go(func() {
+			for i := range 10 {
+				id, err := q.Add(context.Background(), Envelope{Recipients: rcpts(fmt.Sprintf("r%d@d%d.test", i, g))}, spool(t, q, fmt.Sprintf("%d %d", g, i)))
+				if err != nil {
+					t.Error(err)
+				}
+				ids <- id
+			}
+		})
+	}
+	wg.Wait()
+	close(ids)
+	waitEmpty(t, q)
+	seen := map[string]bool{}
+	for id := range ids {
+		seen[id] = true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(seen) != 200 || len(d.calls) != 200 || len(d.delivered) != 200 {
+		t.Fatalf("%d ids, %d calls, %d delivered", len(seen), len(d.calls), len(d.delivered))
+	}
+	for _, c := range d.calls {
+		var g, i int
+		fmt.Sscanf(c.message, "%d %d", &g, &i)
+		if !seen[c.req.QueueID] || d.delivered[c.req.QueueID+" "+c.req.Recipients[0].Address] != 1 || c.req.Recipients[0].Address != fmt.Sprintf("r%d@d%d.test", i, g) {
+			t.Errorf("unexpected call %+v %q", c.req, c.message)
+		}
+	}
+}
+
+func TestList(t *testing.T) {
+	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		res := sdk.ResultAll(req, sdk.StatusDelivered, 250, "2.0.0", "ok")
+		if req.Recipients[0].Address != "x@example.com" {
+			return res, nil
+		}
+		res.Recipients[0] = sdk.RecipientResult{Status: sdk.StatusTemporary, Code: 451, EnhancedCode: "4.2.0", Text: "mailbox busy", RemoteHost: "mx.example.com", RemoteIP: "192.0.2.1", TLS: sdk.TLSUse{Verification: sdk.VerifyDANE}}
+		return res, nil
+	}}
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d, BackoffScale: 1})
+	before := time.Now()
+	id1, err := q.Add(context.Background(), Envelope{Account: "alice", From: "alice@example.org", Recipients: rcpts("x@example.com", "y@example.com")}, spool(t, q, "hello\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2 := add(t, q, "second message\r\n", "z@example.net")
+	l, err := q.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != 2 || l[0].ID != id1 || l[1].ID != id2 || l[0].Account != "alice" || l[0].From != "alice@example.org" || l[0].Size != 7 || l[1].Size != 16 || l[0].Queued.Before(before) {
+		t.Fatalf("list %+v", l)
+	}
+	for _, r := range l[0].Recipients {
+		if r.State != Pending || r.Attempts != 0 || r.NextAttempt.After(time.Now()) {
+			t.Errorf("fresh recipient %+v", r)
+		}
+	}
+
+	q.Start(context.Background())
+	waitFor(t, "first attempt stored", func() bool {
+		l, err = q.List(context.Background())
+		return err == nil && len(l) == 1 && l[0].Recipients[0].Attempts == 1
+	})
+	x, y := l[0].Recipients[0], l[0].Recipients[1]
+	if x.Address != "x@example.com" || x.State != Pending || x.Attempts != 1 || x.Last.Code != 451 || x.Last.Text != "mailbox busy" || x.Last.RemoteHost != "mx.example.com" || x.Last.TLS.Verification != sdk.VerifyDANE {
+		t.Errorf("deferred recipient %+v", x)
+	}
+	if wait := time.Until(x.NextAttempt); wait < 7*time.Minute || wait > 8*time.Minute {
+		t.Errorf("next attempt in %v, want 7.5m", wait)
+	}
+	if y.State != Delivered || y.Attempts != 1 || y.Last.Code != 250 {
+		t.Errorf("delivered recipient %+v", y)
+	}
+
+	// Retry makes it due now.
+	if err := q.Retry(context.Background(), "ffff"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("retry of unknown: %v", err)
+	}
+	if err := q.Retry(context.Background(), id1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "retry", func() bool { return len(d.Calls()) == 3 })
+	if c := d.Calls()[2]; c.req.QueueID != id1 || c.req.Attempt != 2 || len(c.req.Recipients) != 1 {
+		t.Errorf("retry call %+v", c.req)
+	}
+}
+
+// TestCrash kills a process adding messages and checks that every message it
+// acknowledged is in the queue after reopening.
+func TestCrash(t *testing.T) {
+	if dir := os.Getenv("QUEUE_TEST_CRASH_DIR"); dir != "" {
+		q, err := Open(context.Background(), dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Adders in parallel, so the kill may hit any step of a group commit.
+		for g := range 10 {
+			go func() {
+				for i := 0; ; i++ {
+					id, err := q.Add(context.Background(), Envelope{Recipients: rcpts("a@example.com")}, spool(t, q, fmt.Sprintf("message %d %d\r\n", g, i)))
+					if err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						os.Exit(1)
+					}
+					fmt.Printf("%s\n", id)
+				}
+			}()
+		}
+		select {}
+	}
+	dir := t.TempDir()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestCrash$")
+	cmd.Env = append(os.Environ(), "QUEUE_TEST_CRASH_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+	defer timeout.Stop()
+	var acked []string
+	for sc := bufio.NewScanner(out); len(acked) < 200 && sc.Scan(); {
+		acked = append(acked, sc.Text())
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if len(acked) < 200 {
+		t.Fatalf("child acknowledged only %v", acked)
+	}
+
+	q := openQueue(t, dir, Options{})
+	l, err := q.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := map[string]bool{}
+	for _, m := range l {
+		queued[m.ID] = true
+	}
+	for _, id := range acked {
+		if !queued[id] {
+			t.Errorf("acknowledged message %s lost", id)
+		}
+	}
+	if n := len(queueFiles(t, dir)); n != len(l) {
+		t.Errorf("%d files for %d messages", n, len(l))
+	}
+	t.Logf("%d acknowledged, %d queued", len(acked), len(l))
+}
+
+func TestCloseCancels(t *testing.T) {
+	dir := t.TempDir()
+	started := make(chan struct{})
+	q, err := Open(context.Background(), dir, Options{Log: testLog(t), Deliverer: blockingDeliverer{started}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := add(t, q, "x\r\n", "a@example.com")
+	q.Start(context.Background())
+	<-started
+	t0 := time.Now()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(t0); el > time.Second {
+		t.Errorf("close took %v", el)
+	}
+	// The cancelled attempt does not count.
+	q = openQueue(t, dir, Options{})
+	l, err := q.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != 1 || l[0].ID != id || l[0].Recipients[0].Attempts != 0 || l[0].Recipients[0].State != Pending {
+		t.Errorf("after close: %+v", l)
+	}
+}
+
+// blockingDeliverer blocks until its context is done.
+type blockingDeliverer struct{ started chan struct{} }
+
+func (b blockingDeliverer) Deliver(ctx context.Context, transport string, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
+	close(b.started)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestDomainOf(t *testing.T) {
+	for addr, want := range map[string]string{"a@Example.COM": "example.com", `"a@b"@c.test`: "c.test", "postmaster": ""} {
+		if got := domainOf(addr); got != want {
+			t.Errorf("domainOf(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}

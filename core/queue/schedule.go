@@ -1,0 +1,378 @@
+package queue
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/sdk"
+)
+
+// entry is the in-memory state of a queued message. The scheduler works from
+// memory only; the database is its durable copy, written by the committer.
+type entry struct {
+	msg  *Msg            // Guarded by Queue.mu; the committer gets clones.
+	jobs map[string]*job // Recipient groups with pending recipients, by domain.
+}
+
+// job is the delivery of the pending recipients of one message at one
+// domain: one Deliver call per attempt.
+type job struct {
+	e      *entry
+	domain string
+	due    time.Time
+	index  int // In Queue.due; -1 if not there.
+}
+
+// dest is what MaxPerDestination limits.
+type dest struct {
+	transport, domain string
+}
+
+type jobHeap []*job
+
+func (h jobHeap) Len() int           { return len(h) }
+func (h jobHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h jobHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *jobHeap) Push(x any) {
+	j := x.(*job)
+	j.index = len(*h)
+	*h = append(*h, j)
+}
+func (h *jobHeap) Pop() any {
+	old := *h
+	j := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	j.index = -1
+	return j
+}
+func (h *jobHeap) fix(j *job) { heap.Fix(h, j.index) }
+
+// scheduleLocked makes m's pending recipients due at their NextAttempt.
+func (q *Queue) scheduleLocked(m *Msg) {
+	e := &entry{msg: m, jobs: map[string]*job{}}
+	for _, r := range m.Recipients {
+		if r.State != Pending {
+			continue
+		}
+		j := e.jobs[r.Domain]
+		if j == nil {
+			j = &job{e: e, domain: r.Domain, due: r.NextAttempt}
+			e.jobs[r.Domain] = j
+		} else if r.NextAttempt.Before(j.due) {
+			j.due = r.NextAttempt
+		}
+	}
+	q.msgs[m.ID] = e
+	for _, j := range e.jobs {
+		heap.Push(&q.due, j)
+	}
+}
+
+// kick wakes the dispatcher.
+func (q *Queue) kick() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start starts delivering; Options.Deliverer must be set. Close stops it.
+func (q *Queue) Start(ctx context.Context) {
+	if q.opts.Deliverer == nil {
+		panic("queue: Start without Deliverer")
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stop != nil {
+		return
+	}
+	q.ctx, q.stop = context.WithCancel(ctx)
+	q.wg.Add(1)
+	go q.dispatch()
+}
+
+// dispatch starts due jobs while delivery slots are free.
+func (q *Queue) dispatch() {
+	defer q.wg.Done()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		q.mu.Lock()
+		now := time.Now()
+		for q.running < q.opts.MaxParallel && q.due.Len() > 0 {
+			j := q.due[0]
+			if wait := j.due.Sub(now); wait > 0 {
+				timer.Reset(wait)
+				break
+			}
+			heap.Pop(&q.due)
+			q.startLocked(j, q.route(j))
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-q.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// route returns the transport for j's next attempt.
+func (q *Queue) route(j *job) string {
+	if q.opts.Router == nil {
+		return "direct"
+	}
+	m := j.e.msg
+	return q.opts.Router.Route(m.Account, m.From, j.domain, q.attempts(j))
+}
+
+// attempts returns the number of earlier attempts of j's recipients.
+func (q *Queue) attempts(j *job) int {
+	n := 0
+	for _, r := range j.e.msg.Recipients {
+		if r.Domain == j.domain && r.State == Pending {
+			n = max(n, r.Attempts)
+		}
+	}
+	return n
+}
+
+// startLocked starts delivery of j through transport, or holds it back
+// until a delivery to the same destination finishes.
+func (q *Queue) startLocked(j *job, transport string) {
+	d := dest{transport, j.domain}
+	if q.active[d] >= q.opts.MaxPerDestination {
+		q.waiting[d] = append(q.waiting[d], j)
+		return
+	}
+	q.active[d]++
+	q.running++
+	m := j.e.msg
+	req := &sdk.DeliverRequest{
+		Instance: transport,
+		QueueID:  formatID(m.ID),
+		Attempt:  q.attempts(j) + 1,
+		From:     m.From,
+		Options:  m.Options,
+		Size:     m.Size,
+	}
+	var idx []int // Recipients of req, as indexes in m.Recipients.
+	for i, r := range m.Recipients {
+		if r.Domain == j.domain && r.State == Pending {
+			req.Recipients = append(req.Recipients, r.Recipient)
+			idx = append(idx, i)
+		}
+	}
+	q.wg.Add(1)
+	go q.deliver(j, d, req, idx)
+}
+
+// deliver makes one delivery attempt and records its result.
+func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int) {
+	defer q.wg.Done()
+	start := time.Now()
+	res, err := q.attempt(j.e.msg.ID, req)
+	results := resultsFor(req, res, err)
+	if q.ctx.Err() != nil && !slices.ContainsFunc(results, func(r sdk.RecipientResult) bool { return r.Status != sdk.StatusTemporary }) {
+		// Cancelled by Close: the attempt does not count.
+		q.mu.Lock()
+		q.releaseLocked(d)
+		q.mu.Unlock()
+		return
+	}
+	now := time.Now()
+
+	// Recipients of j are not changed by others while it runs: the outcome
+	// can be decided before taking the lock, and failures reported first.
+	q.mu.Lock()
+	rcpts := make([]Rcpt, len(idx))
+	for i, k := range idx {
+		rcpts[i] = j.e.msg.Recipients[k]
+	}
+	q.mu.Unlock()
+	var failed []Rcpt
+	for i := range rcpts {
+		q.outcome(&rcpts[i], results[i], now)
+		if rcpts[i].State == Failed {
+			failed = append(failed, rcpts[i])
+		}
+	}
+	if len(failed) > 0 && q.opts.OnFailure != nil {
+		m := j.e.msg // Fields other than Recipients do not change.
+		q.opts.OnFailure(context.WithoutCancel(q.ctx), Failure{
+			QueueID:    req.QueueID,
+			Account:    m.Account,
+			From:       m.From,
+			Options:    m.Options,
+			Queued:     m.Queued,
+			Path:       q.msgPath(m.ID),
+			Recipients: failed,
+		})
+	}
+
+	q.mu.Lock()
+	m := j.e.msg
+	var due time.Time
+	for i, k := range idx {
+		m.Recipients[k] = rcpts[i]
+		if r := rcpts[i]; r.State == Pending && (due.IsZero() || r.NextAttempt.Before(due)) {
+			due = r.NextAttempt
+		}
+	}
+	if due.IsZero() {
+		delete(j.e.jobs, j.domain)
+	} else {
+		j.due = due
+		heap.Push(&q.due, j)
+	}
+	var o op
+	if len(j.e.jobs) == 0 {
+		delete(q.msgs, m.ID)
+		o = op{remove: m.ID}
+	} else {
+		o = op{update: m.clone()}
+	}
+	// Submitted under the lock, so changes of one message reach the
+	// database in the order they were made.
+	if err := q.commit.submit(o); err != nil {
+		q.log.Error("storing delivery state", slog.String("queueid", req.QueueID), slog.Any("err", err))
+	}
+	q.releaseLocked(d)
+	q.mu.Unlock()
+	q.kick()
+	q.logAttempt(req, d.domain, results, err, time.Since(start))
+}
+
+// attempt calls the Deliverer with the message file.
+func (q *Queue) attempt(id int64, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
+	f, err := os.Open(q.msgPath(id))
+	if err != nil {
+		return nil, fmt.Errorf("open message file: %w", err)
+	}
+	defer f.Close()
+	req.Message = f
+	ctx, cancel := context.WithTimeout(q.ctx, q.opts.DeliverTimeout)
+	defer cancel()
+	return q.opts.Deliverer.Deliver(ctx, req.Instance, req)
+}
+
+// releaseLocked frees a delivery slot of d and starts the next job held
+// back for d, if any.
+func (q *Queue) releaseLocked(d dest) {
+	q.running--
+	q.active[d]--
+	if q.active[d] == 0 {
+		delete(q.active, d)
+	}
+	w := q.waiting[d]
+	if len(w) == 0 || q.ctx.Err() != nil {
+		return
+	}
+	j := w[0]
+	w[0] = nil
+	if len(w) == 1 {
+		delete(q.waiting, d)
+	} else {
+		q.waiting[d] = w[1:]
+	}
+	q.startLocked(j, d.transport)
+}
+
+// resultsFor returns one result per recipient of req, in order, with a
+// known Status.
+func resultsFor(req *sdk.DeliverRequest, res *sdk.DeliverResult, err error) []sdk.RecipientResult {
+	if err != nil {
+		return sdk.ResultAll(req, sdk.StatusTemporary, 0, "", err.Error()).Recipients
+	}
+	l := make([]sdk.RecipientResult, len(req.Recipients))
+	for i, r := range req.Recipients {
+		if res != nil && i < len(res.Recipients) {
+			l[i] = res.Recipients[i]
+		} else {
+			l[i] = sdk.RecipientResult{Status: sdk.StatusTemporary, Text: "transport returned no result for recipient"}
+		}
+		l[i].Address = r.Address
+		if l[i].Status < sdk.StatusTemporary || l[i].Status > sdk.StatusPermanent {
+			l[i].Status = sdk.StatusTemporary
+		}
+	}
+	return l
+}
+
+// outcome applies the result of an attempt to r.
+func (q *Queue) outcome(r *Rcpt, res sdk.RecipientResult, now time.Time) {
+	r.Attempts++
+	r.LastAttempt = now
+	r.Last = res
+	switch {
+	case res.Status == sdk.StatusDelivered:
+		r.State = Delivered
+	case res.Status == sdk.StatusPermanent || res.Code >= 500 && res.Code <= 599:
+		r.State = Failed
+	case r.Attempts >= q.opts.MaxAttempts:
+		r.State = Failed
+	default:
+		r.NextAttempt = now.Add(q.backoff(r.Attempts))
+	}
+}
+
+// backoff returns the wait after the given number of attempts: none before
+// the first, then 7.5 minutes doubling, times BackoffScale. RFC 5321
+// §4.5.4.1 asks for at least 30 minutes between retries; the first retries
+// come sooner, as in Postfix and mox, because early temporary failures
+// (greylisting) are often short.
+func (q *Queue) backoff(attempts int) time.Duration {
+	if attempts <= 0 {
+		return 0
+	}
+	d := 7*time.Minute + 30*time.Second
+	for i := 1; i < attempts && d < 1000*time.Hour; i++ {
+		d *= 2
+	}
+	return time.Duration(float64(d) * q.opts.BackoffScale)
+}
+
+// logAttempt logs one line per delivery attempt.
+func (q *Queue) logAttempt(req *sdk.DeliverRequest, domain string, results []sdk.RecipientResult, err error, duration time.Duration) {
+	var n [3]int
+	var first *sdk.RecipientResult // The first failure, or the first result.
+	for i, r := range results {
+		n[r.Status]++
+		if first == nil || first.Status == sdk.StatusDelivered && r.Status != sdk.StatusDelivered {
+			first = &results[i]
+		}
+	}
+	attrs := []slog.Attr{
+		slog.String("queueid", req.QueueID),
+		slog.String("transport", req.Instance),
+		slog.String("domain", domain),
+		slog.Int("attempt", req.Attempt),
+		slog.Int("delivered", n[sdk.StatusDelivered]),
+		slog.Int("temporary", n[sdk.StatusTemporary]),
+		slog.Int("permanent", n[sdk.StatusPermanent]),
+		slog.Duration("duration", duration),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.Any("err", err))
+	} else {
+		attrs = append(attrs,
+			slog.Int("code", first.Code),
+			slog.String("enhanced", first.EnhancedCode),
+			slog.String("text", first.Text),
+			slog.String("remote", first.RemoteHost),
+			slog.String("ip", first.RemoteIP),
+			slog.String("tls", first.TLS.Verification.String()))
+	}
+	q.log.LogAttrs(context.Background(), slog.LevelInfo, "delivery attempt", attrs...)
+}
