@@ -93,8 +93,15 @@ func (s *Store) CheckPassword(ctx context.Context, account, password string) (bo
 		bcrypt.CompareHashAndPassword([]byte(dummyHash), []byte(password))
 		return false, nil
 	}
+	if s.cache.verified(account, password, hash) {
+		return true, nil
+	}
 	// Constant time: the comparison is of hashes, with subtle.ConstantTimeCompare.
-	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil, nil
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		return false, nil
+	}
+	s.cache.add(account, password, hash)
+	return true, nil
 }
 
 // HasPassword reports whether account has a password set.

@@ -196,3 +196,35 @@ func TestReopenAndInUse(t *testing.T) {
 		t.Fatalf("after reopen CheckPassword = %v, %v", ok, err)
 	}
 }
+
+func TestAuthCache(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetPassword(ctx, "alice", "first password", nil); err != nil {
+		t.Fatal(err)
+	}
+	check := func(pw string, want bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		ok, err := s.CheckPassword(ctx, "alice", pw)
+		if err != nil || ok != want {
+			t.Fatalf("CheckPassword(%q) = %v, %v; want %v", pw, ok, err, want)
+		}
+		return time.Since(start)
+	}
+	slow := check("first password", true)
+	if fast := check("first password", true); fast > slow/4 {
+		t.Errorf("second check took %v after %v: not cached", fast, slow)
+	}
+	// A cached success must not let another password in, nor outlive a change.
+	check("wrong password", false)
+	if err := s.SetPassword(ctx, "alice", "second password", nil); err != nil {
+		t.Fatal(err)
+	}
+	check("first password", false)
+	check("second password", true)
+}

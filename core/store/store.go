@@ -49,7 +49,8 @@ var dbTypes = []any{Credentials{}}
 
 // Store is the account database. Its methods are safe for concurrent use.
 type Store struct {
-	db *bstore.DB
+	db    *bstore.DB
+	cache *authCache
 }
 
 // Open opens or creates <dir>/accounts.db. It fails with ErrInUse if another
@@ -65,7 +66,7 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, cache: newAuthCache()}, nil
 }
 
 // Close closes the database.

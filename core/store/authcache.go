@@ -1,0 +1,72 @@
+package store
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"sync"
+	"time"
+)
+
+// authCache remembers recently verified logins, as Dovecot's auth_cache does,
+// so a client that logs in for every message costs one bcrypt check per
+// cacheTTL rather than one per session. It holds a keyed HMAC of the
+// password, never the password, with a key that lives only in this process.
+// An entry counts only while the stored hash is the one it was verified
+// against: setting a password invalidates it.
+type authCache struct {
+	key [32]byte
+
+	mu      sync.Mutex
+	entries map[string]authEntry // By account.
+}
+
+type authEntry struct {
+	mac     [sha256.Size]byte
+	hash    string // The bcrypt hash the password was verified against.
+	expires time.Time
+}
+
+const (
+	cacheTTL     = 5 * time.Minute
+	cacheEntries = 10000 // Beyond this the cache starts afresh.
+)
+
+func newAuthCache() *authCache {
+	c := &authCache{entries: map[string]authEntry{}}
+	rand.Read(c.key[:])
+	return c
+}
+
+func (c *authCache) mac(account, password string) (sum [sha256.Size]byte) {
+	h := hmac.New(sha256.New, c.key[:])
+	h.Write([]byte(account))
+	h.Write([]byte{0})
+	h.Write([]byte(password))
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// verified reports whether account logged in with password against hash
+// within cacheTTL.
+func (c *authCache) verified(account, password, hash string) bool {
+	c.mu.Lock()
+	e, ok := c.entries[account]
+	c.mu.Unlock()
+	if !ok || e.hash != hash || time.Now().After(e.expires) {
+		return false
+	}
+	m := c.mac(account, password)
+	return hmac.Equal(m[:], e.mac[:])
+}
+
+// add remembers a successful verification.
+func (c *authCache) add(account, password, hash string) {
+	e := authEntry{mac: c.mac(account, password), hash: hash, expires: time.Now().Add(cacheTTL)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= cacheEntries {
+		clear(c.entries)
+	}
+	c.entries[account] = e
+}
