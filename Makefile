@@ -2,20 +2,25 @@
 GO ?= go
 PLUGINS := $(notdir $(wildcard plugins/*))
 PLUGIN_BINS := $(addprefix bin/plugins/,$(PLUGINS))
+EXAMPLES := $(notdir $(wildcard examples/*))
+EXAMPLE_BINS := $(addprefix bin/examples/,$(EXAMPLES))
 PROTO := sdk/proto/switchyard/plugin/v1/plugin.proto
 MODULE := github.com/switchyard-mta/switchyard
 
-.PHONY: all build run test bench proto vet clean $(PLUGIN_BINS) bin/mta
+.PHONY: all build run test bench proto clean $(PLUGIN_BINS) $(EXAMPLE_BINS) bin/mta
 
 all: build
 
-build: bin/mta $(PLUGIN_BINS)
+build: bin/mta $(PLUGIN_BINS) $(EXAMPLE_BINS)
 
 bin/mta:
 	$(GO) build -o $@ ./cmd/mta
 
 $(PLUGIN_BINS): bin/plugins/%:
 	$(GO) build -o $@ ./plugins/$*
+
+$(EXAMPLE_BINS): bin/examples/%:
+	$(GO) build -o $@ ./examples/$*
 
 run: build
 	./bin/mta serve -config mta.toml
