@@ -28,6 +28,9 @@ import (
 // whole. Temporary; the queue retries later.
 var ErrUnavailable = errors.New("pluginhost: plugin unavailable")
 
+// ErrNoTransport is returned by Deliver for a transport that is not configured.
+var ErrNoTransport = errors.New("pluginhost: no such transport")
+
 // Default limits.
 const (
 	DefaultDeliverTimeout = 10 * time.Minute // Options.DeliverTimeout.

@@ -161,8 +161,8 @@ func TestDeliver(t *testing.T) {
 	if _, ok := m.Transport("nope"); ok {
 		t.Error("transport nope found")
 	}
-	if _, err := m.Deliver(t.Context(), "nope", request("b@good.example")); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("unknown transport: %v, want ErrUnavailable", err)
+	if _, err := m.Deliver(t.Context(), "nope", request("b@good.example")); !errors.Is(err, ErrNoTransport) {
+		t.Errorf("unknown transport: %v, want ErrNoTransport", err)
 	}
 
 	st := m.Status()

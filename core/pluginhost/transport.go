@@ -12,13 +12,14 @@ import (
 
 // Deliver makes a delivery attempt through the transport configured as
 // [transports.NAME], setting req.Instance. It implements the queue's
-// Deliverer: an unknown transport, a plugin that is down, and a delivery the
-// plugin could not make at all are errors wrapping ErrUnavailable. The call
+// Deliverer: an unknown transport is ErrNoTransport; a plugin that is down,
+// and a delivery the plugin could not make at all, are errors wrapping
+// ErrUnavailable. The call
 // ends with ctx or after Options.DeliverTimeout, whichever is first.
 func (m *Manager) Deliver(ctx context.Context, transport string, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
 	p := m.transports[transport]
 	if p == nil {
-		return nil, fmt.Errorf("%w: no transport %q", ErrUnavailable, transport)
+		return nil, fmt.Errorf("%w: transport %q is not configured (named by a route, or the default when no route matches)", ErrNoTransport, transport)
 	}
 	r := p.current()
 	if r == nil {
