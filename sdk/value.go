@@ -35,25 +35,9 @@ func valueToProto(v any) (*pb.Value, error) {
 	case time.Time:
 		return &pb.Value{Kind: &pb.Value_Datetime{Datetime: x.Format(time.RFC3339Nano)}}, nil
 	case []any:
-		l := &pb.List{Values: make([]*pb.Value, len(x))}
-		for i, e := range x {
-			pv, err := valueToProto(e)
-			if err != nil {
-				return nil, fmt.Errorf("[%d]: %w", i, err)
-			}
-			l.Values[i] = pv
-		}
-		return &pb.Value{Kind: &pb.Value_List{List: l}}, nil
+		return listToProto(x)
 	case []map[string]any:
-		l := &pb.List{Values: make([]*pb.Value, len(x))}
-		for i, e := range x {
-			pv, err := valueToProto(e)
-			if err != nil {
-				return nil, fmt.Errorf("[%d]: %w", i, err)
-			}
-			l.Values[i] = pv
-		}
-		return &pb.Value{Kind: &pb.Value_List{List: l}}, nil
+		return listToProto(x)
 	case map[string]any:
 		t, err := tableToProto(x)
 		if err != nil {
@@ -62,6 +46,18 @@ func valueToProto(v any) (*pb.Value, error) {
 		return &pb.Value{Kind: &pb.Value_Table{Table: t}}, nil
 	}
 	return nil, fmt.Errorf("unsupported value type %T", v)
+}
+
+func listToProto[T any](xs []T) (*pb.Value, error) {
+	l := &pb.List{Values: make([]*pb.Value, len(xs))}
+	for i, e := range xs {
+		pv, err := valueToProto(e)
+		if err != nil {
+			return nil, fmt.Errorf("[%d]: %w", i, err)
+		}
+		l.Values[i] = pv
+	}
+	return &pb.Value{Kind: &pb.Value_List{List: l}}, nil
 }
 
 // tableFromProto is the inverse of tableToProto. Date-times arrive as strings.

@@ -2,10 +2,12 @@ package mtatest
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -40,7 +42,22 @@ type Message struct {
 
 // StartSink starts a sink on a free loopback port. Close stops it.
 func StartSink(keepBodies bool, reply func(rcpt string) *smtp.SMTPError) (*Sink, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartSinkAt("127.0.0.1:0", keepBodies, reply)
+}
+
+// StartSinkAt starts a sink listening on addr, a host:port chosen earlier
+// (e.g. by FreeAddr, for a transport configured before the sink exists). It
+// retries for a few seconds while the address is still in use.
+func StartSinkAt(addr string, keepBodies bool, reply func(rcpt string) *smtp.SMTPError) (*Sink, error) {
+	var ln net.Listener
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		ln, err = net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, err
 	}
