@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"os"
 	"runtime"
 	"testing"
 	"time"
 )
 
 // BenchmarkAddParallel measures queueing by 20 concurrent sessions (with
-// GOMAXPROCS 2) of 4 KB messages: each writes its message to the spool
-// directory, unsynced, and adds it, as an SMTP session does. With
+// GOMAXPROCS 2) of 4 KB messages: each writes its message to a spool and
+// adds it, as an SMTP session does. With
 // "deliver", every message is also delivered and removed before the clock
 // stops.
 func BenchmarkAddParallel(b *testing.B) {
@@ -37,15 +36,10 @@ func BenchmarkAddParallel(b *testing.B) {
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					f, err := os.CreateTemp(q.SpoolDir(), "msg")
+					s := q.NewSpool()
+					_, err := s.Write(msg)
 					if err == nil {
-						_, err = f.Write(msg)
-					}
-					if err == nil {
-						err = f.Close()
-					}
-					if err == nil {
-						_, err = q.Add(context.Background(), env, f.Name())
+						_, err = q.Add(context.Background(), env, s)
 					}
 					if err != nil {
 						b.Error(err)

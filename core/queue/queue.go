@@ -2,10 +2,27 @@
 // for remote recipients, schedules delivery attempts through transports, and
 // retries temporary failures with backoff (RFC 5321 §4.5.4.1).
 //
-// A message is a file in the queue directory plus a record in a bstore
-// database next to it. When Add returns, both are fsynced. Writes of all
-// goroutines share transactions (group commit), so many SMTP sessions adding
-// at once cost one fsync per group, not per message.
+// A message is a record in a bstore database plus its content. A listener
+// writes the content to a Spool: in memory up to SpoolMemory bytes, beyond
+// that to a temporary file. Writes of all goroutines share transactions
+// (group commit): the contents of the in-memory messages added at once are
+// appended to a segment file with one write and one fdatasync, then their
+// records are written in one transaction, so many SMTP sessions adding at
+// once cost a few syncs per group and no file per message. A larger message
+// becomes a file of its own in the queue directory. When Add returns, the
+// content and the record are durable, and the record names only content
+// that was durable before it.
+//
+// A segment file is removed when none of its messages is queued any more. A
+// message that must wait for a retry is first copied out of its segment to
+// a file of its own, so that it does not keep the segment for days.
+//
+// On disk, in the queue directory:
+//
+//	index.db   the records (bstore)
+//	<id>       the content of a message with Segment 0; id in lower-case hex
+//	seg/<n>    segment n: contents one after another, at the records' Offset
+//	tmp/       spill files of spools, removed at Open
 //
 // Delivery is at least once: a message being delivered when the process dies
 // is delivered again after a restart.
@@ -15,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -57,8 +75,8 @@ type Failure struct {
 	From       string // Where the DSN goes; empty for the null reverse-path: no DSN (RFC 5321 §4.5.5).
 	Options    sdk.DeliverOptions
 	Queued     time.Time
-	Path       string // The message file; it exists until OnFailure returns.
-	Recipients []Rcpt // The failed recipients, with their last result.
+	Message    *io.SectionReader // The content, readable until OnFailure returns; nil if it could not be opened.
+	Recipients []Rcpt            // The failed recipients, with their last result.
 }
 
 // Options configure a queue. Zero values get the defaults given.
@@ -75,11 +93,14 @@ type Options struct {
 	// before their state is stored: a DSN it queues is not lost if the
 	// process dies. It is called from the delivery goroutine.
 	OnFailure func(ctx context.Context, f Failure)
+
+	segmentSize int64 // Size past which a new segment is started; tests set it. Default 64 MiB.
 }
 
 const (
-	dbFile   = "index.db"
-	spoolDir = "tmp"
+	dbFile     = "index.db"
+	spoolDir   = "tmp"
+	segmentDir = "seg"
 )
 
 // Queue is an open queue directory.
@@ -89,7 +110,9 @@ type Queue struct {
 	log    *slog.Logger
 	db     *bstore.DB
 	dirf   *os.File
+	segs   *segments
 	commit *committer
+	bufs   sync.Pool // Of *[]byte, for spools.
 	lastID atomic.Int64
 	closed atomic.Bool
 	wake   chan struct{} // Capacity 1; wakes the dispatcher.
@@ -108,9 +131,10 @@ type Queue struct {
 	closeErr  error
 }
 
-// Open opens the queue in dir, creating it if needed. It removes message
-// files without a record (left by a crash during Add) and all files in the
-// spool directory, so listeners must not write to it before Open returns.
+// Open opens the queue in dir, creating it if needed. It removes message and
+// segment files that no record names (left by a crash during Add, or during
+// or after a removal) and all files in the spool directory, so spools must not
+// be written before Open returns.
 func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 	if opts.BackoffScale <= 0 {
 		opts.BackoffScale = 1
@@ -130,9 +154,15 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.segmentSize <= 0 {
+		opts.segmentSize = defaultSegmentSize
+	}
 	spool := filepath.Join(dir, spoolDir)
 	if err := os.MkdirAll(spool, 0o750); err != nil {
 		return nil, fmt.Errorf("create queue directory: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, segmentDir), 0o750); err != nil {
+		return nil, fmt.Errorf("create segment directory: %w", err)
 	}
 	// The database is locked while open: another process with the queue open
 	// makes this wait for ctx, before anything is cleaned up.
@@ -153,24 +183,43 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 		msgs:    map[int64]*entry{},
 		active:  map[dest]int{},
 		waiting: map[dest][]*job{},
+		segs:    &segments{dir: filepath.Join(dir, segmentDir), max: opts.segmentSize, log: opts.Log, m: map[int64]*segment{}},
 	}
 	msgs, err := q.load(ctx)
 	if err == nil {
-		q.dirf, err = os.Open(dir)
+		err = q.openDirs()
 	}
 	if err != nil {
+		q.dirf.Close()
+		q.segs.close()
 		db.Close()
 		return nil, err
 	}
-	q.commit = newCommitter(db, q.dirf, q.msgPath, q.log)
+	q.commit = newCommitter(db, q.dirf, q.segs, q.msgPath, q.log)
 	for _, m := range msgs {
 		q.scheduleLocked(m)
 	}
 	return q, nil
 }
 
-// load reads the records, reconciles them with the message files and seeds
-// the ID counter.
+// openDirs opens the queue and segment directories, for syncing.
+func (q *Queue) openDirs() error {
+	var err error
+	if q.dirf, err = os.Open(q.dir); err != nil {
+		return fmt.Errorf("open queue directory: %w", err)
+	}
+	if q.segs.dirf, err = os.Open(q.segs.dir); err != nil {
+		return fmt.Errorf("open segment directory: %w", err)
+	}
+	// The segment directory's entry must be durable before a segment in it.
+	if err := q.dirf.Sync(); err != nil {
+		return fmt.Errorf("sync queue directory: %w", err)
+	}
+	return nil
+}
+
+// load reads the records, reconciles them with the message and segment
+// files, opens the segments, and seeds the ID counter.
 func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 	var msgs []*Msg
 	err := bstore.QueryDB[Msg](ctx, q.db).ForEach(func(m Msg) error {
@@ -184,10 +233,14 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read queue directory: %w", err)
 	}
+	segFiles, err := os.ReadDir(q.segs.dir)
+	if err != nil {
+		return nil, fmt.Errorf("read segment directory: %w", err)
+	}
 	// IDs only grow: a new message never reuses the ID of an earlier one,
 	// also across restarts, as long as the clock does not jump back.
 	last := time.Now().UnixMicro()
-	present := map[int64]bool{}
+	present := map[int64]bool{} // Message files.
 	for _, f := range files {
 		id, err := parseID(f.Name())
 		if err != nil || !f.Type().IsRegular() {
@@ -196,38 +249,77 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 		last = max(last, id)
 		present[id] = true
 	}
-	known := map[int64]bool{}
+	segSize := map[int64]int64{}
+	for _, f := range segFiles {
+		n, ok := parseSegment(f.Name())
+		if !ok || !f.Type().IsRegular() {
+			continue
+		}
+		fi, err := f.Info()
+		if err != nil {
+			return nil, fmt.Errorf("read segment directory: %w", err)
+		}
+		segSize[n] = fi.Size()
+		// Never appended to again: its tail may be torn.
+		q.segs.last = max(q.segs.last, n)
+	}
+	inSegment := map[int64]bool{} // By message ID; false: in its own file.
+	live := map[int64]int{}       // Records by segment.
 	var missing []int64
 	msgs = slices.DeleteFunc(msgs, func(m *Msg) bool {
 		last = max(last, m.ID)
-		known[m.ID] = true
-		if !present[m.ID] {
+		ok := present[m.ID]
+		if m.Segment != 0 {
+			size, exists := segSize[m.Segment]
+			ok = exists && m.Offset+m.Size <= size
+		}
+		if !ok {
 			missing = append(missing, m.ID)
 			return true
+		}
+		inSegment[m.ID] = m.Segment != 0
+		if m.Segment != 0 {
+			live[m.Segment]++
 		}
 		return false
 	})
 	q.lastID.Store(last)
 	for id := range present {
-		if !known[id] {
-			// Moved in by an Add whose record was never committed.
+		if in, known := inSegment[id]; !known || in {
+			// Moved in by an Add whose record was never committed, or
+			// copied out of its segment by a relocation that was not.
 			if err := os.Remove(q.msgPath(id)); err != nil {
 				return nil, fmt.Errorf("remove orphan message file: %w", err)
 			}
 			q.log.Info("removed orphan message file", slog.String("queueid", formatID(id)))
 		}
 	}
+	for n := range segSize {
+		if live[n] == 0 {
+			// Appended to by Adds whose records were never committed, or
+			// left by a crash during or after the removal of its messages.
+			if err := os.Remove(q.segs.path(n)); err != nil {
+				return nil, fmt.Errorf("remove unused segment file: %w", err)
+			}
+			continue
+		}
+		f, err := os.Open(q.segs.path(n))
+		if err != nil {
+			return nil, fmt.Errorf("open segment file: %w", err)
+		}
+		q.segs.m[n] = &segment{n: n, f: f, size: segSize[n], live: live[n]}
+	}
 	if len(missing) > 0 {
 		// Only possible if someone removed files: the messages are gone.
 		for _, id := range missing {
-			q.log.Error("message file missing, dropping message", slog.String("queueid", formatID(id)))
+			q.log.Error("message content missing, dropping message", slog.String("queueid", formatID(id)))
 		}
 		err := q.db.Write(ctx, func(tx *bstore.Tx) error {
 			_, err := bstore.QueryTx[Msg](tx).FilterIDs(missing).Delete()
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("remove records without file: %w", err)
+			return nil, fmt.Errorf("remove records without content: %w", err)
 		}
 	}
 	return msgs, nil
@@ -263,24 +355,19 @@ func (q *Queue) msgPath(id int64) string {
 	return filepath.Join(q.dir, formatID(id))
 }
 
-// SpoolDir returns a directory on the queue's file system for listeners to
-// write messages to before they Add them.
-func (q *Queue) SpoolDir() string {
+func (q *Queue) spoolDir() string {
 	return filepath.Join(q.dir, spoolDir)
 }
 
-// Add queues the message in the file at path for the envelope's recipients
-// and returns its queue ID. The file must be in SpoolDir (or elsewhere on the
-// same file system) and need not be synced. Add takes ownership of the file:
-// it is moved into the queue, or removed if Add fails. When Add returns nil,
-// the message survives a crash or power loss, and it is due for delivery at
-// once. ctx is only checked before the file is moved.
-func (q *Queue) Add(ctx context.Context, env Envelope, path string) (string, error) {
+// Add queues the message in s for the envelope's recipients and returns its
+// queue ID. It consumes s, also when it fails. When Add returns nil, the
+// message survives a crash or power loss, and it is due for delivery at once.
+// ctx is only checked before the message is stored.
+func (q *Queue) Add(ctx context.Context, env Envelope, s *Spool) (string, error) {
+	defer s.Discard()
 	id := q.lastID.Add(1)
-	m, err := q.add(ctx, id, env, path)
+	m, err := q.add(ctx, id, env, s)
 	if err != nil {
-		os.Remove(path)
-		os.Remove(q.msgPath(id))
 		return "", err
 	}
 	q.mu.Lock()
@@ -290,7 +377,15 @@ func (q *Queue) Add(ctx context.Context, env Envelope, path string) (string, err
 	return formatID(id), nil
 }
 
-func (q *Queue) add(ctx context.Context, id int64, env Envelope, path string) (*Msg, error) {
+func (q *Queue) add(ctx context.Context, id int64, env Envelope, s *Spool) (*Msg, error) {
+	switch {
+	case s.q != q:
+		return nil, errors.New("queue: spool of another queue")
+	case s.done:
+		return nil, errSpoolDone
+	case s.err != nil:
+		return nil, s.err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -300,48 +395,61 @@ func (q *Queue) add(ctx context.Context, id int64, env Envelope, path string) (*
 	if len(env.Recipients) == 0 {
 		return nil, errors.New("queue: message without recipients")
 	}
-	// Renaming first lets the file's fsync (on ext4, a journal commit) also
-	// make the new directory entry durable; the committer's directory fsync,
-	// once per group, makes sure of it on any file system.
-	name := q.msgPath(id)
-	if err := os.Rename(path, name); err != nil {
-		return nil, fmt.Errorf("move message into queue: %w", err)
-	}
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, fmt.Errorf("open queued message: %w", err)
-	}
-	fi, err := f.Stat()
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sync queued message: %w", err)
-	}
 	now := time.Now()
 	m := &Msg{
 		ID:         id,
 		Account:    env.Account,
 		From:       env.From,
 		Options:    env.Options,
-		Size:       fi.Size(),
+		Size:       s.size,
 		Queued:     now,
 		Recipients: make([]Rcpt, len(env.Recipients)),
 	}
 	for i, r := range env.Recipients {
 		m.Recipients[i] = Rcpt{Recipient: r, Domain: domainOf(r.Address), NextAttempt: now}
 	}
-	done := make(chan error, 1)
-	if err := q.commit.submit(op{insert: m, done: done}); err != nil {
+	o := op{insert: m}
+	if s.f == nil {
+		o.data = *s.buf // The committer appends it to a segment.
+	} else if err := q.moveIn(id, s); err != nil {
 		return nil, err
 	}
-	if err := <-done; err != nil {
-		return nil, fmt.Errorf("store queued message: %w", err)
+	done := make(chan error, 1)
+	o.done = done
+	err := q.commit.submit(o)
+	if err == nil {
+		if err = <-done; err != nil {
+			err = fmt.Errorf("store queued message: %w", err)
+		}
 	}
-	return m, nil
+	if err != nil && o.data == nil {
+		os.Remove(q.msgPath(id))
+	}
+	return m, err
+}
+
+// moveIn makes the spill file of s the file of message id, synced; the
+// committer syncs the directory before the record names the file.
+func (q *Queue) moveIn(id int64, s *Spool) error {
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("write spool file: %w", err)
+	}
+	// Renaming first lets the file's fsync (on ext4, a journal commit) also
+	// make the new directory entry durable.
+	name := q.msgPath(id)
+	if err := os.Rename(s.f.Name(), name); err != nil {
+		return fmt.Errorf("move message into queue: %w", err)
+	}
+	err := s.f.Sync()
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	s.f = nil
+	if err != nil {
+		os.Remove(name)
+		return fmt.Errorf("sync queued message: %w", err)
+	}
+	return nil
 }
 
 // domainOf returns the lower-cased domain of addr; empty if it has none.
@@ -422,6 +530,7 @@ func (q *Queue) Close() error {
 		q.wg.Wait()
 		q.commit.close()
 		q.dirf.Close()
+		q.segs.close()
 		q.closeErr = q.db.Close()
 	})
 	return q.closeErr

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -134,19 +135,13 @@ func openQueue(t testing.TB, dir string, opts Options) *Queue {
 	return q
 }
 
-func spool(t testing.TB, q *Queue, content string) string {
+func spool(t testing.TB, q *Queue, content string) *Spool {
 	t.Helper()
-	f, err := os.CreateTemp(q.SpoolDir(), "msg")
-	if err != nil {
+	s := q.NewSpool()
+	if _, err := io.WriteString(s, content); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.WriteString(content); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return f.Name()
+	return s
 }
 
 func rcpts(addrs ...string) []sdk.Recipient {
@@ -167,7 +162,7 @@ func add(t testing.TB, q *Queue, content string, to ...string) string {
 }
 
 // waitEmpty waits until no message is queued in memory, and until the
-// committer stored that and removed the files.
+// committer stored that and removed the files: all but the current segment.
 func waitEmpty(t testing.TB, q *Queue) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -180,7 +175,7 @@ func waitEmpty(t testing.TB, q *Queue) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(l) == 0 && len(queueFiles(t, q.dir)) == 0 {
+			if len(l) == 0 && len(leftovers(t, q)) == 0 {
 				return
 			}
 		}
@@ -202,21 +197,46 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// queueFiles returns the names of the files in the queue directory but the
+// database, with "seg/" or "tmp/" before those in the segment and spool
+// directories.
 func queueFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	var names []string
-	for _, sub := range []string{dir, filepath.Join(dir, spoolDir)} {
-		l, err := os.ReadDir(sub)
+	for _, sub := range []string{"", segmentDir, spoolDir} {
+		l, err := os.ReadDir(filepath.Join(dir, sub))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, e := range l {
 			if e.Type().IsRegular() && e.Name() != dbFile {
-				names = append(names, e.Name())
+				names = append(names, path.Join(sub, e.Name()))
 			}
 		}
 	}
 	return names
+}
+
+// leftovers returns the files of an empty queue: all but the current
+// segment.
+func leftovers(t testing.TB, q *Queue) []string {
+	t.Helper()
+	q.segs.mu.Lock()
+	cur := q.segs.cur
+	q.segs.mu.Unlock()
+	return slices.DeleteFunc(queueFiles(t, q.dir), func(name string) bool {
+		return cur != nil && name == path.Join(segmentDir, segmentName(cur.n))
+	})
+}
+
+// stored returns message id's record.
+func stored(t testing.TB, q *Queue, id string) Msg {
+	t.Helper()
+	m := Msg{ID: mustParse(t, id)}
+	if err := q.db.Get(context.Background(), &m); err != nil {
+		t.Fatalf("record of %s: %v", id, err)
+	}
+	return m
 }
 
 func TestDeliver(t *testing.T) {
@@ -245,7 +265,7 @@ func TestDeliver(t *testing.T) {
 	if c.transport != "t" || fmt.Sprint(c.req) != fmt.Sprint(want) || c.message != msg {
 		t.Errorf("call %q %+v %q\nwant %+v %q", c.transport, c.req, c.message, want, msg)
 	}
-	if f := queueFiles(t, dir); len(f) != 0 {
+	if f := leftovers(t, q); len(f) != 0 {
 		t.Errorf("files left: %v", f)
 	}
 }
@@ -287,8 +307,8 @@ func TestResults(t *testing.T) {
 			var mu sync.Mutex
 			var failures []Failure
 			q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 3, OnFailure: func(ctx context.Context, f Failure) {
-				if _, err := os.Stat(f.Path); err != nil {
-					t.Errorf("message file during OnFailure: %v", err)
+				if b, err := io.ReadAll(f.Message); err != nil || string(b) != "x\r\n" {
+					t.Errorf("message during OnFailure: %q, %v", b, err)
 				}
 				mu.Lock()
 				failures = append(failures, f)
@@ -403,7 +423,7 @@ func TestReopen(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.Add(context.Background(), Envelope{Recipients: rcpts("x@y")}, filepath.Join(dir, "nonexistent")); !errors.Is(err, ErrClosed) {
+	if _, err := q.Add(context.Background(), Envelope{Recipients: rcpts("x@y")}, q.NewSpool()); !errors.Is(err, ErrClosed) {
 		t.Errorf("add after close: %v", err)
 	}
 
@@ -462,29 +482,58 @@ func TestOrphans(t *testing.T) {
 	dir := t.TempDir()
 	q := openQueue(t, dir, Options{})
 	kept := add(t, q, "kept\r\n", "a@example.com")
-	stale := spool(t, q, "stale")
+	big := strings.Repeat("b", SpoolMemory+1)
+	keptBig := add(t, q, big, "a@example.com")
+	stale := spool(t, q, big) // Spilled, never added.
+	seg := stored(t, q, kept).Segment
+	if seg == 0 || stored(t, q, keptBig).Segment != 0 {
+		t.Fatalf("kept in segment %d, big in segment %d", seg, stored(t, q, keptBig).Segment)
+	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
 	orphan := formatID(mustParse(t, kept) + 5)
-	if err := os.WriteFile(filepath.Join(dir, orphan), []byte("orphan"), 0o600); err != nil {
-		t.Fatal(err)
+	orphanSeg := segmentName(seg + 7)
+	for name, content := range map[string]string{
+		orphan:                           "orphan", // Moved in by an Add that failed.
+		kept:                             "kept\r", // A relocation that did not finish.
+		path.Join(segmentDir, orphanSeg): "torn",   // Appended to by Adds that failed.
+		"notes.txt":                      "",       // Not the queue's.
+		path.Join(segmentDir, "x"):       "",       // Not the queue's.
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	other := filepath.Join(dir, "notes.txt")
-	if err := os.WriteFile(other, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	q = openQueue(t, dir, Options{})
+	d := &fakeDeliverer{}
+	q = openQueue(t, dir, Options{Deliverer: d})
 	got := queueFiles(t, dir)
 	slices.Sort(got)
-	if want := []string{kept, "notes.txt"}; !slices.Equal(got, want) {
-		t.Errorf("files %v, want %v (stale %s, orphan %s)", got, want, stale, orphan)
+	if want := []string{keptBig, "notes.txt", path.Join(segmentDir, segmentName(seg)), path.Join(segmentDir, "x")}; !slices.Equal(got, want) {
+		t.Errorf("files %v, want %v", got, want)
 	}
-	// New IDs are above the orphan's, which may have been delivered before.
+	// New IDs are above the orphan's, which may have been delivered before;
+	// new segments above the orphan segment, whose tail may be torn.
 	id := add(t, q, "new\r\n", "a@example.com")
 	if mustParse(t, id) <= mustParse(t, orphan) {
 		t.Errorf("new id %s not above %s", id, orphan)
 	}
+	if n := stored(t, q, id).Segment; n <= seg+7 {
+		t.Errorf("new segment %d not above %s", n, orphanSeg)
+	}
+	q.Start(context.Background())
+	waitFor(t, "deliveries", func() bool { return len(d.Calls()) == 3 })
+	got = nil
+	for _, c := range d.Calls() {
+		got = append(got, c.req.QueueID+" "+c.message)
+	}
+	slices.Sort(got)
+	want := []string{kept + " kept\r\n", keptBig + " " + big, id + " new\r\n"}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("delivered %.80q, want %.80q", got, want)
+	}
+	stale.Discard() // Its file went at Open.
 }
 
 func TestParallelLimits(t *testing.T) {
@@ -605,24 +654,42 @@ func TestList(t *testing.T) {
 	}
 }
 
+// crashMessage is message i of adder g in TestCrash: mostly small ones,
+// appended to segments, some spilled to files of their own.
+func crashMessage(g, i int) string {
+	line := fmt.Sprintf("message %d %d\r\n", g, i)
+	n := 1 + (g*7+i*13)%200
+	if i%25 == 7 {
+		n = SpoolMemory/len(line) + 1
+	}
+	return strings.Repeat(line, n)
+}
+
 // TestCrash kills a process adding messages and checks that every message it
-// acknowledged is in the queue after reopening.
+// acknowledged is in the queue after reopening, with its exact content. The
+// process also attempts deliveries, which all fail temporarily: messages are
+// copied out of their segments, and segments rotated and removed, while
+// others are added.
 func TestCrash(t *testing.T) {
 	if dir := os.Getenv("QUEUE_TEST_CRASH_DIR"); dir != "" {
-		q, err := Open(context.Background(), dir, Options{})
+		d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+			return sdk.ResultAll(req, sdk.StatusTemporary, 451, "", "later"), nil
+		}}
+		q, err := Open(context.Background(), dir, Options{Deliverer: d, MaxAttempts: 1000, BackoffScale: 0.00002, segmentSize: 64 << 10})
 		if err != nil {
 			t.Fatal(err)
 		}
+		q.Start(context.Background())
 		// Adders in parallel, so the kill may hit any step of a group commit.
 		for g := range 10 {
 			go func() {
 				for i := 0; ; i++ {
-					id, err := q.Add(context.Background(), Envelope{Recipients: rcpts("a@example.com")}, spool(t, q, fmt.Sprintf("message %d %d\r\n", g, i)))
+					id, err := q.Add(context.Background(), Envelope{Recipients: rcpts("a@example.com")}, spool(t, q, crashMessage(g, i)))
 					if err != nil {
 						fmt.Fprintln(os.Stderr, err)
 						os.Exit(1)
 					}
-					fmt.Printf("%s\n", id)
+					fmt.Printf("%s %d %d\n", id, g, i)
 				}
 			}()
 		}
@@ -635,6 +702,7 @@ func TestCrash(t *testing.T) {
 	}
 	cmd := exec.Command(exe, "-test.run=^TestCrash$")
 	cmd.Env = append(os.Environ(), "QUEUE_TEST_CRASH_DIR="+dir)
+	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -642,36 +710,64 @@ func TestCrash(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	timeout := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+	timeout := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
 	defer timeout.Stop()
-	var acked []string
-	for sc := bufio.NewScanner(out); len(acked) < 200 && sc.Scan(); {
-		acked = append(acked, sc.Text())
+	acked := map[string]string{} // Content by ID.
+	for sc := bufio.NewScanner(out); len(acked) < 400 && sc.Scan(); {
+		var id string
+		var g, i int
+		if _, err := fmt.Sscanf(sc.Text(), "%s %d %d", &id, &g, &i); err != nil {
+			t.Fatalf("child wrote %q", sc.Text())
+		}
+		acked[id] = crashMessage(g, i)
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	if len(acked) < 200 {
-		t.Fatalf("child acknowledged only %v", acked)
+	if len(acked) < 400 {
+		t.Fatalf("child acknowledged only %d", len(acked))
 	}
 
-	q := openQueue(t, dir, Options{})
+	d := &fakeDeliverer{}
+	q := openQueue(t, dir, Options{Deliverer: d})
 	l, err := q.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	queued := map[string]bool{}
-	for _, m := range l {
-		queued[m.ID] = true
-	}
-	for _, id := range acked {
-		if !queued[id] {
+	for id := range acked {
+		if !slices.ContainsFunc(l, func(m MsgInfo) bool { return m.ID == id }) {
 			t.Errorf("acknowledged message %s lost", id)
 		}
 	}
-	if n := len(queueFiles(t, dir)); n != len(l) {
-		t.Errorf("%d files for %d messages", n, len(l))
+	// Every file belongs to a message, and every message has its file.
+	want := map[string]bool{}
+	own := 0
+	for _, m := range l {
+		if r := stored(t, q, m.ID); r.Segment == 0 {
+			want[m.ID] = true
+			own++
+		} else {
+			want[path.Join(segmentDir, segmentName(r.Segment))] = true
+		}
 	}
-	t.Logf("%d acknowledged, %d queued", len(acked), len(l))
+	files := queueFiles(t, dir)
+	for _, f := range files {
+		if !want[f] {
+			t.Errorf("file %s belongs to no message", f)
+		}
+		delete(want, f)
+	}
+	if len(want) > 0 {
+		t.Errorf("files missing: %v", want)
+	}
+	t.Logf("%d acknowledged, %d queued, %d in files of their own, %d files", len(acked), len(l), own, len(files))
+
+	q.Start(context.Background())
+	waitEmpty(t, q)
+	for _, c := range d.Calls() {
+		if w, ok := acked[c.req.QueueID]; ok && c.message != w {
+			t.Errorf("message %s delivered as %.40q (%d bytes), want %.40q (%d bytes)", c.req.QueueID, c.message, len(c.message), w, len(w))
+		}
+	}
 }
 
 func TestCloseCancels(t *testing.T) {

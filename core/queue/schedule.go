@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -15,8 +16,9 @@ import (
 // entry is the in-memory state of a queued message. The scheduler works from
 // memory only; the database is its durable copy, written by the committer.
 type entry struct {
-	msg  *Msg            // Guarded by Queue.mu; the committer gets clones.
-	jobs map[string]*job // Recipient groups with pending recipients, by domain.
+	msg        *Msg            // Guarded by Queue.mu; the committer gets clones.
+	jobs       map[string]*job // Recipient groups with pending recipients, by domain.
+	relocating bool            // A delivery goroutine copies the content out of its segment.
 }
 
 // job is the delivery of the pending recipients of one message at one
@@ -175,14 +177,21 @@ func (q *Queue) startLocked(j *job, transport string) {
 		}
 	}
 	q.wg.Add(1)
-	go q.deliver(j, d, req, idx)
+	go q.deliver(j, d, req, idx, m.Segment, m.Offset)
 }
 
-// deliver makes one delivery attempt and records its result.
-func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int) {
+// deliver makes one delivery attempt of the content at offset in segment
+// seg (0: in its own file) and records its result.
+func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg, offset int64) {
 	defer q.wg.Done()
 	start := time.Now()
-	res, err := q.attempt(j.e.msg.ID, req)
+	id := j.e.msg.ID
+	content, release, err := q.open(id, seg, offset, req.Size)
+	var res *sdk.DeliverResult
+	if err == nil {
+		defer release()
+		res, err = q.attempt(req, content)
+	}
 	results := resultsFor(req, res, err)
 	if q.ctx.Err() != nil && !slices.ContainsFunc(results, func(r sdk.RecipientResult) bool { return r.Status != sdk.StatusTemporary }) {
 		// Cancelled by Close: the attempt does not count.
@@ -202,27 +211,47 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int) {
 	}
 	q.mu.Unlock()
 	var failed []Rcpt
+	pending := false
 	for i := range rcpts {
 		q.outcome(&rcpts[i], results[i], now)
-		if rcpts[i].State == Failed {
+		switch rcpts[i].State {
+		case Failed:
 			failed = append(failed, rcpts[i])
+		case Pending:
+			pending = true
 		}
 	}
 	if len(failed) > 0 && q.opts.OnFailure != nil {
-		m := j.e.msg // Fields other than Recipients do not change.
+		m := j.e.msg // Fields other than Recipients and the location do not change.
+		var msg *io.SectionReader
+		if content != nil {
+			msg = io.NewSectionReader(content, 0, content.Size())
+		}
 		q.opts.OnFailure(context.WithoutCancel(q.ctx), Failure{
 			QueueID:    req.QueueID,
 			Account:    m.Account,
 			From:       m.From,
 			Options:    m.Options,
 			Queued:     m.Queued,
-			Path:       q.msgPath(m.ID),
+			Message:    msg,
 			Recipients: failed,
 		})
+	}
+	relocated := false
+	if pending && seg != 0 && content != nil {
+		relocated = q.relocate(j.e, seg, content)
 	}
 
 	q.mu.Lock()
 	m := j.e.msg
+	// If storing the move fails, the segment is kept until the next Open,
+	// which keeps the file or the segment, whichever the record names.
+	var moved int64
+	if relocated {
+		moved = m.Segment
+		m.Segment, m.Offset = 0, 0
+		j.e.relocating = false
+	}
 	var due time.Time
 	for i, k := range idx {
 		m.Recipients[k] = rcpts[i]
@@ -239,9 +268,9 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int) {
 	var o op
 	if len(j.e.jobs) == 0 {
 		delete(q.msgs, m.ID)
-		o = op{remove: m.ID}
+		o = op{remove: m.ID, seg: m.Segment}
 	} else {
-		o = op{update: m.clone()}
+		o = op{update: m.clone(), moved: moved}
 	}
 	// Submitted under the lock, so changes of one message reach the
 	// database in the order they were made.
@@ -254,14 +283,70 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int) {
 	q.logAttempt(req, d.domain, results, err, time.Since(start))
 }
 
-// attempt calls the Deliverer with the message file.
-func (q *Queue) attempt(id int64, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
-	f, err := os.Open(q.msgPath(id))
-	if err != nil {
-		return nil, fmt.Errorf("open message file: %w", err)
+// open returns a reader of the size bytes at offset in segment seg, or of
+// message id's own file if seg is 0, and a func to call when done reading.
+func (q *Queue) open(id, seg, offset, size int64) (*io.SectionReader, func(), error) {
+	if seg == 0 {
+		f, err := os.Open(q.msgPath(id))
+		if err != nil {
+			return nil, nil, fmt.Errorf("open message file: %w", err)
+		}
+		return io.NewSectionReader(f, 0, size), func() { f.Close() }, nil
 	}
-	defer f.Close()
-	req.Message = f
+	f, err := q.segs.acquire(seg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open message: %w", err)
+	}
+	return io.NewSectionReader(f, offset, size), func() { q.segs.release(seg) }, nil
+}
+
+// relocate copies the content of e's message out of segment seg to a file of
+// its own, synced, unless another goroutine does, and reports whether it did.
+// The caller then stores the message as being in its own file: a message
+// waiting for a retry must not keep the segment from being removed.
+func (q *Queue) relocate(e *entry, seg int64, content *io.SectionReader) bool {
+	q.mu.Lock()
+	mine := e.msg.Segment == seg && !e.relocating
+	e.relocating = e.relocating || mine
+	q.mu.Unlock()
+	if !mine {
+		return false
+	}
+	err := q.writeFile(e.msg.ID, io.NewSectionReader(content, 0, content.Size()))
+	if err != nil {
+		q.log.Error("moving message out of its segment", slog.String("queueid", formatID(e.msg.ID)), slog.Int64("segment", seg), slog.Any("err", err))
+		q.mu.Lock()
+		e.relocating = false
+		q.mu.Unlock()
+	}
+	return err == nil
+}
+
+// writeFile writes message id's file with the content of r and syncs it. A
+// file left by a failure or crash is removed at the next Open while the
+// record names a segment.
+func (q *Queue) writeFile(id int64, r io.Reader) error {
+	name := q.msgPath(id)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+	}
+	return err
+}
+
+// attempt calls the Deliverer with the message's content.
+func (q *Queue) attempt(req *sdk.DeliverRequest, content io.Reader) (*sdk.DeliverResult, error) {
+	req.Message = content
 	ctx, cancel := context.WithTimeout(q.ctx, q.opts.DeliverTimeout)
 	defer cancel()
 	return q.opts.Deliverer.Deliver(ctx, req.Instance, req)

@@ -18,14 +18,17 @@ import (
 // DBTypes are the types stored in the queue database.
 var DBTypes = []any{Msg{}}
 
-// Msg is a queued message. Its content is the file named by the formatted ID
-// in the queue directory.
+// Msg is a queued message. Its content is Size bytes at Offset in segment
+// file Segment, or, if Segment is 0, the file named by the formatted ID in
+// the queue directory.
 type Msg struct {
 	ID         int64              `bstore:"noauto,typename QueueMsg"` // See Queue.Add for how IDs are assigned.
 	Account    string             // Authenticated sender account; empty for relayed mail.
 	From       string             // MAIL FROM; empty for the null reverse-path.
 	Options    sdk.DeliverOptions // ESMTP parameters of the message.
-	Size       int64              // Bytes in the file.
+	Size       int64              // Bytes of content.
+	Segment    int64              // Segment file with the content; 0: a file of its own.
+	Offset     int64              // Of the content in Segment.
 	Queued     time.Time          `bstore:"nonzero"`
 	Recipients []Rcpt
 }
@@ -64,19 +67,26 @@ type Rcpt struct {
 // op is a change for the committer: exactly one of insert, update and remove.
 type op struct {
 	insert *Msg
-	update *Msg  // A copy owned by the committer.
-	remove int64 // Message ID: the record, then the file, are removed.
+	data   []byte // With insert: the content, for the committer to append to a segment; nil if in its own file.
+	update *Msg   // A copy owned by the committer.
+	moved  int64  // With update: the segment the message was copied out of, to its own file.
+	remove int64  // Message ID: the record, then the file or the message's part of its segment, are removed.
+	seg    int64  // With remove: the message's segment; 0 for its own file.
 	done   chan<- error
 }
 
 // committer writes the changes of all goroutines in shared transactions
 // (group commit): bstore fsyncs each write transaction, and one fsync per
-// message would cap the queue at about one message per fsync latency.
+// message would cap the queue at about one message per fsync latency. The
+// content of in-memory messages of a group is appended to the current
+// segment with one write and one fdatasync.
 type committer struct {
 	db      *bstore.DB
-	dir     *os.File // The queue directory, fsynced before inserts are committed.
+	dir     *os.File // The queue directory, fsynced before records name files in it.
+	segs    *segments
 	msgPath func(id int64) string
 	log     *slog.Logger
+	scratch []byte // The contents of a group, concatenated.
 
 	mu     sync.Mutex
 	ops    []op
@@ -85,8 +95,8 @@ type committer struct {
 	done   chan struct{} // Closed when run returns.
 }
 
-func newCommitter(db *bstore.DB, dir *os.File, msgPath func(int64) string, log *slog.Logger) *committer {
-	c := &committer{db: db, dir: dir, msgPath: msgPath, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newCommitter(db *bstore.DB, dir *os.File, segs *segments, msgPath func(int64) string, log *slog.Logger) *committer {
+	c := &committer{db: db, dir: dir, segs: segs, msgPath: msgPath, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -139,39 +149,55 @@ func (c *committer) run() {
 	}
 }
 
-// commit makes ops durable in one transaction, reports to the waiters and
-// removes the files of removed messages.
+// commit makes ops durable, reports to the waiters and removes the files of
+// removed messages. What records name is durable before the records are
+// written, in one transaction: the content appended to a segment, and the
+// directory entries of message files.
 func (c *committer) commit(ops []op) {
 	errs := make([]error, len(ops))
-	// The directory entries of inserted messages must be durable before their
-	// records: a record without its file would be a lost message.
-	var err error
-	if slices.ContainsFunc(ops, func(o op) bool { return o.insert != nil }) {
-		if err = c.dir.Sync(); err != nil {
-			err = fmt.Errorf("sync queue directory: %w", err)
+	c.appendContent(ops, errs)
+	needDirSync := func(o op) bool { return o.insert != nil && o.data == nil || o.moved != 0 }
+	if slices.ContainsFunc(ops, needDirSync) {
+		if err := c.dir.Sync(); err != nil {
+			for i, o := range ops {
+				if needDirSync(o) {
+					errs[i] = fmt.Errorf("sync queue directory: %w", err)
+				}
+			}
 		}
 	}
-	if err == nil {
-		err = c.db.Write(context.Background(), func(tx *bstore.Tx) error {
-			for _, o := range ops {
-				if err := apply(tx, o); err != nil {
+	var todo []int // Indexes in ops of changes to write.
+	for i := range ops {
+		if errs[i] == nil {
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) > 0 {
+		err := c.db.Write(context.Background(), func(tx *bstore.Tx) error {
+			for _, i := range todo {
+				if err := apply(tx, ops[i]); err != nil {
 					return err
 				}
 			}
 			return nil
 		})
-		if err != nil && len(ops) > 1 {
+		if err != nil && len(todo) > 1 {
 			// One failing change must not fail the others: one at a time.
-			for i, o := range ops {
-				errs[i] = c.db.Write(context.Background(), func(tx *bstore.Tx) error { return apply(tx, o) })
+			for _, i := range todo {
+				errs[i] = c.db.Write(context.Background(), func(tx *bstore.Tx) error { return apply(tx, ops[i]) })
 			}
-			err = nil
+		} else if err != nil {
+			errs[todo[0]] = err
+		}
+	}
+	// Segments count their records before waiters learn of them: the
+	// messages may be delivered and removed at once.
+	for i, o := range ops {
+		if errs[i] == nil && o.insert != nil && o.insert.Segment != 0 {
+			c.segs.committed(o.insert.Segment, 1)
 		}
 	}
 	for i, o := range ops {
-		if errs[i] == nil {
-			errs[i] = err
-		}
 		if o.done != nil {
 			o.done <- errs[i]
 		} else if errs[i] != nil {
@@ -181,10 +207,73 @@ func (c *committer) commit(ops []op) {
 		}
 	}
 	for i, o := range ops {
-		if errs[i] == nil && o.remove != 0 {
+		switch {
+		case errs[i] != nil:
+		case o.moved != 0:
+			c.segs.committed(o.moved, -1)
+		case o.remove != 0 && o.seg != 0:
+			c.segs.committed(o.seg, -1)
+		case o.remove != 0:
 			// A leftover file is removed at the next Open.
 			if err := os.Remove(c.msgPath(o.remove)); err != nil {
 				c.log.Error("removing message file", slog.String("queueid", formatID(o.remove)), slog.Any("err", err))
+			}
+		}
+	}
+}
+
+// maxWrite bounds the bytes the committer writes with one call, and so its
+// scratch buffer.
+const maxWrite = 1 << 20
+
+// appendContent appends the contents of the in-memory messages inserted by
+// ops to the current segment, sets the messages' Segment and Offset, and
+// makes the content durable. It sets errs of the inserts if that fails.
+func (c *committer) appendContent(ops []op, errs []error) {
+	if !slices.ContainsFunc(ops, func(o op) bool { return o.data != nil }) {
+		return
+	}
+	var n int64
+	for _, o := range ops {
+		n += int64(len(o.data))
+	}
+	seg, created, err := c.segs.forAppend(n)
+	if err == nil {
+		off, written := seg.size, seg.size
+		c.scratch = c.scratch[:0]
+		for _, o := range ops {
+			if o.data == nil {
+				continue
+			}
+			o.insert.Segment, o.insert.Offset = seg.n, off
+			off += int64(len(o.data))
+			c.scratch = append(c.scratch, o.data...)
+			if len(c.scratch) >= maxWrite || off == seg.size+n {
+				if _, err = seg.f.WriteAt(c.scratch, written); err != nil {
+					break
+				}
+				written = off
+				c.scratch = c.scratch[:0]
+			}
+		}
+		if err == nil {
+			err = datasync(seg.f)
+		}
+		if err == nil && created {
+			// The new file's directory entry.
+			err = c.segs.dirf.Sync()
+		}
+		if err == nil {
+			seg.size = off
+		} else {
+			c.segs.abandon(seg)
+			err = fmt.Errorf("append to segment %d: %w", seg.n, err)
+		}
+	}
+	if err != nil {
+		for i, o := range ops {
+			if o.data != nil {
+				errs[i] = err
 			}
 		}
 	}

@@ -1,17 +1,14 @@
 package smtpd
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -33,11 +30,11 @@ var (
 	errConnection  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection error, closing"}
 )
 
-// errWrite marks a failure to write the spool file, as opposed to reading
+// errWrite marks a failure to spool the message, as opposed to reading
 // from the client.
 type errWrite struct{ err error }
 
-func (e errWrite) Error() string { return "writing spool file: " + e.err.Error() }
+func (e errWrite) Error() string { return e.err.Error() }
 func (e errWrite) Unwrap() error { return e.err }
 
 // Data spools the message, checks it and hands it to the queue. go-smtp
@@ -71,37 +68,13 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 	// all of it, as RFC 5321 §4.5.3.2 times DATA.
 	r = &deadlineReader{r: r, conn: s.sc.Conn(), timeout: s.srv.cfg.ReadTimeout}
 
-	f, err := os.CreateTemp(s.srv.cfg.Queue.SpoolDir(), "smtpd-*.tmp")
-	if err != nil {
-		s.log.Error("creating spool file", slog.Any("err", err))
+	sp := s.srv.cfg.Queue.NewSpool()
+	defer sp.Discard() // Does nothing once Add took it.
+	if _, err := io.WriteString(sp, s.received(time.Now())); err != nil {
+		s.log.Error("spooling message", slog.Any("err", err))
 		return s.drain(r, errQueue), 0, ""
 	}
-	path := f.Name()
-	handedOver := false
-	defer func() {
-		if !handedOver {
-			f.Close()
-			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				s.log.Error("removing spool file", slog.String("path", path), slog.Any("err", err))
-			}
-		}
-	}()
-
-	w := bufio.NewWriterSize(f, 64<<10)
-	if _, err := w.WriteString(s.received(time.Now())); err != nil {
-		s.log.Error("writing spool file", slog.Any("err", err))
-		return s.drain(r, errQueue), 0, ""
-	}
-	size, err = copyMessage(w, r)
-	if err == nil {
-		err = w.Flush()
-		if err == nil {
-			err = f.Close()
-		}
-		if err != nil {
-			err = errWrite{err}
-		}
-	}
+	size, err := copyMessage(sp, r)
 	var we errWrite
 	switch {
 	case err == nil:
@@ -117,14 +90,9 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 	env := queue.Envelope{Account: s.account, From: s.from, Recipients: s.recipients, Options: s.opts}
 	ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
 	defer cancel()
-	handedOver = true
-	id, err = s.srv.cfg.Queue.Add(ctx, env, path)
+	id, err = s.srv.cfg.Queue.Add(ctx, env, sp)
 	if err != nil {
 		s.log.Error("queueing message", slog.Any("err", err))
-		// The queue may have taken the file before failing; if not, it is ours.
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Error("removing spool file", slog.String("path", path), slog.Any("err", err))
-		}
 		return errQueue, size, ""
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Queued as " + id}, size, id

@@ -11,6 +11,8 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"math/big"
 	"net"
@@ -107,30 +109,41 @@ type queued struct {
 	data string
 }
 
-// fakeQueue takes messages like the real queue: it reads and removes the
-// spool file. With fail set, Add fails without taking the file.
+// fakeQueue takes messages like the real queue, whose spools it uses: it
+// reads and discards the spool. With fail set, Add fails, also discarding it.
 type fakeQueue struct {
-	dir  string
-	fail bool
+	dir    string
+	spools *queue.Queue // Opened in dir; only its spools are used.
+	fail   bool
 
 	mu   sync.Mutex
 	msgs []queued
 }
 
-func (q *fakeQueue) SpoolDir() string { return q.dir }
-
-func (q *fakeQueue) Add(ctx context.Context, env queue.Envelope, path string) (string, error) {
-	if filepath.Dir(path) != q.dir {
-		return "", fmt.Errorf("spool file %s not in spool dir %s", path, q.dir)
+func newFakeQueue(t *testing.T) *fakeQueue {
+	t.Helper()
+	dir := t.TempDir()
+	q, err := queue.Open(context.Background(), dir, queue.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { q.Close() })
+	return &fakeQueue{dir: dir, spools: q}
+}
+
+func (q *fakeQueue) NewSpool() *queue.Spool { return q.spools.NewSpool() }
+
+func (q *fakeQueue) Add(ctx context.Context, env queue.Envelope, s *queue.Spool) (string, error) {
+	defer s.Discard()
 	if q.fail {
 		return "", errors.New("disk on fire")
 	}
-	data, err := os.ReadFile(path)
+	r, err := s.Reader()
 	if err != nil {
 		return "", err
 	}
-	if err := os.Remove(path); err != nil {
+	data, err := io.ReadAll(r)
+	if err != nil {
 		return "", err
 	}
 	q.mu.Lock()
@@ -145,16 +158,19 @@ func (q *fakeQueue) messages() []queued {
 	return append([]queued(nil), q.msgs...)
 }
 
-// spoolFiles lists what is left in the spool directory.
+// spoolFiles lists the files left in the queue directory but its database:
+// spill files of spools that were not discarded.
 func (q *fakeQueue) spoolFiles(t *testing.T) []string {
 	t.Helper()
-	des, err := os.ReadDir(q.dir)
+	var names []string
+	err := filepath.WalkDir(q.dir, func(path string, de fs.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() && path != filepath.Join(q.dir, "index.db") {
+			names = append(names, path)
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	var names []string
-	for _, de := range des {
-		names = append(names, de.Name())
 	}
 	return names
 }
@@ -217,7 +233,7 @@ func startServer(t *testing.T, kind string, modify func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{queue: &fakeQueue{dir: t.TempDir()}, logs: &syncBuffer{}}
+	ts := &testServer{queue: newFakeQueue(t), logs: &syncBuffer{}}
 	cfg := Config{
 		Hostname:     testHost,
 		Listener:     config.Listener{Name: "test-" + kind, Kind: kind},

@@ -8,8 +8,8 @@
 // inbound MX accepts mail for local domains, and relays only for clients in
 // the listener's relay networks.
 //
-// DATA is spooled to a file in the queue's spool directory with a Received
-// header prepended (RFC 5321 §4.4); a message with a bare CR or LF is
+// DATA is spooled to the queue (in memory, or in a file if large) with a
+// Received header prepended (RFC 5321 §4.4); a message with a bare CR or LF is
 // refused, as its line endings could be read differently by the next hop
 // (SMTP smuggling). The queue acknowledges a message only once it is durable,
 // and only then does the client get its 250.
@@ -94,14 +94,13 @@ type PasswordChecker interface {
 	CheckPassword(ctx context.Context, account, password string) (bool, error)
 }
 
-// Queue takes accepted messages.
+// Queue takes accepted messages; *queue.Queue implements it.
 type Queue interface {
-	// SpoolDir is where the server writes a message before Add.
-	SpoolDir() string
-	// Add takes ownership of the file at path, a message written in
-	// SpoolDir but not yet synced, and returns its queue id once the message
-	// is durable.
-	Add(ctx context.Context, env queue.Envelope, path string) (id string, err error)
+	// NewSpool returns a spool to write a message to before Add.
+	NewSpool() *queue.Spool
+	// Add queues the message in s, which it consumes also when it fails,
+	// and returns its queue id once the message is durable.
+	Add(ctx context.Context, env queue.Envelope, s *queue.Spool) (id string, err error)
 }
 
 // Server serves one listener. Serve may be called with several net.Listeners.
