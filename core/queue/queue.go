@@ -67,16 +67,18 @@ type Deliverer interface {
 	Deliver(ctx context.Context, transport string, req *sdk.DeliverRequest) (*sdk.DeliverResult, error)
 }
 
-// Failure describes recipients of a message that failed permanently, for a
-// delivery status notification (RFC 3464).
-type Failure struct {
+// Notice describes recipients of a message that failed permanently, or that
+// are still pending after Options.DelayAfter attempts, for a delivery status
+// notification (RFC 3464).
+type Notice struct {
+	Delayed    bool // Still pending (a delay), rather than failed.
 	QueueID    string
 	Account    string
 	From       string // Where the DSN goes; empty for the null reverse-path: no DSN (RFC 5321 §4.5.5).
 	Options    sdk.DeliverOptions
 	Queued     time.Time
-	Message    *io.SectionReader // The content, readable until OnFailure returns; nil if it could not be opened.
-	Recipients []Rcpt            // The failed recipients, with their last result.
+	Message    *io.SectionReader // The content, readable until Notify returns; nil if it could not be opened.
+	Recipients []Rcpt            // The failed or delayed recipients, with their last result.
 }
 
 // Options configure a queue. Zero values get the defaults given.
@@ -89,10 +91,14 @@ type Options struct {
 	Log               *slog.Logger  // Default: discard.
 	Router            Router        // Default: every delivery through "direct".
 	Deliverer         Deliverer     // Required for Start.
-	// OnFailure, if set, is called for recipients that failed permanently,
-	// before their state is stored: a DSN it queues is not lost if the
-	// process dies. It is called from the delivery goroutine.
-	OnFailure func(ctx context.Context, f Failure)
+	// DelayAfter is the number of failed attempts after which a recipient
+	// still pending is reported once as delayed. Default 5.
+	DelayAfter int
+	// Notify, if set, is called for recipients that failed permanently or
+	// were delayed, before their state is stored: a DSN it queues is not lost
+	// if the process dies (it may be sent twice). It is called from the
+	// delivery goroutine.
+	Notify func(ctx context.Context, n Notice)
 
 	segmentSize int64 // Size past which a new segment is started; tests set it. Default 64 MiB.
 }
@@ -141,6 +147,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = 9
+	}
+	if opts.DelayAfter <= 0 {
+		opts.DelayAfter = 5
 	}
 	if opts.MaxParallel <= 0 {
 		opts.MaxParallel = 64

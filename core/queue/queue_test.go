@@ -305,10 +305,13 @@ func TestResults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := &fakeDeliverer{fn: tc.fn}
 			var mu sync.Mutex
-			var failures []Failure
-			q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 3, OnFailure: func(ctx context.Context, f Failure) {
+			var failures []Notice
+			q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 3, Notify: func(ctx context.Context, f Notice) {
 				if b, err := io.ReadAll(f.Message); err != nil || string(b) != "x\r\n" {
-					t.Errorf("message during OnFailure: %q, %v", b, err)
+					t.Errorf("message during Notify: %q, %v", b, err)
+				}
+				if f.Delayed {
+					t.Errorf("delay notice before DelayAfter (5) attempts: %+v", f)
 				}
 				mu.Lock()
 				failures = append(failures, f)
@@ -812,5 +815,28 @@ func TestDomainOf(t *testing.T) {
 		if got := domainOf(addr); got != want {
 			t.Errorf("domainOf(%q) = %q, want %q", addr, got, want)
 		}
+	}
+}
+
+// A recipient still pending after DelayAfter attempts is reported once as
+// delayed, and again when it finally fails.
+func TestDelayNotice(t *testing.T) {
+	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		return sdk.ResultAll(req, sdk.StatusTemporary, 451, "4.3.0", "later"), nil
+	}}
+	var mu sync.Mutex
+	var notices []Notice
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 4, DelayAfter: 2, BackoffScale: 0.00001, Notify: func(ctx context.Context, n Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		notices = append(notices, n)
+	}})
+	q.Start(context.Background())
+	add(t, q, "x\r\n", "rcpt@example.com")
+	waitEmpty(t, q)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(notices) != 2 || !notices[0].Delayed || notices[0].Recipients[0].Attempts != 2 || notices[1].Delayed || notices[1].Recipients[0].Attempts != 4 {
+		t.Fatalf("notices: %+v", notices)
 	}
 }

@@ -210,7 +210,7 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg,
 		rcpts[i] = j.e.msg.Recipients[k]
 	}
 	q.mu.Unlock()
-	var failed []Rcpt
+	var failed, delayed []Rcpt
 	pending := false
 	for i := range rcpts {
 		q.outcome(&rcpts[i], results[i], now)
@@ -219,23 +219,23 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg,
 			failed = append(failed, rcpts[i])
 		case Pending:
 			pending = true
+			if rcpts[i].Attempts == q.opts.DelayAfter {
+				delayed = append(delayed, rcpts[i])
+			}
 		}
 	}
-	if len(failed) > 0 && q.opts.OnFailure != nil {
+	if q.opts.Notify != nil {
 		m := j.e.msg // Fields other than Recipients and the location do not change.
-		var msg *io.SectionReader
-		if content != nil {
-			msg = io.NewSectionReader(content, 0, content.Size())
+		for _, n := range []Notice{{Recipients: failed}, {Delayed: true, Recipients: delayed}} {
+			if len(n.Recipients) == 0 {
+				continue
+			}
+			if content != nil {
+				n.Message = io.NewSectionReader(content, 0, content.Size())
+			}
+			n.QueueID, n.Account, n.From, n.Options, n.Queued = req.QueueID, m.Account, m.From, m.Options, m.Queued
+			q.opts.Notify(context.WithoutCancel(q.ctx), n)
 		}
-		q.opts.OnFailure(context.WithoutCancel(q.ctx), Failure{
-			QueueID:    req.QueueID,
-			Account:    m.Account,
-			From:       m.From,
-			Options:    m.Options,
-			Queued:     m.Queued,
-			Message:    msg,
-			Recipients: failed,
-		})
 	}
 	relocated := false
 	if pending && seg != 0 && content != nil {
