@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/certs"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/ctl"
@@ -84,6 +85,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	closers = append(closers, func() { q.Close() })
 
 	var servers []*smtpd.Server
+	authLimit := authlimit.New()
 	for _, l := range cfg.Listeners {
 		if l.Kind != config.KindSMTP && l.Kind != config.KindSubmission && l.Kind != config.KindSubmissions {
 			log.Warn("listener kind not served yet", slog.String("listener", l.Name), slog.String("kind", l.Kind))
@@ -100,6 +102,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 			Log:            log,
 			Accounts:       cfg,
 			Auth:           st,
+			AuthLimit:      authLimit,
 			Queue:          q,
 		})
 		if err != nil {

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -12,6 +13,8 @@ var (
 	// RFC 4954 §6. The same reply for an unknown user and a wrong password.
 	errAuthInvalid = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	errAuthTemp    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
+	// Sent before closing the connection (RFC 5321 §3.8).
+	errAuthTooMany = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications, try again later"}
 )
 
 // AuthMechanisms lists the built-in mechanisms, on submission listeners
@@ -46,6 +49,12 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 // account: acting as another user is not supported.
 func (s *session) authenticate(mech, authzid, login, password string) error {
 	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
+	limit := s.srv.cfg.AuthLimit
+	if limit != nil && !limit.Allowed(s.conn.ip) {
+		log.Warn("authentication refused: too many failures from this address")
+		s.conn.hangup.Store(true)
+		return errAuthTooMany
+	}
 	accounts := s.srv.cfg.Accounts
 	account, known := accounts.AccountByLogin(login)
 	name := account
@@ -74,7 +83,18 @@ func (s *session) authenticate(mech, authzid, login, password string) error {
 	}
 	if reason != "" {
 		log.Info("authentication failed", slog.String("reason", reason))
+		if limit != nil {
+			// The delay holds this session only; a client that hangs up
+			// and reconnects finds the count where it left it.
+			select {
+			case <-time.After(limit.Failed(s.conn.ip)):
+			case <-s.srv.ctx.Done():
+			}
+		}
 		return errAuthInvalid
+	}
+	if limit != nil {
+		limit.Succeeded(s.conn.ip)
 	}
 	s.account = account
 	log.Info("authenticated", slog.String("account", account))

@@ -32,6 +32,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/queue"
 )
@@ -72,7 +73,10 @@ type Config struct {
 	Log            *slog.Logger  // Nil: discard.
 	Accounts       Accounts
 	Auth           PasswordChecker // Required for submission listeners.
-	Queue          Queue
+	// AuthLimit slows down and shuts out addresses failing AUTH; share one
+	// among listeners. Nil: no limit.
+	AuthLimit *authlimit.Limiter
+	Queue     Queue
 }
 
 // Accounts answers what a listener must know about local users.
@@ -253,11 +257,20 @@ func (l *listener) Accept() (net.Conn, error) {
 // conn is an accepted connection; sessions find it below the TLS layer.
 type conn struct {
 	net.Conn
-	log   *slog.Logger // With cid and remote.
-	ip    netip.Addr   // Of the client; invalid if not TCP.
-	relay bool         // ip is in the listener's relay networks.
-	start time.Time
-	once  sync.Once
+	log    *slog.Logger // With cid and remote.
+	ip     netip.Addr   // Of the client; invalid if not TCP.
+	relay  bool         // ip is in the listener's relay networks.
+	start  time.Time
+	once   sync.Once
+	hangup atomic.Bool // Close after the next write: the reply that ends the session.
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.hangup.Load() {
+		c.Close()
+	}
+	return n, err
 }
 
 func (c *conn) Close() error {

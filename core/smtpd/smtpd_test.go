@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
@@ -657,5 +658,39 @@ func TestReceivedParts(t *testing.T) {
 		if got := heloToken(helo); got != want {
 			t.Errorf("heloToken(%q) = %q, want %q", helo, got, want)
 		}
+	}
+}
+
+// Repeated AUTH failures from one address are delayed, then refused with 421
+// and a closed connection, even with the right password.
+func TestAuthLimit(t *testing.T) {
+	limit := authlimit.New()
+	limit.FreeFailures, limit.Delay, limit.MaxFailures = 1, 50*time.Millisecond, 3
+	ts := startServer(t, config.KindSubmissions, func(c *Config) { c.AuthLimit = limit })
+	dial := func() *smtp.Client {
+		c, err := smtp.DialTLS(ts.addr, clientTLS(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c := dial()
+	for i := range 3 {
+		start := time.Now()
+		err := c.Auth(sasl.NewPlainClient("", "alice", "wrong"))
+		if c, _ := code(err); c != 535 {
+			t.Fatalf("failure %d: %v, want 535", i+1, err)
+		}
+		if d := time.Since(start); i > 0 && d < time.Duration(i)*50*time.Millisecond {
+			t.Fatalf("failure %d answered after %v: not delayed", i+1, d)
+		}
+	}
+	c = dial()
+	if err := c.Auth(sasl.NewPlainClient("", "alice", "secret")); func() int { c, _ := code(err); return c }() != 421 {
+		t.Fatalf("after 3 failures: %v, want 421", err)
+	}
+	if err := c.Noop(); err == nil {
+		t.Fatal("connection still open after 421")
 	}
 }
