@@ -1,11 +1,55 @@
 // Package store keeps what Switchyard knows about its accounts beyond
-// mta.toml: credentials now, mailboxes and messages later.
+// mta.toml: credentials, and each account's mailboxes and messages.
 //
 // Credentials live in a bstore database, <dir>/accounts.db. A password is
 // stored only as a bcrypt hash, checked for SMTP AUTH PLAIN (RFC 4616) and
 // LOGIN; SASL mechanism plugins (e.g. SCRAM, RFC 5802) store their own
 // per-mechanism secrets derived from the password, so the clear password is
 // never kept anywhere.
+//
+// # Mailboxes and messages
+//
+// Each account has its own directory, <dir>/accounts/<name>/, with
+// index.db, a bstore database of its mailboxes and message records, and
+// msg/<id/1000>/<id>, one file per message holding its exact bytes. One
+// database per account rather than one for all: bbolt allows one writer a
+// file, so deliveries to different accounts commit in parallel instead of
+// queueing behind each other; an account's data is one directory to back
+// up, move or remove; and damage stays within one account. The cost, one
+// commit per account for a message to N accounts, is what atomic delivery
+// per account needs anyway. The message bytes are written and synced once
+// (Store.NewIncoming) and hard-linked into each account (Account.Deliver),
+// under <dir>/accounts/.incoming, on the same file system.
+//
+// Delivery is crash-safe and ordered so that only orphan files, never
+// dangling records, can result: the file is synced, linked into the
+// account and its directory synced, then the record committed; only then
+// may SMTP answer 250. An expunge commits first and removes files after.
+// Opening an account removes files without a record and recomputes the
+// mailbox counts (Account.Check).
+//
+// Mailboxes follow IMAP4rev2 (RFC 9051): hierarchy separator "/", Inbox
+// named case-insensitively, UIDVALIDITY unique per account over time, UIDs
+// never reused, counts (messages, unseen, deleted, size) updated in the
+// transaction of each change, SPECIAL-USE (RFC 6154) on the standard
+// mailboxes, UIDPLUS (RFC 4315) results from Copy and Move, and a
+// mod-sequence per change (RFC 7162) for ordering and future CONDSTORE.
+// Every change is one write transaction; reads run in parallel with it.
+//
+// Changes are announced in commit order to Watchers of the account, as
+// plain events. An IMAP session keeps its own View of the selected mailbox
+// (its UIDs, hence its sequence numbers) and turns events into untagged
+// responses with View.Poll. The store does not feed go-imap's
+// imapserver.MailboxTracker: that tracker computes sequence numbers against
+// one shared in-memory list of the mailbox, which a database-backed store
+// would have to keep in memory per open mailbox and update in lock step
+// with its commits; and the store would import go-imap for the SMTP path
+// and the CLI too. A View needs neither, as in mox.
+//
+// The store keeps no parsed form of messages besides the header length:
+// delivery, on the SMTP 250 path, only scans for the end of the header
+// while copying. Envelope, body structure and sections are parsed on FETCH
+// from the bytes (Account.OpenMessage), with go-imap's imapserver helpers.
 package store
 
 import (
@@ -51,9 +95,11 @@ var dbTypes = []any{Credentials{}}
 type Store struct {
 	db    *bstore.DB
 	cache *authCache
+	mail  *mail // Mailboxes and messages, per account.
 }
 
-// Open opens or creates <dir>/accounts.db. It fails with ErrInUse if another
+// Open opens or creates <dir>/accounts.db, and <dir>/accounts for the
+// accounts' mailboxes (see SetAccounts). It fails with ErrInUse if another
 // process has it open.
 func Open(ctx context.Context, dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -66,12 +112,19 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &Store{db: db, cache: newAuthCache()}, nil
+	// Holding the lock on accounts.db, this process owns the accounts.
+	m, err := openMail(dir)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, cache: newAuthCache(), mail: m}, nil
 }
 
-// Close closes the database.
+// Close closes the database and the accounts' databases.
 func (s *Store) Close() error {
-	if err := s.db.Close(); err != nil {
+	merr := s.mail.close()
+	if err := errors.Join(merr, s.db.Close()); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
