@@ -102,6 +102,10 @@ type Plugin struct {
 	Config map[string]any `toml:"config"` // Passed to Configure with KindPlugin.
 }
 
+// LocalTransport names the built-in transport that delivers to local
+// accounts; the queue routes recipients at local domains to it.
+const LocalTransport = "local"
+
 // Transport is a named way out, served by a transport plugin.
 type Transport struct {
 	Plugin string         `toml:"plugin"` // Key in [plugins].

@@ -418,3 +418,10 @@ relay_networks = ["10.0.0.0/8", "192.168.1.5", "::1", "2001:db8::/32", "10.1.2.3
 		t.Errorf("ListenerByName of a missing listener is not nil")
 	}
 }
+
+func TestReservedTransport(t *testing.T) {
+	_, err := Parse("/x/mta.toml", []byte("hostname = \"h.example\"\n[plugins.p]\npath = \"p\"\n[transports.local]\nplugin = \"p\"\n"))
+	if err == nil || !strings.Contains(err.Error(), `mta.toml:4: transports.local: the name "local" is reserved`) {
+		t.Fatalf("got %v", err)
+	}
+}

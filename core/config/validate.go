@@ -165,6 +165,10 @@ func (v *checker) transports() {
 	for _, name := range slices.Sorted(maps.Keys(v.c.Transport)) {
 		t := v.c.Transport[name]
 		key := "transports." + quoteKey(name)
+		if name == LocalTransport {
+			v.add(key, "the name %q is reserved for the built-in delivery to local accounts", name)
+			continue
+		}
 		if t.Plugin == "" {
 			v.add(key+".plugin", "required")
 		} else if _, ok := v.c.Plugins[t.Plugin]; !ok {

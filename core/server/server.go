@@ -62,6 +62,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	if err := initialPasswords(ctx, cfg, st, out); err != nil {
 		return err
 	}
+	accounts := map[string]store.AccountConfig{}
+	for name, a := range cfg.Accounts {
+		accounts[name] = store.AccountConfig{MaxStorage: int64(a.MaxStorage)}
+	}
+	if err := st.SetAccounts(ctx, accounts, log); err != nil {
+		return err
+	}
+	loc := &local{cfg: cfg, store: st}
 
 	plugins, err := pluginhost.Start(ctx, pluginhost.Options{Config: cfg, Host: &host{cfg: cfg, store: st}, Log: log})
 	if err != nil {
@@ -69,14 +77,17 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	}
 	closers = append(closers, plugins.Close)
 
-	q, err := queue.Open(ctx, filepath.Join(cfg.DataDir, "queue"), queue.Options{
+	var q *queue.Queue
+	dsns := &notifier{cfg: cfg, queue: func() *queue.Queue { return q }, log: log}
+	q, err = queue.Open(ctx, filepath.Join(cfg.DataDir, "queue"), queue.Options{
 		BackoffScale:      cfg.Queue.BackoffScale,
 		MaxAttempts:       cfg.Queue.MaxAttempts,
 		MaxParallel:       cfg.Queue.MaxParallel,
 		MaxPerDestination: cfg.Queue.MaxPerDestination,
 		Log:               log,
-		Router:            route.FromConfig(cfg),
-		Deliverer:         plugins,
+		Router:            router{cfg: cfg, routes: route.FromConfig(cfg)},
+		Deliverer:         deliverer{local: loc, plugins: plugins},
+		Notify:            dsns.notify,
 	})
 	if err != nil {
 		return err
@@ -104,6 +115,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 			Auth:           st,
 			AuthLimit:      authLimit,
 			Queue:          q,
+			Local:          loc,
 		})
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", l.Name, err)

@@ -15,6 +15,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/switchyard-mta/switchyard/core/queue"
+	"github.com/switchyard-mta/switchyard/core/store"
+	"github.com/switchyard-mta/switchyard/sdk"
 )
 
 var (
@@ -87,12 +89,68 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 		return s.readFailed(err), size, ""
 	}
 
-	env := queue.Envelope{Account: s.account, From: s.from, Recipients: s.recipients, Options: s.opts}
 	ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
 	defer cancel()
+
+	// Local recipients are delivered now, before the reply. One that fails
+	// after others succeeded is queued for a retry by the local transport,
+	// so the reply can still be 250 without losing it.
+	var queued []sdk.Recipient
+	var local []string            // Distinct accounts, in order.
+	rcptsOf := map[string][]int{} // Recipient indexes by account.
+	remote := 0
+	for i, acc := range s.accounts {
+		if acc == "" {
+			queued = append(queued, s.recipients[i])
+			remote++
+			continue
+		}
+		if _, ok := rcptsOf[acc]; !ok {
+			local = append(local, acc)
+		}
+		rcptsOf[acc] = append(rcptsOf[acc], i)
+	}
+	delivered, overQuota := 0, 0
+	if len(local) > 0 {
+		msg, err := sp.Reader()
+		if err != nil {
+			s.log.Error("reading spooled message", slog.Any("err", err))
+			return errQueue, size, ""
+		}
+		for i, err := range s.srv.cfg.Local.DeliverLocal(ctx, local, msg) {
+			if err == nil {
+				delivered++
+				continue
+			}
+			if errors.Is(err, store.ErrQuota) {
+				overQuota++
+			}
+			s.log.Info("local delivery failed", slog.String("account", local[i]), slog.Any("err", err))
+			for _, k := range rcptsOf[local[i]] {
+				queued = append(queued, s.recipients[k])
+			}
+		}
+	}
+	if delivered == 0 && remote == 0 {
+		// Nothing was done: the client may retry all of it.
+		if overQuota == len(local) {
+			return errOverQuota, size, ""
+		}
+		return errQueue, size, ""
+	}
+	if len(queued) == 0 {
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Delivered"}, size, ""
+	}
+	env := queue.Envelope{Account: s.account, From: s.from, Recipients: queued, Options: s.opts}
 	id, err = s.srv.cfg.Queue.Add(ctx, env, sp)
 	if err != nil {
-		s.log.Error("queueing message", slog.Any("err", err))
+		if delivered > 0 {
+			// The client will send it again: local recipients get it twice,
+			// which beats losing it for the others.
+			s.log.Error("queueing message after local deliveries", slog.Int("delivered", delivered), slog.Any("err", err))
+		} else {
+			s.log.Error("queueing message", slog.Any("err", err))
+		}
 		return errQueue, size, ""
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Queued as " + id}, size, id

@@ -95,6 +95,50 @@ func (fakeAccounts) AccountByLogin(login string) (string, bool) {
 	return "", false
 }
 
+func (fakeAccounts) AccountByAddress(addr string) (string, bool) {
+	switch strings.ToLower(addr) {
+	case "alice@example.org":
+		return "alice", true
+	case "bob@example.org":
+		return "bob", true
+	}
+	return "", false
+}
+
+// fakeLocal delivers to local accounts in memory; accounts in fail fail with
+// their error, those in full are over quota at RCPT.
+type fakeLocal struct {
+	mu        sync.Mutex
+	fail      map[string]error
+	full      map[string]bool
+	delivered map[string][]byte
+}
+
+func (l *fakeLocal) DeliverLocal(ctx context.Context, accounts []string, msg io.Reader) []error {
+	b, err := io.ReadAll(msg)
+	errs := make([]error, len(accounts))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, a := range accounts {
+		switch {
+		case err != nil:
+			errs[i] = err
+		case l.fail[a] != nil:
+			errs[i] = l.fail[a]
+		default:
+			if l.delivered == nil {
+				l.delivered = map[string][]byte{}
+			}
+			l.delivered[a] = b
+		}
+	}
+	return errs
+}
+
+func (l *fakeLocal) OverQuota(ctx context.Context, account string, size int64) bool {
+	return l.full[account]
+}
+
 func (fakeAccounts) MayUseAddress(account, addr string) bool {
 	return strings.EqualFold(addr, account+"@example.org")
 }

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 	"strings"
@@ -21,7 +22,11 @@ var (
 	// from a client not using it; go-smtp advertises it only with TLS
 	// (RFC 8689 §2). 5.7.10: encryption needed (RFC 5248).
 	errRequireTLSPlain = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 10}, Message: "REQUIRETLS needs a TLS session"}
-	errLocalDelivery   = &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Local delivery not available yet"}
+	errLocalDelivery   = &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Local delivery not available"}
+	// RFC 5321 §3.6.2, RFC 3463 X.1.1: no such mailbox.
+	errNoSuchUser = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+	// RFC 5321 §4.2.2 452, RFC 3463 X.2.2: mailbox full, try later.
+	errOverQuota = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full"}
 	// RFC 5321 §3.6 and §7.1: not an open relay. 5.7.1: not authorized.
 	errRelayDenied = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relaying denied"}
 	errInternal    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error, try again later"}
@@ -41,7 +46,9 @@ type session struct {
 	start      time.Time
 	from       string
 	opts       sdk.DeliverOptions
+	size       int64 // MAIL FROM SIZE=, 0 if not given.
 	recipients []sdk.Recipient
+	accounts   []string // Per recipient: the local account, "" if remote.
 }
 
 var _ smtp.AuthSession = (*session)(nil)
@@ -69,7 +76,9 @@ func (s *session) Reset() {
 	s.start = time.Time{}
 	s.from = ""
 	s.opts = sdk.DeliverOptions{}
+	s.size = 0
 	s.recipients = nil
+	s.accounts = nil
 }
 
 func (s *session) Logout() error {
@@ -84,6 +93,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	s.start = time.Now()
 	s.from = from
+	s.size = opts.Size
 	s.opts = sdk.DeliverOptions{
 		SMTPUTF8:   opts.UTF8,
 		Body:       string(opts.Body),
@@ -112,7 +122,8 @@ func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	if err := s.checkRcpt(to); err != nil {
+	account, err := s.checkRcpt(to)
+	if err != nil {
 		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
 		return err
 	}
@@ -124,20 +135,40 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		r.ORcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
 	}
 	s.recipients = append(s.recipients, r)
+	s.accounts = append(s.accounts, account)
 	return nil
 }
 
-func (s *session) checkRcpt(to string) *smtp.SMTPError {
-	// A path without a domain is "postmaster", always local (RFC 5321 §4.5.1).
+// checkRcpt returns the local account of a recipient at a local domain, or
+// "" for a remote one that may be relayed.
+func (s *session) checkRcpt(to string) (string, *smtp.SMTPError) {
 	domain := ""
 	if i := strings.LastIndexByte(to, '@'); i >= 0 {
 		domain = strings.ToLower(to[i+1:])
 	}
-	if domain == "" || s.srv.cfg.Accounts.IsLocalDomain(domain) {
-		return errLocalDelivery
+	if domain == "" {
+		// A path without a domain is "postmaster", always local (RFC 5321 §4.5.1).
+		to, domain = "postmaster@"+s.srv.cfg.Hostname, s.srv.cfg.Hostname
+	}
+	accounts := s.srv.cfg.Accounts
+	if accounts.IsLocalDomain(domain) {
+		local := s.srv.cfg.Local
+		if local == nil {
+			return "", errLocalDelivery
+		}
+		account, ok := accounts.AccountByAddress(to)
+		if !ok {
+			return "", errNoSuchUser
+		}
+		ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
+		defer cancel()
+		if local.OverQuota(ctx, account, s.size) {
+			return "", errOverQuota
+		}
+		return account, nil
 	}
 	if s.account == "" && !s.conn.relay {
-		return errRelayDenied
+		return "", errRelayDenied
 	}
-	return nil
+	return "", nil
 }

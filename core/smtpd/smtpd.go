@@ -22,6 +22,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -77,6 +78,20 @@ type Config struct {
 	// among listeners. Nil: no limit.
 	AuthLimit *authlimit.Limiter
 	Queue     Queue
+	// Local delivers to local accounts. Nil: recipients at local domains
+	// are refused with a temporary error.
+	Local Local
+}
+
+// Local delivers messages to local accounts' Inboxes.
+type Local interface {
+	// DeliverLocal delivers msg to the Inbox of each account and returns
+	// one error per account, nil where delivered; store.ErrQuota where the
+	// account is over quota.
+	DeliverLocal(ctx context.Context, accounts []string, msg io.Reader) []error
+	// OverQuota reports whether account cannot take a message of size
+	// bytes (0: unknown) now.
+	OverQuota(ctx context.Context, account string, size int64) bool
 }
 
 // Accounts answers what a listener must know about local users.
@@ -84,6 +99,8 @@ type Accounts interface {
 	// AccountByLogin resolves an AUTH username, an account name or one of
 	// its addresses, to the account name.
 	AccountByLogin(login string) (account string, ok bool)
+	// AccountByAddress resolves a recipient address at a local domain.
+	AccountByAddress(addr string) (account string, ok bool)
 	// MayUseAddress reports whether account may send with addr as MAIL FROM.
 	MayUseAddress(account, addr string) bool
 	// IsLocalDomain reports whether mail for domain (lower case) is

@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
@@ -692,5 +694,93 @@ func TestAuthLimit(t *testing.T) {
 	}
 	if err := c.Noop(); err == nil {
 		t.Fatal("connection still open after 421")
+	}
+}
+
+// Local recipients are delivered before the reply; one failing after another
+// succeeded is queued for a retry; all failing gives the failure.
+func TestLocalDelivery(t *testing.T) {
+	tests := []struct {
+		name       string
+		rcpts      []string
+		local      *fakeLocal
+		wantRcpt   []int // Per recipient.
+		wantData   int
+		wantEnh    string
+		delivered  []string
+		wantQueued []string
+	}{
+		{"delivered", []string{"alice@example.org", "BOB@example.org"}, &fakeLocal{}, []int{250, 250}, 250, "2.0.0", []string{"alice", "bob"}, nil},
+		{"unknown user", []string{"carol@example.org"}, &fakeLocal{}, []int{550}, 0, "", nil, nil},
+		{"over quota at RCPT", []string{"alice@example.org"}, &fakeLocal{full: map[string]bool{"alice": true}}, []int{452}, 0, "", nil, nil},
+		{"over quota at DATA", []string{"alice@example.org"}, &fakeLocal{fail: map[string]error{"alice": store.ErrQuota}}, []int{250}, 452, "4.2.2", nil, nil},
+		{"failing alone", []string{"alice@example.org"}, &fakeLocal{fail: map[string]error{"alice": errors.New("disk")}}, []int{250}, 451, "4.3.0", nil, nil},
+		{"one of two failing", []string{"alice@example.org", "bob@example.org"}, &fakeLocal{fail: map[string]error{"bob": store.ErrQuota}}, []int{250, 250}, 250, "2.0.0", []string{"alice"}, []string{"bob@example.org"}},
+		{"local and remote", []string{"alice@example.org", "x@remote.example"}, &fakeLocal{}, []int{250, 250}, 250, "2.0.0", []string{"alice"}, []string{"x@remote.example"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, config.KindSMTP, func(c *Config) {
+				c.Local = tc.local
+				relayLoopback(c)
+			})
+			c, err := smtp.Dial(ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Mail("sender@remote.example", nil); err != nil {
+				t.Fatal(err)
+			}
+			accepted := 0
+			for i, r := range tc.rcpts {
+				code, _ := code(c.Rcpt(r, nil))
+				if code == 0 {
+					code = 250
+					accepted++
+				}
+				if code != tc.wantRcpt[i] {
+					t.Fatalf("RCPT %s: %d, want %d", r, code, tc.wantRcpt[i])
+				}
+			}
+			if accepted == 0 {
+				return
+			}
+			w, err := c.Data()
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(w, testMsg)
+			err = w.Close()
+			gotCode, gotEnh := code(err)
+			if gotCode == 0 {
+				gotCode, gotEnh = 250, "2.0.0"
+			}
+			if gotCode != tc.wantData || gotEnh != tc.wantEnh {
+				t.Fatalf("DATA: %d %s (%v), want %d %s", gotCode, gotEnh, err, tc.wantData, tc.wantEnh)
+			}
+			tc.local.mu.Lock()
+			var delivered []string
+			for a, b := range tc.local.delivered {
+				delivered = append(delivered, a)
+				if !strings.HasSuffix(string(b), testMsg) || !strings.HasPrefix(string(b), "Received: ") {
+					t.Errorf("%s got %q", a, b)
+				}
+			}
+			tc.local.mu.Unlock()
+			slices.Sort(delivered)
+			if !slices.Equal(delivered, tc.delivered) {
+				t.Errorf("delivered to %v, want %v", delivered, tc.delivered)
+			}
+			var queued []string
+			for _, m := range ts.queue.messages() {
+				for _, r := range m.env.Recipients {
+					queued = append(queued, r.Address)
+				}
+			}
+			if !slices.Equal(queued, tc.wantQueued) {
+				t.Errorf("queued %v, want %v", queued, tc.wantQueued)
+			}
+		})
 	}
 }
