@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,9 +21,9 @@ import (
 	"github.com/switchyard-mta/switchyard/test/mtatest"
 )
 
-// inbox opens the store of a stopped server and returns the Message-IDs in
+// inbox opens the store of a stopped server and returns the messages in
 // account's Inbox, after checking the account's counts.
-func inbox(t *testing.T, srv *mtatest.Server, accounts map[string]store.AccountConfig, account string) []string {
+func inbox(t *testing.T, srv *mtatest.Server, accounts map[string]store.AccountConfig, account string) []*mail.Message {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(srv.Dir, "data"))
@@ -51,7 +52,7 @@ func inbox(t *testing.T, srv *mtatest.Server, accounts map[string]store.AccountC
 	if int(mb.Counts.Messages) != len(msgs) {
 		t.Fatalf("Inbox counts %d messages, holds %d", mb.Counts.Messages, len(msgs))
 	}
-	var ids []string
+	var l []*mail.Message
 	for _, m := range msgs {
 		c, err := acc.OpenMessage(m)
 		if err != nil {
@@ -66,9 +67,9 @@ func inbox(t *testing.T, srv *mtatest.Server, accounts map[string]store.AccountC
 		if err != nil {
 			t.Fatalf("message in Inbox unreadable: %v", err)
 		}
-		ids = append(ids, pm.Header.Get("Message-Id"))
+		l = append(l, pm)
 	}
-	return ids
+	return l
 }
 
 func TestLocalDeliveryOverMX(t *testing.T) {
@@ -124,8 +125,8 @@ max_storage = "10KB"
 	}
 	accounts := map[string]store.AccountConfig{"alice": {}, "bob": {}, "carol": {MaxStorage: 10 << 10}}
 	for account, want := range map[string]int{"alice": 1, "bob": 1, "carol": 1} {
-		if ids := inbox(t, srv, accounts, account); len(ids) != want {
-			t.Errorf("%s's Inbox holds %v, want %d messages", account, ids, want)
+		if msgs := inbox(t, srv, accounts, account); len(msgs) != want {
+			t.Errorf("%s's Inbox holds %d messages, want %d", account, len(msgs), want)
 		}
 	}
 	srv.Start() // For the cleanup's Stop.
@@ -175,10 +176,9 @@ func TestLocalDeliveryCrash(t *testing.T) {
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	ids := inbox(t, srv, map[string]store.AccountConfig{"alice": {}, "bob": {}}, "bob")
 	seen := map[string]int{}
-	for _, id := range ids {
-		seen[id]++
+	for _, m := range inbox(t, srv, map[string]store.AccountConfig{"alice": {}, "bob": {}}, "bob") {
+		seen[m.Header.Get("Message-Id")]++
 	}
 	acked.Range(func(k, _ any) bool {
 		if seen[k.(string)] != 1 {
@@ -199,4 +199,84 @@ func asSMTPError(err error) (*smtp.SMTPError, bool) {
 	var se *smtp.SMTPError
 	ok := errors.As(err, &se)
 	return se, ok
+}
+
+// A recipient that keeps failing temporarily gets the sender a delay DSN
+// after the 5th attempt and a failure DSN after the last, both in the
+// sender's Inbox and threaded with the original; a 550 gets a failure DSN at
+// once; the null sender gets none.
+func TestDSN(t *testing.T) {
+	sink := startSink(t, func(rcpt string) *smtp.SMTPError {
+		switch rcpt {
+		case "later@remote.example":
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		case "gone@remote.example":
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		}
+		return nil
+	})
+	srv := startServer(t, setup{
+		MaxAttempts:   6,
+		RelayNetworks: []string{"127.0.0.0/8"},
+		Transports:    map[string]string{"smarthost": sink.Addr},
+		Rest:          defaultRest + "[[routes]]\ntransport = \"smarthost\"\n",
+	})
+	orig := mtatest.MakeMessage("alice@example.org", "later@remote.example", "dsn-test", 2000)
+	origID := mustHeader(t, orig, "Message-Id")
+	submit(t, srv, "alice@example.org", []string{"later@remote.example", "gone@remote.example"}, orig)
+	// From the null sender, through relay_networks: never a DSN.
+	c, err := mtatest.Dial(srv.Listeners["mx"], false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, "", []string{"gone@remote.example"}, mtatest.MakeMessage("", "gone@remote.example", "bounce", 500)); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+
+	if !waitFor(waitLong, func() bool { return sink.Attempts("later@remote.example") >= 6 }) {
+		t.Fatalf("%d attempts of later@remote.example, want 6", sink.Attempts("later@remote.example"))
+	}
+	waitQueueEmpty(t, srv)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, m := range inbox(t, srv, map[string]store.AccountConfig{"alice": {}, "bob": {}}, "alice") {
+		ct := m.Header.Get("Content-Type")
+		if !strings.Contains(ct, "multipart/report") || !strings.Contains(ct, "delivery-status") {
+			t.Errorf("DSN content type %q", ct)
+		}
+		if m.Header.Get("In-Reply-To") != origID {
+			t.Errorf("DSN In-Reply-To %q, want %q", m.Header.Get("In-Reply-To"), origID)
+		}
+		body, _ := io.ReadAll(m.Body)
+		switch {
+		case strings.Contains(string(body), "Action: delayed") && strings.Contains(string(body), "later@remote.example"):
+			got["delay later"]++
+		case strings.Contains(string(body), "Action: failed") && strings.Contains(string(body), "Final-Recipient: rfc822; later@remote.example"):
+			got["failure later"]++
+		case strings.Contains(string(body), "Action: failed") && strings.Contains(string(body), "Final-Recipient: rfc822; gone@remote.example"):
+			got["failure gone"]++
+		default:
+			t.Errorf("unexpected message in Inbox:\n%s", body)
+		}
+	}
+	want := map[string]int{"delay later": 1, "failure later": 1, "failure gone": 1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("DSNs in alice's Inbox: %v, want %v", got, want)
+	}
+	if strings.Count(srv.Log(), "DSN queued") != 3 {
+		t.Errorf("log shows %d DSNs queued, want 3", strings.Count(srv.Log(), "DSN queued"))
+	}
+	srv.Start() // For the cleanup's Stop.
+}
+
+func mustHeader(t *testing.T, msg []byte, key string) string {
+	t.Helper()
+	m, err := mail.ReadMessage(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Header.Get(key)
 }
