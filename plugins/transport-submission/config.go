@@ -7,11 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/smtpclient"
 )
 
 // config is an instance table, [transports.NAME.config].
@@ -32,8 +34,10 @@ type config struct {
 	// directory of mta.toml. Read at Configure; required with Username.
 	PasswordFile string `toml:"password_file"`
 	// Mechanisms are the SASL mechanisms to use, in order of preference:
-	// the first one the smarthost offers is used. Default: the most secure
-	// one offered among those this plugin supports (see clientMechanisms).
+	// the first one the smarthost offers is used. Supported:
+	// SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS, SCRAM-SHA-1,
+	// CRAM-MD5, PLAIN, LOGIN. Default: the first of these, in this order,
+	// that the smarthost offers (see smtpclient.SelectMechanism).
 	Mechanisms []string `toml:"mechanisms"`
 	// InsecureSkipVerify accepts any smarthost certificate. For testing only:
 	// a warning is logged at Configure.
@@ -72,20 +76,26 @@ var defaultPorts = map[tlsMode]int{tlsNone: 25, tlsStartTLS: 587, tlsImplicit: 4
 
 // settings is a validated config with its defaults applied and its files read.
 type settings struct {
-	host           string
-	addr           string // host:port
-	mode           tlsMode
-	tlsConfig      *tls.Config // Nil with tlsNone.
-	verification   sdk.Verification
-	username       string
-	password       string
-	mechanisms     []string // Upper case; empty: the default choice.
-	ehlo           string
-	maxConns       int
-	idleTimeout    time.Duration
-	connectTimeout time.Duration
-	commandTimeout time.Duration
+	host         string
+	addr         string // host:port
+	mode         tlsMode
+	client       smtpclient.Config
+	verification sdk.Verification
+	username     string
+	password     string
+	mechanisms   []string // Upper case; empty: the default choice.
+	maxConns     int
+	idleTimeout  time.Duration
 }
+
+// Timeouts besides the configured ones.
+const (
+	quitTimeout = 10 * time.Second
+	rsetTimeout = 20 * time.Second // As Postfix's smtp_rset_timeout.
+)
+
+// tlsModes maps config.TLS to the client's modes.
+var tlsModes = map[tlsMode]smtpclient.TLSMode{tlsNone: smtpclient.TLSNone, tlsStartTLS: smtpclient.TLSStartTLS, tlsImplicit: smtpclient.TLSImplicit}
 
 // parseConfig decodes and validates the instance table of c. Problems are
 // sdk.ConfigErrors naming the keys.
@@ -102,7 +112,6 @@ func parseConfig(c *sdk.Configuration) (*settings, error) {
 		host:     cfg.Host,
 		mode:     tlsMode(cfg.TLS),
 		username: cfg.Username,
-		ehlo:     cfg.EHLO,
 		maxConns: cfg.MaxConnections,
 	}
 
@@ -152,8 +161,8 @@ func parseConfig(c *sdk.Configuration) (*settings, error) {
 	}
 	for _, m := range cfg.Mechanisms {
 		m = strings.ToUpper(m)
-		if _, ok := findMechanism(m); !ok {
-			bad("mechanisms", "%q is not supported; supported: %s", m, strings.Join(mechanismNames(), ", "))
+		if supported := smtpclient.Mechanisms(); !slices.Contains(supported, m) {
+			bad("mechanisms", "%q is not supported; supported: %s", m, strings.Join(supported, ", "))
 			continue
 		}
 		s.mechanisms = append(s.mechanisms, m)
@@ -167,7 +176,7 @@ func parseConfig(c *sdk.Configuration) (*settings, error) {
 			bad("ca_file", `no TLS with tls = "none"`)
 		}
 	} else {
-		s.tlsConfig = &tls.Config{ServerName: cfg.Host, InsecureSkipVerify: cfg.InsecureSkipVerify}
+		s.client.TLSConfig = &tls.Config{ServerName: cfg.Host, InsecureSkipVerify: cfg.InsecureSkipVerify}
 		s.verification = sdk.VerifyPKIX
 		if cfg.InsecureSkipVerify {
 			s.verification = sdk.VerifyOpportunistic
@@ -177,18 +186,20 @@ func parseConfig(c *sdk.Configuration) (*settings, error) {
 			if err != nil {
 				bad("ca_file", "%v", err)
 			}
-			s.tlsConfig.RootCAs = roots
+			s.client.TLSConfig.RootCAs = roots
 		}
 	}
+	s.client.TLS = tlsModes[s.mode]
 
-	if s.ehlo == "" {
-		s.ehlo = c.Hostname
+	s.client.EHLO = cfg.EHLO
+	if s.client.EHLO == "" {
+		s.client.EHLO = c.Hostname
 	}
 	switch {
-	case s.ehlo == "":
+	case s.client.EHLO == "":
 		bad("ehlo", "required: the server has no hostname to announce")
-	case strings.ContainsAny(s.ehlo, " \t\r\n"):
-		bad("ehlo", "%q contains white space", s.ehlo)
+	case strings.ContainsAny(s.client.EHLO, " \t\r\n"):
+		bad("ehlo", "%q contains white space", s.client.EHLO)
 	}
 
 	switch {
@@ -204,8 +215,8 @@ func parseConfig(c *sdk.Configuration) (*settings, error) {
 		dst   *time.Duration
 	}{
 		{"idle_timeout", cfg.IdleTimeout, 30 * time.Second, &s.idleTimeout},
-		{"connect_timeout", cfg.ConnectTimeout, 30 * time.Second, &s.connectTimeout},
-		{"command_timeout", cfg.CommandTimeout, 5 * time.Minute, &s.commandTimeout},
+		{"connect_timeout", cfg.ConnectTimeout, 30 * time.Second, &s.client.Timeouts.Connect},
+		{"command_timeout", cfg.CommandTimeout, 5 * time.Minute, &s.client.Timeouts.Command},
 	} {
 		*d.dst = d.def
 		if d.value == "" {
@@ -225,6 +236,11 @@ func parseConfig(c *sdk.Configuration) (*settings, error) {
 	if errs != nil {
 		return nil, errs
 	}
+	// RFC 5321 §4.5.3.2.6 gives the end of data 10 minutes against 5.
+	t := &s.client.Timeouts
+	t.DataEnd = 2 * t.Command
+	t.Reset = min(t.Command, rsetTimeout)
+	t.Quit = min(t.Command, quitTimeout)
 	return s, nil
 }
 

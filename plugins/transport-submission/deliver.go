@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/smtpclient"
 )
 
 // transport relays messages to the smarthost of each configured instance.
@@ -51,7 +52,7 @@ func (t *transport) Configure(ctx context.Context, c *sdk.Configuration) error {
 		return err
 	}
 	log := t.log.With(slog.String("instance", c.Instance))
-	if s.tlsConfig != nil && s.tlsConfig.InsecureSkipVerify {
+	if s.client.TLSConfig != nil && s.client.TLSConfig.InsecureSkipVerify {
 		log.Warn("insecure_skip_verify: smarthost certificate not verified; for testing only", slog.String("host", s.host))
 	}
 	if c.CheckOnly {
@@ -141,12 +142,12 @@ func (in *instance) precheck(d *delivery) bool {
 		d.failPending(sdk.StatusPermanent, 0, "5.7.10", "REQUIRETLS: the smarthost connection is not TLS with a verified certificate (tls or insecure_skip_verify)")
 		return false
 	}
-	if !validPath(d.req.From) {
+	if !smtpclient.ValidPath(d.req.From) {
 		d.failPending(sdk.StatusPermanent, 0, "5.1.7", "sender address cannot be sent in SMTP")
 		return false
 	}
 	for i, r := range d.req.Recipients {
-		if !validPath(r.Address) {
+		if !smtpclient.ValidPath(r.Address) || r.Address == "" {
 			d.set(i, sdk.StatusPermanent, 0, "5.1.3", "recipient address cannot be sent in SMTP")
 		}
 	}
@@ -156,11 +157,11 @@ func (in *instance) precheck(d *delivery) bool {
 // connect returns an idle connection that answers RSET, as Postfix does
 // before reusing a cached connection, or else a new one. The connection is
 // bound to ctx.
-func (in *instance) connect(ctx context.Context) (c *client, reused bool, err error) {
+func (in *instance) connect(ctx context.Context) (c *conn, reused bool, err error) {
 	for c := in.pool.take(); c != nil; c = in.pool.take() {
 		c.bind(ctx)
-		r, err := c.cmdWithin("RSET", min(c.timeout, rsetTimeout))
-		if err == nil && r.code == 250 {
+		r, err := c.Reset()
+		if err == nil && r.Code == 250 {
 			return c, true, nil
 		}
 		// Closed by the server while idle, most likely: not the message's
@@ -174,17 +175,25 @@ func (in *instance) connect(ctx context.Context) (c *client, reused bool, err er
 // transact runs the mail transaction (RFC 5321 §3.3) for the recipients not
 // yet decided. keep says whether c can be reused. An error is the message
 // stream failing.
-func (d *delivery) transact(c *client) (keep bool, err error) {
+func (d *delivery) transact(c *conn) (keep bool, err error) {
 	req := d.req
 	if !d.supported(c) {
 		return true, nil
 	}
-	r, err := c.cmd(mailCommand(req, c.ext))
+	o := &req.Options
+	r, err := c.Mail(req.From, &smtpclient.MailOptions{
+		Size:       req.Size,
+		Body:       o.Body,
+		SMTPUTF8:   o.SMTPUTF8,
+		RequireTLS: o.RequireTLS,
+		DSNReturn:  o.DSNReturn,
+		EnvelopeID: o.EnvelopeID,
+	})
 	if err != nil {
 		d.failConn("MAIL FROM", err)
 		return false, nil
 	}
-	if r.code/100 != 2 {
+	if !r.Positive() {
 		d.failReply(r, "MAIL FROM")
 		return true, nil
 	}
@@ -193,20 +202,20 @@ func (d *delivery) transact(c *client) (keep bool, err error) {
 		if d.done[i] {
 			continue
 		}
-		r, err := c.cmd(rcptCommand(rc, c.ext))
+		r, err := c.Rcpt(rc.Address, &smtpclient.RcptOptions{Notify: rc.Notify, ORcpt: rc.ORcpt})
 		if err != nil {
 			d.failConn("RCPT TO", err)
 			return false, nil
 		}
-		if r.code/100 == 2 {
+		if r.Positive() {
 			accepted++
 		} else {
-			d.set(i, r.status(), r.code, r.enh, r.text)
+			d.set(i, status(r), r.Code, r.EnhancedCode, r.Text)
 		}
 	}
 	if accepted == 0 {
-		r, err := c.cmd("RSET")
-		return err == nil && r.code == 250, nil
+		r, err := c.Reset()
+		return err == nil && r.Code == 250, nil
 	}
 
 	var msg io.Reader = strings.NewReader("")
@@ -214,7 +223,7 @@ func (d *delivery) transact(c *client) (keep bool, err error) {
 		msg = req.Message
 	}
 	src := &sourceReader{r: msg}
-	if _, ok := c.ext["8BITMIME"]; !ok && strings.EqualFold(req.Options.Body, "8BITMIME") {
+	if _, ok := c.Extension("8BITMIME"); !ok && strings.EqualFold(req.Options.Body, "8BITMIME") {
 		// RFC 6152 §3: 8-bit data goes only to a server with 8BITMIME.
 		// A message declared 8BITMIME is often 7-bit: send it as such, and
 		// if it is not, abort the transaction by closing the connection
@@ -222,18 +231,18 @@ func (d *delivery) transact(c *client) (keep bool, err error) {
 		src.sevenBit = true
 	}
 	if isBinary(req) {
-		r, err = c.bdat(src)
+		r, err = c.Bdat(src)
 	} else {
-		r, err = c.cmd("DATA")
+		r, err = c.Data()
 		if err != nil {
 			d.failConn("DATA", err)
 			return false, nil
 		}
-		if r.code != 354 {
+		if r.Code != 354 {
 			d.failReply(r, "DATA")
 			return true, nil
 		}
-		r, err = c.data(src)
+		r, err = c.WriteData(src)
 	}
 	var serr *sourceError
 	switch {
@@ -252,10 +261,10 @@ func (d *delivery) transact(c *client) (keep bool, err error) {
 
 // supported fails every recipient if the message needs an extension the
 // server does not offer, and reports whether to go on.
-func (d *delivery) supported(c *client) bool {
+func (d *delivery) supported(c *conn) bool {
 	opts := d.req.Options
 	if opts.SMTPUTF8 {
-		if _, ok := c.ext["SMTPUTF8"]; !ok {
+		if _, ok := c.Extension("SMTPUTF8"); !ok {
 			// RFC 6531 §3.2: not to a server without SMTPUTF8; no downgrade.
 			enh := "5.6.9" // UTF-8 header message cannot be transferred (RFC 6531 §3.5).
 			if !isASCII(d.req.From) || !d.asciiRecipients() {
@@ -266,21 +275,21 @@ func (d *delivery) supported(c *client) bool {
 		}
 	}
 	if opts.RequireTLS {
-		if _, ok := c.ext["REQUIRETLS"]; !ok {
+		if _, ok := c.Extension("REQUIRETLS"); !ok {
 			d.failPending(sdk.StatusPermanent, 0, "5.7.30", "message requires REQUIRETLS, which the smarthost does not offer (RFC 8689 §5)")
 			return false
 		}
 	}
 	if isBinary(d.req) {
-		_, binary := c.ext["BINARYMIME"]
-		_, chunking := c.ext["CHUNKING"]
+		_, binary := c.Extension("BINARYMIME")
+		_, chunking := c.Extension("CHUNKING")
 		if !binary || !chunking {
 			// RFC 3030 §3: no conversion here, so a non-delivery report.
 			d.failPending(sdk.StatusPermanent, 0, "5.6.3", "message is BINARYMIME, which the smarthost does not offer with CHUNKING (RFC 3030 §3)")
 			return false
 		}
 	}
-	if v, ok := c.ext["SIZE"]; ok {
+	if v, ok := c.Extension("SIZE"); ok {
 		if limit, err := strconv.ParseInt(v, 10, 64); err == nil && limit > 0 && d.req.Size > limit {
 			d.failPending(sdk.StatusPermanent, 0, "5.3.4", fmt.Sprintf("message of %d bytes exceeds the smarthost's limit of %d (RFC 1870 §6.1)", d.req.Size, limit))
 			return false
@@ -299,6 +308,31 @@ func (d *delivery) asciiRecipients() bool {
 }
 
 func isBinary(req *sdk.DeliverRequest) bool { return strings.EqualFold(req.Options.Body, "BINARYMIME") }
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// status is what a reply to MAIL, RCPT or DATA means for the recipients it
+// concerns (RFC 5321 §4.2.1).
+func status(r smtpclient.Reply) sdk.Status {
+	switch {
+	case r.Positive():
+		return sdk.StatusDelivered
+	case r.Code == 530:
+		// Authentication required (RFC 4954 §6): our configuration, not the
+		// message, is at fault; keep the mail queued until it is fixed.
+		return sdk.StatusTemporary
+	case r.Code/100 == 5:
+		return sdk.StatusPermanent
+	}
+	return sdk.StatusTemporary
+}
 
 // set decides the result of recipient i.
 func (d *delivery) set(i int, st sdk.Status, code int, enh, text string) {
@@ -327,16 +361,16 @@ func (d *delivery) failPending(st sdk.Status, code int, enh, text string) {
 
 // failReply decides every undecided recipient by the reply r to the named
 // stage. A 2xx reply delivers only at the end of data.
-func (d *delivery) failReply(r *reply, stage string) {
-	st := r.status()
-	text := r.text
+func (d *delivery) failReply(r smtpclient.Reply, stage string) {
+	st := status(r)
+	text := r.Text
 	if stage != "end of data" {
-		text = "smarthost replied to " + stage + ": " + r.text
+		text = "smarthost replied to " + stage + ": " + r.Text
 		if st == sdk.StatusDelivered {
 			st = sdk.StatusTemporary
 		}
 	}
-	d.failPending(st, r.code, r.enh, text)
+	d.failPending(st, r.Code, r.EnhancedCode, text)
 }
 
 // failConn fails the undecided recipients temporarily for a connection
@@ -352,15 +386,12 @@ func (d *delivery) failConn(stage string, err error) {
 // failSetup fails every recipient for an error of dial or connect:
 // temporarily, whatever the reply, since none is about the message.
 func (d *delivery) failSetup(err error) {
-	var ce *connError
-	var rf *refusal
+	var se *setupError
 	switch {
 	case d.ctx.Err() != nil:
 		d.failPending(sdk.StatusTemporary, 0, "4.4.2", fmt.Sprintf("delivery cancelled: %v", err))
-	case errors.As(err, &ce):
-		d.failPending(sdk.StatusTemporary, 0, ce.enh, ce.Error())
-	case errors.As(err, &rf):
-		d.failPending(sdk.StatusTemporary, rf.code, rf.enh, rf.text)
+	case errors.As(err, &se):
+		d.failPending(sdk.StatusTemporary, se.code, se.enh, se.text)
 	default:
 		d.failPending(sdk.StatusTemporary, 0, "4.4.2", err.Error())
 	}

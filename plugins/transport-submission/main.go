@@ -1,8 +1,10 @@
 // Command transport-submission is a Switchyard transport plugin that relays
 // queued messages to a smarthost: plain SMTP (RFC 5321), submission with
 // STARTTLS (RFC 6409, RFC 3207) or submissions over implicit TLS (RFC 8314),
-// authenticating with SMTP AUTH (RFC 4954). Connections are pooled and reused
-// per configured instance.
+// authenticating with SMTP AUTH (RFC 4954): SCRAM-SHA-256 and SCRAM-SHA-1,
+// bound to TLS in their -PLUS variants, CRAM-MD5, PLAIN or LOGIN. The SMTP and
+// SASL client is sdk/smtpclient. Connections are pooled and reused per
+// configured instance.
 package main
 
 import (

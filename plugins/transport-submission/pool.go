@@ -20,7 +20,7 @@ type pool struct {
 }
 
 type idleClient struct {
-	c     *client
+	c     *conn
 	timer *time.Timer
 }
 
@@ -41,7 +41,7 @@ func (p *pool) acquire(ctx context.Context) error {
 func (p *pool) release() { <-p.slots }
 
 // take returns the most recently used idle connection, or nil.
-func (p *pool) take() *client {
+func (p *pool) take() *conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := len(p.idle)
@@ -55,7 +55,7 @@ func (p *pool) take() *client {
 }
 
 // put makes c idle, for reuse until the idle timeout. Call it before release.
-func (p *pool) put(c *client) {
+func (p *pool) put(c *conn) {
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= cap(p.slots) {
 		p.mu.Unlock()

@@ -4,15 +4,21 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log"
 	"math/big"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +28,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/xdg-go/scram"
 )
 
 // testCert is a self-signed certificate for 127.0.0.1 and localhost.
@@ -62,7 +69,8 @@ func newTestCert(t *testing.T) *testCert {
 type hostOpts struct {
 	tls         string // "", "starttls" or "tls" (implicit).
 	cert        *testCert
-	mechanisms  []string // AUTH mechanisms offered: PLAIN, LOGIN.
+	mechanisms  []string // AUTH mechanisms offered: PLAIN, LOGIN, CRAM-MD5, SCRAM-*.
+	maxTLS      uint16   // Highest TLS version; 0: TLS 1.3.
 	user, pass  string
 	readTimeout time.Duration // Idle connections are closed after it.
 	dataDelay   time.Duration // Data waits this long before answering.
@@ -93,13 +101,21 @@ type smarthost struct {
 	active    int // Sessions in Data.
 	maxActive int
 	debug     bytes.Buffer // Protocol trace of all connections.
+	scram     []scramRecord
+}
+
+// scramRecord is what the smarthost saw of a SCRAM exchange.
+type scramRecord struct {
+	gs2      string // The gs2 header, e.g. "p=tls-exporter,,".
+	clientCB []byte // Channel binding data the client sent.
+	serverCB []byte // The smarthost's own, from its side of TLS.
 }
 
 func newSmarthost(t *testing.T, o hostOpts) *smarthost {
 	t.Helper()
 	h := &smarthost{opts: o}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &session{h: h, msg: received{helo: c.Hostname()}}, nil
+		return &session{h: h, conn: c, msg: received{helo: c.Hostname()}}, nil
 	}))
 	srv.Domain = "smarthost.test"
 	srv.ErrorLog = log.New(io.Discard, "", 0)
@@ -116,9 +132,9 @@ func newSmarthost(t *testing.T, o hostOpts) *smarthost {
 	l = countingListener{l, &h.conns}
 	switch o.tls {
 	case "starttls":
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{o.cert.cert}}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{o.cert.cert}, MaxVersion: o.maxTLS}
 	case "tls":
-		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{o.cert.cert}})
+		l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{o.cert.cert}, MaxVersion: o.maxTLS})
 	}
 	h.addr = l.Addr().String()
 	go srv.Serve(l)
@@ -137,6 +153,12 @@ func (h *smarthost) messages() []received {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]received(nil), h.msgs...)
+}
+
+func (h *smarthost) scramRecords() []scramRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]scramRecord(nil), h.scram...)
 }
 
 func (h *smarthost) trace() string {
@@ -170,8 +192,9 @@ func (l countingListener) Accept() (net.Conn, error) {
 }
 
 type session struct {
-	h   *smarthost
-	msg received
+	h    *smarthost
+	conn *smtp.Conn
+	msg  received
 }
 
 func (s *session) AuthMechanisms() []string { return s.h.opts.mechanisms }
@@ -195,8 +218,126 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		}), nil
 	case "LOGIN":
 		return &loginServer{check: check}, nil
+	case "CRAM-MD5":
+		return &cramMD5Server{check: func(user, digest string) error {
+			mac := hmac.New(md5.New, []byte(s.h.opts.pass))
+			mac.Write([]byte(cramChallenge))
+			if digest != hex.EncodeToString(mac.Sum(nil)) {
+				return smtp.ErrAuthFailed
+			}
+			return check(user, s.h.opts.pass)
+		}}, nil
+	case "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1":
+		return s.scram(mech, check)
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+const cramChallenge = "<1896.697170952@smarthost.test>"
+
+// cramMD5Server is the server side of CRAM-MD5 (RFC 2195).
+type cramMD5Server struct {
+	check func(user, digest string) error
+	sent  bool
+}
+
+func (c *cramMD5Server) Next(resp []byte) ([]byte, bool, error) {
+	if !c.sent {
+		c.sent = true
+		return []byte(cramChallenge), false, nil
+	}
+	user, digest, _ := strings.Cut(string(resp), " ")
+	return nil, true, c.check(user, digest)
+}
+
+// scram starts the server side of SCRAM with xdg-go/scram, binding to the
+// channel with tls-exporter on TLS 1.3 and tls-unique on TLS 1.2 when a
+// -PLUS variant is offered.
+func (s *session) scram(mech string, check func(user, pass string) error) (sasl.Server, error) {
+	o := s.h.opts
+	hash := scram.SHA256
+	if strings.HasPrefix(mech, "SCRAM-SHA-1") {
+		hash = scram.SHA1
+	}
+	client, err := hash.NewClient(o.user, o.pass, "")
+	if err != nil {
+		return nil, err
+	}
+	creds, err := client.GetStoredCredentialsWithError(scram.KeyFactors{Salt: "salt of the earth", Iters: 4096})
+	if err != nil {
+		return nil, err
+	}
+	server, err := hash.NewServer(func(user string) (scram.StoredCredentials, error) {
+		if user != o.user {
+			return scram.StoredCredentials{}, errors.New("unknown user")
+		}
+		return creds, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var cb scram.ChannelBinding
+	if cs, ok := s.conn.TLSConnectionState(); ok {
+		if cs.Version == tls.VersionTLS13 {
+			data, err := cs.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32)
+			if err != nil {
+				return nil, err
+			}
+			cb = scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: data}
+		} else {
+			cb = scram.ChannelBinding{Type: scram.ChannelBindingTLSUnique, Data: cs.TLSUnique}
+		}
+	}
+	plusOffered := slices.ContainsFunc(o.mechanisms, func(m string) bool { return strings.HasSuffix(m, "-PLUS") })
+	conv := server.NewConversation()
+	switch {
+	case strings.HasSuffix(mech, "-PLUS"):
+		conv = server.NewConversationWithChannelBindingRequired(cb)
+	case plusOffered && cb.IsSupported():
+		conv = server.NewConversationWithChannelBinding(cb) // Detects a downgrade.
+	}
+	return &scramServer{s: s, conv: conv, rec: scramRecord{serverCB: cb.Data}, done: func() error { return check(o.user, o.pass) }}, nil
+}
+
+// scramServer runs a SCRAM conversation in SMTP AUTH: server-final goes as
+// a challenge, answered by an empty response (RFC 4422 §5).
+type scramServer struct {
+	s    *session
+	conv *scram.ServerConversation
+	rec  scramRecord
+	done func() error
+	step int
+}
+
+func (x *scramServer) Next(resp []byte) ([]byte, bool, error) {
+	x.step++
+	switch x.step {
+	case 1:
+		if parts := strings.SplitN(string(resp), ",", 3); len(parts) == 3 {
+			x.rec.gs2 = parts[0] + "," + parts[1] + ","
+		}
+	case 2:
+		for _, attr := range strings.Split(string(resp), ",") {
+			if v, ok := strings.CutPrefix(attr, "c="); ok {
+				cbind, _ := base64.StdEncoding.DecodeString(v)
+				x.rec.clientCB = bytes.TrimPrefix(cbind, []byte(x.rec.gs2))
+			}
+		}
+		h := x.s.h
+		h.mu.Lock()
+		h.scram = append(h.scram, x.rec)
+		h.mu.Unlock()
+	default:
+		if len(resp) != 0 || !x.conv.Valid() {
+			return nil, true, smtp.ErrAuthFailed
+		}
+		return nil, true, x.done()
+	}
+	out, err := x.conv.Step(string(resp))
+	if err != nil {
+		return nil, true, smtp.ErrAuthFailed
+	}
+	return []byte(out), false, nil
 }
 
 // loginServer is the server side of LOGIN, with the usual prompts.

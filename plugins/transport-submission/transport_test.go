@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -284,6 +285,81 @@ func TestTLSAndAuth(t *testing.T) {
 	}
 }
 
+// TestSASLMechanisms relays through smarthosts offering various mechanisms,
+// over TLS 1.2 and 1.3, with and without configured mechanisms.
+func TestSASLMechanisms(t *testing.T) {
+	cert := newTestCert(t)
+	all := []string{"SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "CRAM-MD5", "PLAIN", "LOGIN"}
+	for _, tc := range []struct {
+		name       string
+		offered    []string
+		maxTLS     uint16
+		configured []any  // mechanisms; nil for the default.
+		pass       string // The smarthost's; the plugin's is "s3cret".
+		authMech   string // Used; "" when AUTH fails with 535.
+		gs2        string // SCRAM's gs2 header.
+		cbLen      int    // Length of the binding data both sides derived; 0 for none.
+	}{
+		{name: "default SCRAM-SHA-256-PLUS on TLS 1.3", offered: all, authMech: "SCRAM-SHA-256-PLUS", gs2: "p=tls-exporter,,", cbLen: 32},
+		{name: "default SCRAM-SHA-256-PLUS on TLS 1.2", offered: all, maxTLS: tls.VersionTLS12, authMech: "SCRAM-SHA-256-PLUS", gs2: "p=tls-unique,,", cbLen: 12},
+		{name: "SCRAM-SHA-1-PLUS configured", offered: all, maxTLS: tls.VersionTLS12, configured: []any{"scram-sha-1-plus"}, authMech: "SCRAM-SHA-1-PLUS", gs2: "p=tls-unique,,", cbLen: 12},
+		{name: "SCRAM-SHA-256 configured though -PLUS is offered", offered: all, configured: []any{"SCRAM-SHA-256"}, authMech: "SCRAM-SHA-256", gs2: "n,,"},
+		{name: "SCRAM-SHA-256 without -PLUS offered", offered: []string{"PLAIN", "SCRAM-SHA-256"}, authMech: "SCRAM-SHA-256", gs2: "y,,"},
+		{name: "configured order, not strength", offered: all, configured: []any{"SCRAM-SHA-1", "SCRAM-SHA-256-PLUS"}, authMech: "SCRAM-SHA-1", gs2: "n,,"},
+		{name: "default CRAM-MD5", offered: []string{"LOGIN", "PLAIN", "CRAM-MD5"}, authMech: "CRAM-MD5"},
+		{name: "default PLAIN when only PLAIN", offered: []string{"PLAIN"}, authMech: "PLAIN"},
+		{name: "SCRAM wrong password", offered: all, pass: "other", gs2: "p=tls-exporter,,", cbLen: 32},
+		{name: "CRAM-MD5 wrong password", offered: []string{"CRAM-MD5"}, pass: "other"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.pass == "" {
+				tc.pass = "s3cret"
+			}
+			h := newSmarthost(t, hostOpts{tls: "starttls", cert: cert, maxTLS: tc.maxTLS, mechanisms: tc.offered, user: "relay@example.org", pass: tc.pass})
+			e := newEnv(t)
+			e.file("ca.pem", string(cert.pem))
+			e.file("pw", "s3cret\n")
+			table := map[string]any{"host": "127.0.0.1", "port": port(h.addr), "ca_file": "ca.pem", "username": "relay@example.org", "password_file": "pw"}
+			if tc.configured != nil {
+				table["mechanisms"] = tc.configured
+			}
+			e.mustConfigure("smarthost", table)
+			r := e.deliver(request("smarthost", testBody, "b@example.net")).Recipients[0]
+			msgs := h.messages()
+			if tc.authMech == "" {
+				checkResult(t, r, sdk.StatusTemporary, 535, "5.7.8")
+				if len(msgs) != 0 {
+					t.Errorf("smarthost got %d messages", len(msgs))
+				}
+			} else {
+				checkResult(t, r, sdk.StatusDelivered, 250, "2.0.0")
+				if len(msgs) != 1 || msgs[0].authMech != tc.authMech {
+					t.Fatalf("smarthost got %+v, want 1 message after AUTH %s", msgs, tc.authMech)
+				}
+			}
+			recs := h.scramRecords()
+			if tc.gs2 == "" {
+				if len(recs) != 0 {
+					t.Errorf("SCRAM used: %+v", recs)
+				}
+				return
+			}
+			if len(recs) != 1 || recs[0].gs2 != tc.gs2 {
+				t.Fatalf("SCRAM exchanges %+v, want one with gs2 header %q", recs, tc.gs2)
+			}
+			// RFC 5802 §6: with -PLUS, the client sent the binding data the
+			// smarthost derived from its own side of the TLS connection.
+			rec := recs[0]
+			if tc.cbLen > 0 && (len(rec.serverCB) != tc.cbLen || !bytes.Equal(rec.clientCB, rec.serverCB)) {
+				t.Errorf("binding data: client %x, smarthost %x", rec.clientCB, rec.serverCB)
+			}
+			if tc.cbLen == 0 && len(rec.clientCB) != 0 {
+				t.Errorf("binding data %x sent without -PLUS", rec.clientCB)
+			}
+		})
+	}
+}
+
 func TestConnectionReuse(t *testing.T) {
 	h := newSmarthost(t, hostOpts{})
 	e := newEnv(t)
@@ -443,7 +519,7 @@ func TestConfigErrors(t *testing.T) {
 		{"missing password_file", map[string]any{"host": "h", "username": "u", "password_file": "nope"}, "password_file"},
 		{"empty password", map[string]any{"host": "h", "username": "u", "password_file": "empty"}, "password_file"},
 		{"password without username", map[string]any{"host": "h", "password_file": "pw"}, "password_file"},
-		{"unknown mechanism", map[string]any{"host": "h", "username": "u", "password_file": "pw", "mechanisms": []any{"CRAM-MD5"}}, "mechanisms"},
+		{"unknown mechanism", map[string]any{"host": "h", "username": "u", "password_file": "pw", "mechanisms": []any{"DIGEST-MD5"}}, "mechanisms"},
 		{"ca_file not PEM", map[string]any{"host": "h", "ca_file": "notpem"}, "ca_file"},
 		{"ca_file without tls", map[string]any{"host": "h", "tls": "none", "ca_file": "notpem"}, "ca_file"},
 		{"bad duration", map[string]any{"host": "h", "idle_timeout": "soon"}, "idle_timeout"},
