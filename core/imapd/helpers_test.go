@@ -1,0 +1,391 @@
+package imapd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/store"
+)
+
+const testHost = "imap.example.test"
+
+// testCert is a self-signed certificate for testHost and 127.0.0.1, made
+// once per test binary.
+var testCert = sync.OnceValues(func() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: testHost},
+		DNSNames:              []string{testHost},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+})
+
+func serverTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	cert, err := testCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}
+}
+
+func clientTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	cert, err := testCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	return &tls.Config{RootCAs: pool, ServerName: testHost}
+}
+
+// fakeAccounts: alice (login "alice" or alice@example.org) and bob (bob or
+// bob@example.org).
+type fakeAccounts struct{}
+
+func (fakeAccounts) AccountByLogin(login string) (string, bool) {
+	switch strings.ToLower(login) {
+	case "alice", "alice@example.org":
+		return "alice", true
+	case "bob", "bob@example.org":
+		return "bob", true
+	}
+	return "", false
+}
+
+// passwords is a credential store with alice's password "secret" and bob's
+// "hunter2", shared by the tests: bcrypt makes each SetPassword cost ~50
+// ms, and the store caches verified logins.
+var passwords = sync.OnceValues(func() (*store.Store, error) {
+	dir, err := os.MkdirTemp("", "imapd-test-passwords")
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(context.Background(), dir)
+	if err != nil {
+		return nil, err
+	}
+	for account, pw := range map[string]string{"alice": "secret", "bob": "hunter2"} {
+		if err := st.SetPassword(context.Background(), account, pw, nil); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if st, err := passwords(); err == nil {
+		st.Close()
+	}
+	os.Exit(code)
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type testServer struct {
+	addr  string
+	kind  string
+	store *store.Store // The mailboxes, of this test only.
+	logs  *syncBuffer
+}
+
+// bobQuota is bob's max_storage in the tests.
+const bobQuota = 2000
+
+// startServer serves a listener of kind on 127.0.0.1:0 with a fresh
+// mailbox store until the test ends.
+func startServer(t *testing.T, kind string, modify func(*Config)) *testServer {
+	t.Helper()
+	pw, err := passwords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := store.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.SetAccounts(ctx, map[string]store.AccountConfig{"alice": {}, "bob": {MaxStorage: bobQuota}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	cfg := Config{
+		Listener: config.Listener{Name: kind + "-test", Kind: kind},
+		TLS:      serverTLS(t),
+		Log:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Accounts: fakeAccounts{},
+		Auth:     pw,
+		Store:    st,
+	}
+	if modify != nil {
+		modify(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if os.Getenv("IMAPD_TEST_LOGS") != "" {
+			t.Logf("server log:\n%s", logs)
+		}
+		if strings.Contains(logs.String(), "level=ERROR") {
+			t.Errorf("error logged:\n%s", logs)
+		}
+	})
+	return &testServer{addr: l.Addr().String(), kind: kind, store: st, logs: logs}
+}
+
+// account returns a test account's mailboxes.
+func (ts *testServer) account(t *testing.T, name string) *store.Account {
+	t.Helper()
+	a, err := ts.store.Account(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// deliver delivers msg to a mailbox of an account as the SMTP listener
+// does, and returns its UID.
+func (ts *testServer) deliver(t *testing.T, account, mailbox, msg string, opts store.DeliverOptions) store.UID {
+	t.Helper()
+	in, err := ts.store.NewIncoming(strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	d, err := ts.account(t, account).Deliver(context.Background(), mailbox, in, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.UID
+}
+
+// client connects with go-imap's client (implicit TLS or STARTTLS by the
+// server's kind) and logs in as alice unless user is empty.
+func (ts *testServer) client(t *testing.T, user, password string, opts *imapclient.Options) *imapclient.Client {
+	t.Helper()
+	if opts == nil {
+		opts = &imapclient.Options{}
+	}
+	opts.TLSConfig = clientTLS(t)
+	var c *imapclient.Client
+	var err error
+	if ts.kind == config.KindIMAPS {
+		c, err = imapclient.DialTLS(ts.addr, opts)
+	} else {
+		c, err = imapclient.DialStartTLS(ts.addr, opts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if user != "" {
+		if err := c.Login(user, password).Wait(); err != nil {
+			t.Fatalf("login as %s: %v", user, err)
+		}
+	}
+	return c
+}
+
+// raw is a connection speaking IMAP as text, for checks of exact responses.
+type raw struct {
+	t   *testing.T
+	nc  net.Conn
+	r   *bufio.Reader
+	tag int
+}
+
+// dialRaw connects without TLS (for an imaps server, with it) and reads
+// the greeting.
+func (ts *testServer) dialRaw(t *testing.T) (*raw, string) {
+	t.Helper()
+	var nc net.Conn
+	var err error
+	if ts.kind == config.KindIMAPS {
+		nc, err = tls.Dial("tcp", ts.addr, clientTLS(t))
+	} else {
+		nc, err = net.Dial("tcp", ts.addr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	r := &raw{t: t, nc: nc, r: bufio.NewReader(nc)}
+	return r, r.line()
+}
+
+// rawLogin connects, starts TLS if needed and logs in as alice.
+func (ts *testServer) rawLogin(t *testing.T) *raw {
+	t.Helper()
+	r, _ := ts.dialRaw(t)
+	if ts.kind == config.KindIMAP {
+		r.starttls()
+	}
+	r.ok("LOGIN alice secret")
+	return r
+}
+
+var literalRe = regexp.MustCompile(`~?\{(\d+)\}$`)
+
+// line reads a response line without its CRLF; literals are read into it
+// with their announcement, "{n}\r\n" followed by the n bytes.
+func (r *raw) line() string {
+	r.t.Helper()
+	r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var sb strings.Builder
+	for {
+		l, err := r.r.ReadString('\n')
+		if err != nil {
+			r.t.Fatalf("reading response: %v (after %q)", err, sb.String()+l)
+		}
+		l = strings.TrimSuffix(l, "\r\n")
+		sb.WriteString(l)
+		m := literalRe.FindStringSubmatch(l)
+		if m == nil {
+			return sb.String()
+		}
+		n, _ := strconv.Atoi(m[1])
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.r, b); err != nil {
+			r.t.Fatalf("reading literal: %v", err)
+		}
+		sb.WriteString("\r\n")
+		sb.Write(b)
+	}
+}
+
+// write sends a line as is.
+func (r *raw) write(s string) {
+	r.t.Helper()
+	if _, err := io.WriteString(r.nc, s+"\r\n"); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// cmd sends a tagged command and returns the untagged responses and the
+// tagged one without its tag.
+func (r *raw) cmd(format string, args ...any) (untagged []string, result string) {
+	r.t.Helper()
+	r.tag++
+	tag := fmt.Sprintf("t%d", r.tag)
+	r.write(tag + " " + fmt.Sprintf(format, args...))
+	for {
+		l := r.line()
+		if rest, ok := strings.CutPrefix(l, tag+" "); ok {
+			return untagged, rest
+		}
+		untagged = append(untagged, l)
+	}
+}
+
+// ok sends a command that must succeed and returns its untagged responses.
+func (r *raw) ok(format string, args ...any) []string {
+	r.t.Helper()
+	untagged, result := r.cmd(format, args...)
+	if !strings.HasPrefix(result, "OK") {
+		r.t.Fatalf("%s: %s", fmt.Sprintf(format, args...), result)
+	}
+	return untagged
+}
+
+// starttls upgrades the connection.
+func (r *raw) starttls() {
+	r.t.Helper()
+	r.ok("STARTTLS")
+	tc := tls.Client(r.nc, clientTLS(r.t))
+	if err := tc.Handshake(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.nc = tc
+	r.r = bufio.NewReader(tc)
+}
+
+// expectClosed checks that the server closes the connection, after
+// sending the lines it reads (a BYE perhaps).
+func (r *raw) expectClosed() []string {
+	r.t.Helper()
+	r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var lines []string
+	for {
+		l, err := r.r.ReadString('\n')
+		if l != "" {
+			lines = append(lines, strings.TrimSuffix(l, "\r\n"))
+		}
+		if err == io.EOF {
+			return lines
+		} else if err != nil {
+			r.t.Fatalf("want connection closed, got %v after %q", err, lines)
+		}
+	}
+}

@@ -1,0 +1,284 @@
+// Package imapd serves Switchyard's IMAP listeners on emersion/go-imap/v2's
+// imapserver, backed by the account store (core/store): IMAP4rev1 (RFC 3501)
+// and IMAP4rev2 (RFC 9051), with STARTTLS on "imap" listeners (port 143,
+// RFC 9051 §6.2.1) and implicit TLS on "imaps" listeners (port 993,
+// RFC 8314 §3.3).
+//
+// Passwords travel only over TLS: before STARTTLS the server announces
+// LOGINDISABLED and no AUTH= mechanism and refuses LOGIN and AUTHENTICATE
+// with NO [PRIVACYREQUIRED] (RFC 9051 §6.2.3, RFC 8314 §5.1). LOGIN and
+// AUTHENTICATE PLAIN (RFC 4616, with SASL-IR, RFC 4959) check the same
+// credentials as SMTP submission.
+//
+// Extensions beyond the base protocols: UIDPLUS (RFC 4315), MOVE (RFC 6851),
+// IDLE (RFC 2177), NAMESPACE (RFC 2342), ENABLE (RFC 5161), UNSELECT
+// (RFC 3691), SPECIAL-USE and CREATE-SPECIAL-USE (RFC 6154), LIST-EXTENDED
+// (RFC 5258), LIST-STATUS (RFC 5819), CHILDREN (RFC 3348), ESEARCH
+// (RFC 4731), SEARCHRES (RFC 5182), STATUS=SIZE (RFC 8438), BINARY
+// (RFC 3516), LITERAL+ (RFC 7888), APPENDLIMIT (RFC 7889) and the OVERQUOTA
+// response code (RFC 9208 §4.3).
+//
+// Each session keeps a store.View of its selected mailbox: the view holds
+// the message sequence numbers the client knows and turns changes by other
+// sessions and deliveries into EXISTS, EXPUNGE and FETCH FLAGS responses at
+// command boundaries (RFC 9051 §7.5.1: no EXPUNGE during FETCH, STORE and
+// SEARCH) and at once during IDLE.
+package imapd
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/switchyard-mta/switchyard/core/authlimit"
+	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/store"
+)
+
+// defaultMaxMessageSize is the APPEND limit for a zero Config field, as
+// mta.toml's [limits] max_message_size.
+const defaultMaxMessageSize = 50 << 20
+
+// authTimeout bounds a password check; the client waits meanwhile.
+const authTimeout = 30 * time.Second
+
+// defaultHandshakeTimeout is the TLS handshake limit for a zero Config
+// field, as go-imap's limit for a command line.
+const defaultHandshakeTimeout = 30 * time.Second
+
+// Config is what a Server needs; the caller fills it from config.Config.
+//
+// Timeouts are go-imap's and fixed: 30 s for a command line before login,
+// 35 minutes of inactivity once logged in and during IDLE (RFC 9051 §5.4
+// asks for at least 30), 5 minutes per literal, 30 s per response.
+type Config struct {
+	// Listener gives the name (in logs), kind (config.KindIMAP or
+	// config.KindIMAPS) and the address for ListenAndServe.
+	Listener config.Listener
+	// TLS is the server certificate configuration: for STARTTLS on imap
+	// listeners, for the handshake on imaps listeners. Required.
+	TLS *tls.Config
+	// MaxMessageSize is the largest message APPEND accepts, announced as
+	// APPENDLIMIT (RFC 7889). Zero: 50 MiB.
+	MaxMessageSize int64
+	// HandshakeTimeout bounds the TLS handshake of imaps connections,
+	// which go-imap does not: it would wait for a silent client forever.
+	// Zero: 30 s.
+	HandshakeTimeout time.Duration
+	Log              *slog.Logger // Nil: discard.
+	Accounts         Accounts
+	Auth             PasswordChecker
+	// AuthLimit slows down and shuts out addresses failing to log in;
+	// share one among listeners. Nil: no limit.
+	AuthLimit *authlimit.Limiter
+	Store     *store.Store // The accounts' mailboxes.
+}
+
+// Accounts resolves logins; *config.Config implements it.
+type Accounts interface {
+	// AccountByLogin resolves a login, an account name or one of its
+	// addresses, to the account name.
+	AccountByLogin(login string) (account string, ok bool)
+}
+
+// PasswordChecker checks login passwords; *store.Store implements it.
+type PasswordChecker interface {
+	// CheckPassword reports whether password is account's. The error is for
+	// failures to check, not for a wrong password.
+	CheckPassword(ctx context.Context, account, password string) (bool, error)
+}
+
+// Server serves one listener. Serve may be called with several
+// net.Listeners.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	imap   *imapserver.Server
+	ctx    context.Context // Canceled by Close: ends IDLE and auth waits.
+	cancel context.CancelFunc
+
+	cidBase uint64 // Random, so ids differ across restarts.
+	cidSeq  atomic.Uint64
+}
+
+// capabilities are announced once logged in; go-imap adds IDLE, ENABLE,
+// UNSELECT, UTF8=ACCEPT, SASL-IR, LITERAL-, STARTTLS, LOGINDISABLED and
+// AUTH= by state, and APPENDLIMIT from the session.
+var capabilities = imap.CapSet{
+	imap.CapIMAP4rev1:        {},
+	imap.CapIMAP4rev2:        {},
+	imap.CapNamespace:        {},
+	imap.CapUIDPlus:          {},
+	imap.CapESearch:          {},
+	imap.CapSearchRes:        {},
+	imap.CapListExtended:     {},
+	imap.CapListStatus:       {},
+	imap.CapMove:             {},
+	imap.CapStatusSize:       {},
+	imap.CapBinary:           {},
+	imap.CapChildren:         {},
+	imap.CapSpecialUse:       {},
+	imap.CapCreateSpecialUse: {},
+	imap.CapLiteralPlus:      {},
+}
+
+// New checks cfg and returns a server ready to Serve.
+func New(cfg Config) (*Server, error) {
+	switch cfg.Listener.Kind {
+	case config.KindIMAP, config.KindIMAPS:
+	default:
+		return nil, fmt.Errorf("imapd: listener %s: kind %q is not imap or imaps", cfg.Listener.Name, cfg.Listener.Kind)
+	}
+	if cfg.TLS == nil {
+		return nil, fmt.Errorf("imapd: listener %s: %s needs TLS", cfg.Listener.Name, cfg.Listener.Kind)
+	}
+	if cfg.Accounts == nil || cfg.Auth == nil || cfg.Store == nil {
+		return nil, errors.New("imapd: Accounts, Auth and Store are required")
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = defaultMaxMessageSize
+	}
+	cfg.MaxMessageSize = min(cfg.MaxMessageSize, math.MaxUint32) // APPENDLIMIT is a number (RFC 9051 §9).
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With(slog.String("listener", cfg.Listener.Name))
+
+	s := &Server{cfg: cfg, log: log}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	var b [8]byte
+	rand.Read(b[:])
+	s.cidBase = binary.LittleEndian.Uint64(b[:])
+
+	opts := &imapserver.Options{
+		NewSession:   s.newSession,
+		Caps:         capabilities,
+		Logger:       errorLog{log},
+		InsecureAuth: false, // LOGINDISABLED until TLS (RFC 9051 §6.2.3).
+	}
+	if cfg.Listener.Kind == config.KindIMAP {
+		opts.TLSConfig = cfg.TLS // STARTTLS; imaps connections are TLS already.
+	}
+	s.imap = imapserver.New(opts)
+	return s, nil
+}
+
+// Serve accepts connections on l until Close, then returns nil. For an
+// imaps listener it does the TLS handshake itself.
+func (s *Server) Serve(l net.Listener) error {
+	if s.ctx.Err() != nil {
+		return fmt.Errorf("imapd: listener %s: server closed", s.cfg.Listener.Name)
+	}
+	l = &listener{Listener: l, s: s}
+	if s.cfg.Listener.Kind == config.KindIMAPS {
+		l = tls.NewListener(l, s.cfg.TLS)
+	}
+	if err := s.imap.Serve(l); err != nil {
+		return fmt.Errorf("imapd: listener %s: %w", s.cfg.Listener.Name, err)
+	}
+	return nil
+}
+
+// ListenAndServe listens on the listener's configured address and serves it.
+func (s *Server) ListenAndServe() error {
+	l, err := net.Listen("tcp", s.cfg.Listener.Address)
+	if err != nil {
+		return fmt.Errorf("imapd: listener %s: %w", s.cfg.Listener.Name, err)
+	}
+	return s.Serve(l)
+}
+
+// Close closes the listeners and all connections at once.
+func (s *Server) Close() error {
+	if s.ctx.Err() != nil {
+		return nil
+	}
+	s.cancel()
+	return s.imap.Close()
+}
+
+// listener tags each accepted connection with an id and a logger.
+type listener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s := l.s
+	cid := strconv.FormatUint(s.cidBase+s.cidSeq.Add(1), 36)
+	c := &conn{Conn: nc, start: time.Now(), log: s.log.With(slog.String("cid", cid), slog.String("remote", nc.RemoteAddr().String()))}
+	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
+		c.ip = ap.Addr().Unmap()
+	}
+	// Until go-imap sets its own deadlines after the greeting, which on an
+	// imaps listener first needs the TLS handshake.
+	nc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	c.log.Debug("connection opened")
+	return c, nil
+}
+
+// conn is an accepted connection; sessions find it below the TLS layer.
+type conn struct {
+	net.Conn
+	log    *slog.Logger // With cid and remote.
+	ip     netip.Addr   // Of the client; invalid if not TCP.
+	start  time.Time
+	once   sync.Once
+	hangup atomic.Bool // Close after the next write: the reply that ends the session.
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.hangup.Load() {
+		c.Close()
+	}
+	return n, err
+}
+
+func (c *conn) Close() error {
+	c.once.Do(func() {
+		c.log.Info("connection closed", slog.Duration("duration", time.Since(c.start)))
+	})
+	return c.Conn.Close()
+}
+
+// errorLog passes go-imap's own messages to the server's logger: recovered
+// panics as errors, failures of our session methods as warnings, and the
+// rest (read timeouts, failed TLS handshakes, clients gone) as information.
+// They carry no connection id: go-imap does not say which connection.
+type errorLog struct{ log *slog.Logger }
+
+func (l errorLog) Printf(format string, v ...any) {
+	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	switch {
+	case strings.HasPrefix(format, "panic"):
+		l.log.Error("imapserver: " + msg)
+	case strings.HasPrefix(format, "handling"):
+		l.log.Warn("imapserver: " + msg)
+	default:
+		l.log.Info("imapserver: " + msg)
+	}
+}

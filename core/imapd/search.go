@@ -1,0 +1,365 @@
+package imapd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/switchyard-mta/switchyard/core/store"
+)
+
+// Search is SEARCH (RFC 9051 §6.4.4), with the ESEARCH return options MIN,
+// MAX, ALL and COUNT (RFC 4731) and SAVE (RFC 5182). go-imap parses the
+// criteria and has no matcher for servers; this one reads a message only
+// for criteria on its header or body. Strings match as case-insensitive
+// substrings of the decoded header fields (RFC 2047) and of the decoded
+// text parts (Content-Transfer-Encoding undone; charsets other than UTF-8
+// and US-ASCII are compared undecoded). Dates compare by day, ignoring
+// time and zone (RFC 9051 §6.4.4). \Recent is never set, so NEW matches
+// nothing and OLD everything.
+func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
+	defer s.begin(&err)()
+	v := s.view
+	if v == nil {
+		return nil, errNoMailbox
+	}
+	msgs, err := v.Messages(s.ctx(), nil)
+	if err != nil {
+		return nil, s.storeError("search", err, imap.ResponseCodeNonExistent)
+	}
+	sr := &searcher{s: s, n: v.Len(), saved: s.searchRes}
+	if uids := v.UIDs(); len(uids) > 0 {
+		sr.last = uids[len(uids)-1]
+	}
+
+	data = &imap.SearchData{}
+	var seqs imap.SeqSet
+	var uids imap.UIDSet
+	var matched []store.UID
+	for _, m := range msgs {
+		seq := v.Seq(m.UID)
+		if seq == 0 {
+			continue
+		}
+		c := &candidate{seq: seq, m: m}
+		ok, err := sr.match(c, criteria)
+		c.close()
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		matched = append(matched, m.UID)
+		num := seq
+		if kind == imapserver.NumKindUID {
+			num = uint32(m.UID)
+		}
+		seqs.AddNum(seq)
+		uids.AddNum(imap.UID(m.UID))
+		if data.Min == 0 || num < data.Min {
+			data.Min = num
+		}
+		data.Max = max(data.Max, num)
+		data.Count++
+	}
+	if kind == imapserver.NumKindUID {
+		data.All = uids
+	} else {
+		data.All = seqs
+	}
+	if options.ReturnSave {
+		// RFC 5182 §2.1: with only MIN and/or MAX, only those are saved.
+		if !options.ReturnAll && !options.ReturnCount && (options.ReturnMin || options.ReturnMax) && len(matched) > 0 {
+			first, last := matched[0], matched[len(matched)-1]
+			matched = nil
+			if options.ReturnMin {
+				matched = append(matched, first)
+			}
+			if options.ReturnMax && (!options.ReturnMin || last != first) {
+				matched = append(matched, last)
+			}
+		}
+		s.searchRes = matched
+	}
+	return data, nil
+}
+
+// searcher matches messages of the selected mailbox against criteria.
+type searcher struct {
+	s     *session
+	n     uint32      // Messages in the view: "*" of sequence sets.
+	last  store.UID   // Highest UID in the view: "*" of UID sets.
+	saved []store.UID // "$" (RFC 5182).
+}
+
+// candidate is one message being matched; its file is opened on demand.
+type candidate struct {
+	seq     uint32
+	m       store.Message
+	content *store.Content
+	header  *textproto.Header
+}
+
+func (c *candidate) close() {
+	if c.content != nil {
+		c.content.Close()
+	}
+}
+
+func (sr *searcher) open(c *candidate) (*store.Content, error) {
+	if c.content == nil {
+		var err error
+		if c.content, err = sr.s.account.OpenMessage(c.m); err != nil {
+			return nil, err
+		}
+	}
+	return c.content, nil
+}
+
+func (sr *searcher) headerOf(c *candidate) (*textproto.Header, error) {
+	if c.header == nil {
+		content, err := sr.open(c)
+		if err != nil {
+			return nil, err
+		}
+		b, err := content.Header()
+		if err != nil {
+			return nil, err
+		}
+		// A malformed header yields the fields before the bad line.
+		h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
+		c.header = &h
+	}
+	return c.header, nil
+}
+
+// match reports whether c meets all of cr. A message expunged meanwhile
+// meets nothing.
+func (sr *searcher) match(c *candidate, cr *imap.SearchCriteria) (bool, error) {
+	ok, err := sr.matchCriteria(c, cr)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, sr.s.storeError("search", err, imap.ResponseCodeNonExistent)
+	}
+	return ok, nil
+}
+
+func (sr *searcher) matchCriteria(c *candidate, cr *imap.SearchCriteria) (bool, error) {
+	m := c.m
+	for _, set := range cr.SeqNum {
+		if !inRanges(c.seq, sr.n, seqRanges(set)) {
+			return false, nil
+		}
+	}
+	for _, set := range cr.UID {
+		if imap.IsSearchRes(set) {
+			if _, ok := slices.BinarySearch(sr.saved, m.UID); !ok {
+				return false, nil
+			}
+		} else if !inRanges(uint32(m.UID), uint32(sr.last), uidRanges(set)) {
+			return false, nil
+		}
+	}
+	for _, f := range cr.Flag {
+		if !hasFlag(m, f) {
+			return false, nil
+		}
+	}
+	for _, f := range cr.NotFlag {
+		if hasFlag(m, f) {
+			return false, nil
+		}
+	}
+	if cr.Larger > 0 && m.Size <= cr.Larger || cr.Smaller > 0 && m.Size >= cr.Smaller {
+		return false, nil
+	}
+	if !inDays(m.Received, cr.Since, cr.Before) {
+		return false, nil
+	}
+
+	if !cr.SentSince.IsZero() || !cr.SentBefore.IsZero() || len(cr.Header) > 0 {
+		h, err := sr.headerOf(c)
+		if err != nil {
+			return false, err
+		}
+		if !cr.SentSince.IsZero() || !cr.SentBefore.IsZero() {
+			mh := mail.Header{Header: gomessage.Header{Header: *h}}
+			date, err := mh.Date()
+			if err != nil || date.IsZero() || !inDays(date, cr.SentSince, cr.SentBefore) {
+				return false, nil
+			}
+		}
+		mh := gomessage.Header{Header: *h}
+		for _, hf := range cr.Header {
+			if !matchFields(mh.FieldsByKey(hf.Key), hf.Value) {
+				return false, nil
+			}
+		}
+	}
+	for _, text := range cr.Body {
+		if ok, err := sr.matchBody(c, text, false); err != nil || !ok {
+			return false, err
+		}
+	}
+	for _, text := range cr.Text {
+		if ok, err := sr.matchBody(c, text, true); err != nil || !ok {
+			return false, err
+		}
+	}
+
+	for i := range cr.Not {
+		if ok, err := sr.matchCriteria(c, &cr.Not[i]); err != nil || ok {
+			return false, err
+		}
+	}
+	for i := range cr.Or {
+		ok, err := sr.matchCriteria(c, &cr.Or[i][0])
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			if ok, err = sr.matchCriteria(c, &cr.Or[i][1]); err != nil || !ok {
+				return false, err
+			}
+		}
+	}
+	return true, nil
+}
+
+// matchBody reports whether a text part of c, or with header also a header
+// field, contains text.
+func (sr *searcher) matchBody(c *candidate, text string, header bool) (bool, error) {
+	content, err := sr.open(c)
+	if err != nil {
+		return false, err
+	}
+	text = strings.ToLower(text)
+	// An unknown charset or transfer encoding leaves the body undecoded.
+	if e, err := gomessage.Read(whole(content)); err == nil || e != nil {
+		return matchEntity(e, text, header), nil
+	}
+	// The header is malformed: search the raw bytes.
+	start := content.HeaderSize
+	if header {
+		start = 0
+	}
+	b, err := io.ReadAll(io.NewSectionReader(content, start, content.Size()-start))
+	if err != nil {
+		return false, err
+	}
+	return bytes.Contains(bytes.ToLower(b), []byte(text)), nil
+}
+
+// matchEntity searches an entity's text parts for text, lower case, and
+// with header its header fields too.
+func matchEntity(e *gomessage.Entity, text string, header bool) bool {
+	if header && matchFields(e.Header.Fields(), text) {
+		return true
+	}
+	if mr := e.MultipartReader(); mr != nil {
+		for {
+			part, err := mr.NextPart()
+			if part == nil {
+				return false
+			}
+			if err == nil && matchEntity(part, text, header) {
+				return true
+			}
+		}
+	}
+	t, _, _ := e.Header.ContentType()
+	if !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
+		return false
+	}
+	b, _ := io.ReadAll(e.Body) // Up to a decoding error.
+	return bytes.Contains(bytes.ToLower(b), []byte(text))
+}
+
+// matchFields reports whether a field's decoded value contains value,
+// case-insensitively; an empty value matches any field (RFC 9051 §6.4.4,
+// HEADER).
+func matchFields(fields gomessage.HeaderFields, value string) bool {
+	value = strings.ToLower(value)
+	for fields.Next() {
+		v, err := fields.Text()
+		if err != nil {
+			v = fields.Value()
+		}
+		if strings.Contains(strings.ToLower(v), value) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasFlag(m store.Message, f imap.Flag) bool {
+	switch strings.ToLower(string(f)) {
+	case `\seen`:
+		return m.Seen
+	case `\answered`:
+		return m.Answered
+	case `\flagged`:
+		return m.Flagged
+	case `\deleted`:
+		return m.Deleted
+	case `\draft`:
+		return m.Draft
+	case `\recent`:
+		return false
+	}
+	_, ok := slices.BinarySearch(m.Keywords, strings.ToLower(string(f)))
+	return ok
+}
+
+// inDays reports whether t's day (in its own zone) is on or after since's
+// and before before's; zero bounds are open.
+func inDays(t, since, before time.Time) bool {
+	y, mo, d := t.Date()
+	day := time.Date(y, mo, d, 0, 0, 0, 0, time.UTC)
+	return (since.IsZero() || !day.Before(since)) && (before.IsZero() || day.Before(before))
+}
+
+// numRange is a range of a number set, "*" still 0.
+type numRange struct{ start, stop uint32 }
+
+func seqRanges(set imap.SeqSet) []numRange {
+	l := make([]numRange, len(set))
+	for i, r := range set {
+		l[i] = numRange{r.Start, r.Stop}
+	}
+	return l
+}
+
+func uidRanges(set imap.UIDSet) []numRange {
+	l := make([]numRange, len(set))
+	for i, r := range set {
+		l[i] = numRange{uint32(r.Start), uint32(r.Stop)}
+	}
+	return l
+}
+
+// inRanges reports whether num is in one of the ranges, "*" being last.
+func inRanges(num, last uint32, ranges []numRange) bool {
+	for _, r := range ranges {
+		lo, hi := star(r.start, last), star(r.stop, last)
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		if lo <= num && num <= hi {
+			return true
+		}
+	}
+	return false
+}
