@@ -65,6 +65,10 @@ func runConfigCheck(c *cmdContext) error {
 	if err != nil {
 		return &ctl.UsageError{Msg: "invalid configuration:\n" + server.WithLines(cfg, err).Error()}
 	}
+	// [auth] mechanisms must name what the plugins described.
+	if _, err := server.SASL(cfg, m); err != nil {
+		return &ctl.UsageError{Msg: "invalid configuration:\n" + err.Error()}
+	}
 	fmt.Fprintf(c.stdout, "%s: ok\n", cfg.File)
 	return nil
 }
@@ -95,5 +99,16 @@ func runAdmin(c *cmdContext) error {
 		return err
 	}
 	defer h.Close()
+	if c.cmd.words == "account passwd" {
+		// The mechanism plugins derive their secrets from the password.
+		log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		if err := h.StartPlugins(ctx, log); err != nil {
+			var ce config.Errors
+			if errors.As(err, &ce) {
+				return &ctl.UsageError{Msg: "invalid configuration:\n" + ce.Error()}
+			}
+			return err
+		}
+	}
 	return h.Handle(ctx, req, c.stdout)
 }

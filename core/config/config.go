@@ -20,6 +20,7 @@ type Config struct {
 	TLS       TLS                   `toml:"tls"`
 	Limits    Limits                `toml:"limits"`
 	Queue     Queue                 `toml:"queue"`
+	Auth      Auth                  `toml:"auth"`
 	Listeners []Listener            `toml:"listeners"`
 	Plugins   map[string]*Plugin    `toml:"plugins"`
 	Transport map[string]*Transport `toml:"transports"`
@@ -70,6 +71,19 @@ type Queue struct {
 	// MaxPerDestination deliveries in parallel to one transport and
 	// destination domain. Default 16.
 	MaxPerDestination int `toml:"max_per_destination"`
+}
+
+// Auth configures authentication on the submission and IMAP listeners.
+type Auth struct {
+	// Mechanisms are the SASL mechanisms offered, in this order: the
+	// built-in PLAIN and LOGIN, and those of the mechanism plugins (a name
+	// no loaded plugin serves is an error at start). -PLUS variants are
+	// offered only over TLS, and must be listed with their base mechanism
+	// (auth-scram refuses a client that could bind but saw no -PLUS as a
+	// downgrade, RFC 5802 §6). Default: every mechanism the plugins serve,
+	// strongest first (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS,
+	// SCRAM-SHA-1, CRAM-MD5, then others by name), then PLAIN and LOGIN.
+	Mechanisms []string `toml:"mechanisms"`
 }
 
 // Listener kinds.

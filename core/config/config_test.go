@@ -167,6 +167,19 @@ func TestErrors(t *testing.T) {
 			want: []string{"mta.toml: hostname: required"},
 		},
 		{
+			name: "auth mechanisms",
+			src:  "[auth]\nmechanisms = [\n  \"SCRAM-SHA-256\",\n  \"scram-sha-1\",\n  \"SCRAM-SHA-256\",\n]\n",
+			want: []string{
+				`mta.toml:+4: auth.mechanisms[1]: invalid SASL mechanism name "scram-sha-1": want 1 to 20 upper-case letters, digits, '-' and '_' (RFC 4422 §3.1)`,
+				`mta.toml:+5: auth.mechanisms[2]: SCRAM-SHA-256 is also auth.mechanisms[0]`,
+			},
+		},
+		{
+			name: "auth mechanisms empty",
+			src:  "[auth]\nmechanisms = []\n",
+			want: []string{"mta.toml:+2: auth.mechanisms: lists no mechanism; omit it for the default"},
+		},
+		{
 			name: "unknown key at top level",
 			src:  "bogus = 1\n" + base,
 			full: true,

@@ -183,6 +183,9 @@ func (c *Config) complete(defined func(key ...string) bool) Errors {
 	setInt(&c.Queue.MaxParallel, DefaultMaxParallel, "queue", "max_parallel")
 	setInt(&c.Queue.MaxPerDestination, DefaultMaxPerDestination, "queue", "max_per_destination")
 
+	if defined("auth", "mechanisms") && len(c.Auth.Mechanisms) == 0 {
+		v.add("auth.mechanisms", "lists no mechanism; omit it for the default")
+	}
 	v.check()
 	return v.errs
 }

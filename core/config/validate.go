@@ -34,6 +34,7 @@ func (v *checker) check() {
 	v.listeners()
 	v.tls()
 	v.plugins()
+	v.auth()
 	v.transports()
 	v.routes("routes", c.Routes)
 	v.domains()
@@ -159,6 +160,35 @@ func (v *checker) plugins() {
 			}
 		}
 	}
+}
+
+// auth checks the syntax of the mechanism names; which ones exist is known
+// once the plugins have described themselves.
+func (v *checker) auth() {
+	seen := map[string]int{}
+	for i, m := range v.c.Auth.Mechanisms {
+		key := fmt.Sprintf("auth.mechanisms[%d]", i)
+		if !isMechanismName(m) {
+			v.add(key, "invalid SASL mechanism name %q: want 1 to 20 upper-case letters, digits, '-' and '_' (RFC 4422 §3.1)", m)
+		} else if j, dup := seen[m]; dup {
+			v.add(key, "%s is also auth.mechanisms[%d]", m, j)
+		} else {
+			seen[m] = i
+		}
+	}
+}
+
+// isMechanismName reports whether s is a SASL mechanism name (RFC 4422 §3.1).
+func isMechanismName(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *checker) transports() {

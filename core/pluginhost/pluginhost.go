@@ -3,7 +3,9 @@
 // binary), configures every instance they serve, supervises them and
 // restarts a plugin that exits, with backoff. The rest of the core reaches
 // plugins through the sdk interfaces it adapts them to; while a plugin is
-// down, its calls fail at once with ErrUnavailable.
+// down, its calls fail at once with ErrUnavailable. SASL mechanisms are
+// found by name among what the plugins described at Start (Mechanism), and
+// a new password's secrets are derived by all mechanism plugins (Derive).
 package pluginhost
 
 import (
@@ -101,6 +103,9 @@ type Manager struct {
 
 	procs      []*proc          // By name.
 	transports map[string]*proc // By [transports] key.
+	mechanisms map[string]*proc // By SASL name, from Describe at Start.
+	mechOrder  []string         // Keys of mechanisms, in plugin name order.
+	mechProcs  []*proc          // Plugins serving mechanisms, by name.
 
 	ctx    context.Context // Canceled by Close; ends supervision.
 	cancel context.CancelFunc
@@ -138,6 +143,7 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 		checkOnly:      opts.CheckOnly,
 		deliverTimeout: opts.DeliverTimeout,
 		transports:     map[string]*proc{},
+		mechanisms:     map[string]*proc{},
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -207,6 +213,7 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 	for _, pe := range perProc {
 		errs = append(errs, pe...)
 	}
+	errs = append(errs, m.mapMechanisms()...)
 	if len(errs) > 0 || m.checkOnly {
 		m.Close()
 		if len(errs) > 0 {

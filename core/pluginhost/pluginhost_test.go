@@ -25,8 +25,9 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
 )
 
-// echoPath is the test plugin binary, built by TestMain.
-var echoPath string
+// echoPath is the test plugin binary, scramPath the auth-scram plugin,
+// built by TestMain.
+var echoPath, scramPath string
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -40,10 +41,13 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	echoPath = filepath.Join(dir, "echoplugin")
-	cmd := exec.Command("go", "build", "-o", echoPath, "./testdata/echoplugin")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building test plugin: %v\n%s", err, out)
-		return 1
+	scramPath = filepath.Join(dir, "auth-scram")
+	for path, pkg := range map[string]string{echoPath: "./testdata/echoplugin", scramPath: "../../plugins/auth-scram"} {
+		cmd := exec.Command("go", "build", "-o", path, pkg)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building test plugin %s: %v\n%s", pkg, err, out)
+			return 1
+		}
 	}
 	return m.Run()
 }
@@ -275,12 +279,12 @@ func TestCrashMidDeliver(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Errorf("error %v does not wrap ErrUnavailable", err)
 	}
-	// The plugin's error line is logged at error level.
+	s := waitRestarted(t, m, old, 3*time.Second)
+	// The plugin's error line is logged at error level. Its stderr is
+	// relayed apart from the RPC: by the restart, it has been.
 	if len(l.find("crashing on purpose", map[string]any{"plugin": "echo", "level": "ERROR", "rcpt": "boom@example.org"})) != 1 {
 		t.Error("plugin's error line not logged")
 	}
-
-	s := waitRestarted(t, m, old, 3*time.Second)
 	if s.Restarts != 1 || s.LastError != "exited: exit status 3" {
 		t.Errorf("status after restart: %+v", s)
 	}

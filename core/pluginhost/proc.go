@@ -40,6 +40,7 @@ type proc struct {
 type running struct {
 	gp        *plugin.Client
 	transport sdk.Transport
+	mechanism sdk.Mechanism // Nil unless the plugin described mechanisms.
 	desc      *sdk.Description
 	pid       int
 	started   time.Time
@@ -95,7 +96,11 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 		return fail(errs...)
 	}
 	pid, _ := strconv.Atoi(gp.ID()) // The id of a command is its pid.
-	return &running{gp: gp, transport: c.Transport(), desc: desc, pid: pid, started: time.Now()}, nil
+	r := &running{gp: gp, transport: c.Transport(), desc: desc, pid: pid, started: time.Now()}
+	if len(desc.Mechanisms) > 0 {
+		r.mechanism = c.Mechanism()
+	}
+	return r, nil
 }
 
 // configure sends one instance its configuration.

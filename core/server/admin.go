@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -19,10 +20,15 @@ import (
 // Handles are what administrative commands act on: those of the running
 // server through the control socket, or opened directly when none runs.
 type Handles struct {
-	Config  *config.Config
-	Store   *store.Store
-	Queue   *queue.Queue
-	Plugins *pluginhost.Manager // Nil when the server is not running.
+	Config *config.Config
+	Store  *store.Store
+	Queue  *queue.Queue
+	// Plugins derive mechanism secrets for `account passwd`, and are
+	// listed by `plugin list`. Nil when no server runs, unless the command
+	// started them (StartPlugins).
+	Plugins *pluginhost.Manager
+
+	ownPlugins bool // Started by StartPlugins.
 }
 
 // Open opens the data of cfg for administrative commands while no server
@@ -40,8 +46,23 @@ func Open(ctx context.Context, cfg *config.Config) (*Handles, error) {
 	return &Handles{Config: cfg, Store: st, Queue: q}, nil
 }
 
-// Close closes what Open opened.
+// StartPlugins starts the configured plugins for a command run while no
+// server runs, such as `account passwd`, which needs the mechanism plugins
+// to derive secrets. Close stops them.
+func (h *Handles) StartPlugins(ctx context.Context, log *slog.Logger) error {
+	m, err := pluginhost.Start(ctx, pluginhost.Options{Config: h.Config, Log: log})
+	if err != nil {
+		return WithLines(h.Config, err)
+	}
+	h.Plugins, h.ownPlugins = m, true
+	return nil
+}
+
+// Close closes what Open and StartPlugins opened.
 func (h *Handles) Close() {
+	if h.ownPlugins {
+		h.Plugins.Close()
+	}
 	h.Queue.Close()
 	h.Store.Close()
 }
@@ -74,7 +95,7 @@ func (h *Handles) passwd(ctx context.Context, args []string, stdin []byte) error
 	if len(pw) < 8 {
 		return &ctl.UsageError{Msg: "password must be at least 8 characters"}
 	}
-	return h.Store.SetPassword(ctx, account, pw, nil)
+	return setPassword(ctx, h.Store, h.Plugins, account, pw)
 }
 
 func (h *Handles) queueList(ctx context.Context, out io.Writer) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/certs"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/ctl"
+	"github.com/switchyard-mta/switchyard/core/imapd"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/route"
@@ -59,9 +60,6 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		return err
 	}
 	closers = append(closers, func() { st.Close() })
-	if err := initialPasswords(ctx, cfg, st, out); err != nil {
-		return err
-	}
 	accounts := map[string]store.AccountConfig{}
 	for name, a := range cfg.Accounts {
 		accounts[name] = store.AccountConfig{MaxStorage: int64(a.MaxStorage)}
@@ -76,6 +74,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		return WithLines(cfg, err)
 	}
 	closers = append(closers, plugins.Close)
+	auth, err := SASL(cfg, plugins)
+	if err != nil {
+		return err
+	}
+	if err := initialPasswords(ctx, cfg, st, plugins, out); err != nil {
+		return err
+	}
 
 	var q *queue.Queue
 	dsns := &notifier{cfg: cfg, queue: func() *queue.Queue { return q }, log: log}
@@ -95,28 +100,46 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	q.Start(ctx)
 	closers = append(closers, func() { q.Close() })
 
-	var servers []*smtpd.Server
+	// A listener is an SMTP or an IMAP server.
+	type listener interface {
+		Serve(net.Listener) error
+		Close() error
+	}
+	var servers []listener
 	authLimit := authlimit.New()
 	for _, l := range cfg.Listeners {
-		if l.Kind != config.KindSMTP && l.Kind != config.KindSubmission && l.Kind != config.KindSubmissions {
-			log.Warn("listener kind not served yet", slog.String("listener", l.Name), slog.String("kind", l.Kind))
-			continue
+		var srv listener
+		var err error
+		switch l.Kind {
+		case config.KindIMAP, config.KindIMAPS:
+			srv, err = imapd.New(imapd.Config{
+				Listener:       l,
+				TLS:            tlsConfig,
+				MaxMessageSize: int64(cfg.Limits.MaxMessageSize),
+				Log:            log,
+				Accounts:       cfg,
+				Auth:           st,
+				AuthLimit:      authLimit,
+				Store:          st,
+			})
+		default:
+			srv, err = smtpd.New(smtpd.Config{
+				Hostname:       cfg.Hostname,
+				Listener:       l,
+				TLS:            tlsConfig,
+				MaxMessageSize: int64(cfg.Limits.MaxMessageSize),
+				MaxRecipients:  cfg.Limits.MaxRecipients,
+				ReadTimeout:    time.Duration(cfg.Limits.ReadTimeout),
+				WriteTimeout:   time.Duration(cfg.Limits.WriteTimeout),
+				Log:            log,
+				Accounts:       cfg,
+				Auth:           st,
+				SASL:           auth,
+				AuthLimit:      authLimit,
+				Queue:          q,
+				Local:          loc,
+			})
 		}
-		s, err := smtpd.New(smtpd.Config{
-			Hostname:       cfg.Hostname,
-			Listener:       l,
-			TLS:            tlsConfig,
-			MaxMessageSize: int64(cfg.Limits.MaxMessageSize),
-			MaxRecipients:  cfg.Limits.MaxRecipients,
-			ReadTimeout:    time.Duration(cfg.Limits.ReadTimeout),
-			WriteTimeout:   time.Duration(cfg.Limits.WriteTimeout),
-			Log:            log,
-			Accounts:       cfg,
-			Auth:           st,
-			AuthLimit:      authLimit,
-			Queue:          q,
-			Local:          loc,
-		})
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", l.Name, err)
 		}
@@ -124,8 +147,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", l.Name, err)
 		}
-		servers = append(servers, s)
-		go s.Serve(ln)
+		servers = append(servers, srv)
+		go srv.Serve(ln)
 		fmt.Fprintf(out, "%-12s %-12s %s\n", l.Name, l.Kind, ln.Addr())
 	}
 	closers = append(closers, func() {
@@ -148,9 +171,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	return nil
 }
 
-// initialPasswords gives every account without a password a random one and
-// prints it, once: the first start of a new configuration is usable at once.
-func initialPasswords(ctx context.Context, cfg *config.Config, st *store.Store, out io.Writer) error {
+// initialPasswords gives every account without a password a random one,
+// with the secrets the mechanism plugins derive, and prints it, once: the
+// first start of a new configuration is usable at once.
+func initialPasswords(ctx context.Context, cfg *config.Config, st *store.Store, plugins *pluginhost.Manager, out io.Writer) error {
 	for name := range cfg.Accounts {
 		has, err := st.HasPassword(ctx, name)
 		if err != nil {
@@ -162,7 +186,7 @@ func initialPasswords(ctx context.Context, cfg *config.Config, st *store.Store, 
 		buf := make([]byte, 12)
 		rand.Read(buf)
 		pw := base64.RawURLEncoding.EncodeToString(buf)
-		if err := st.SetPassword(ctx, name, pw, nil); err != nil {
+		if err := setPassword(ctx, st, plugins, name, pw); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "account %s: generated password %s (shown once; change it with: mta account passwd %s)\n", name, pw, name)

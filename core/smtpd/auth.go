@@ -2,46 +2,134 @@ package smtpd
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
-	"github.com/emersion/go-sasl"
+	gosasl "github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/switchyard-mta/switchyard/core/sasl"
 )
 
 var (
 	// RFC 4954 §6. The same reply for an unknown user and a wrong password.
 	errAuthInvalid = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
-	errAuthTemp    = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
+	// RFC 4954 §6: also for a mechanism whose plugin is down.
+	errAuthTemp = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
 	// Sent before closing the connection (RFC 5321 §3.8).
 	errAuthTooMany = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications, try again later"}
 )
 
-// AuthMechanisms lists the built-in mechanisms, on submission listeners
-// only; go-smtp advertises and allows them only over TLS.
+// AuthMechanisms lists the mechanisms in the configured order, on
+// submission listeners only; go-smtp advertises and allows them only over
+// TLS, so the -PLUS variants are always among them.
 func (s *session) AuthMechanisms() []string {
 	if !s.srv.submission() {
 		return nil
 	}
-	return []string{sasl.Plain, sasl.Login}
+	return s.srv.cfg.SASL.Mechanisms(s.isTLS())
 }
 
-func (s *session) Auth(mech string) (sasl.Server, error) {
+// Auth starts an exchange: a built-in PLAIN or LOGIN, or a plugin's.
+func (s *session) Auth(mech string) (gosasl.Server, error) {
 	if !s.srv.submission() {
 		return nil, smtp.ErrAuthUnsupported
 	}
-	switch mech {
-	case sasl.Plain:
-		// RFC 4616 §2: authzid NUL authcid NUL passwd.
-		return sasl.NewPlainServer(func(authzid, login, password string) error {
-			return s.authenticate(mech, authzid, login, password)
-		}), nil
-	case sasl.Login:
-		return &loginServer{auth: func(login, password string) error {
-			return s.authenticate(mech, "", login, password)
-		}}, nil
+	s.endExchange() // One the client cancelled with "*" (RFC 4954 §4).
+	ss := s.srv.cfg.SASL
+	if !ss.Offered(mech, s.isTLS()) {
+		return nil, smtp.ErrAuthUnknownMechanism
 	}
-	return nil, smtp.ErrAuthUnknownMechanism
+	if ss.Builtin(mech) {
+		switch mech {
+		case sasl.Plain:
+			// RFC 4616 §2: authzid NUL authcid NUL passwd.
+			return gosasl.NewPlainServer(func(authzid, login, password string) error {
+				return s.authenticate(mech, authzid, login, password)
+			}), nil
+		case sasl.Login:
+			return &loginServer{auth: func(login, password string) error {
+				return s.authenticate(mech, "", login, password)
+			}}, nil
+		}
+	}
+	log := s.log.With(slog.String("mech", mech))
+	if err := s.authAllowed(log); err != nil {
+		return nil, err
+	}
+	ci := sasl.ConnInfo("smtp", s.srv.cfg.Listener.Name, s.sc.Conn(), s.srv.cfg.TLS)
+	ex, err := ss.Start(s.srv.ctx, mech, ci, func(o sasl.Outcome) error { return s.finish(log, o) })
+	if errors.Is(err, sasl.ErrUnknownMechanism) {
+		return nil, smtp.ErrAuthUnknownMechanism
+	} else if err != nil {
+		log.Warn("authentication unavailable", slog.Any("err", err))
+		return nil, errAuthTemp
+	}
+	s.exchange.Store(ex)
+	return ex, nil
+}
+
+// endExchange abandons the plugin exchange in progress, if any.
+func (s *session) endExchange() {
+	if ex := s.exchange.Swap(nil); ex != nil {
+		ex.Close()
+	}
+}
+
+// finish answers the outcome of a plugin's exchange.
+func (s *session) finish(log *slog.Logger, o sasl.Outcome) error {
+	s.exchange.Store(nil)
+	log = log.With(slog.String("login", o.Login))
+	switch {
+	case o.Temporary:
+		log.Warn("authentication: temporary failure", slog.String("reason", o.Reason))
+		return errAuthTemp
+	case !o.Success:
+		return s.authFailed(log, o.Reason)
+	}
+	// The plugin names the account the Host gave it; check it is one.
+	if account, ok := s.srv.cfg.Accounts.AccountByLogin(o.Account); !ok || account != o.Account {
+		log.Error("authentication: plugin named an unknown account", slog.String("account", o.Account))
+		return errAuthTemp
+	}
+	s.authSucceeded(log, o.Account)
+	return nil
+}
+
+// authAllowed refuses, and ends the session, when the client's address
+// failed too often (core/authlimit).
+func (s *session) authAllowed(log *slog.Logger) error {
+	if limit := s.srv.cfg.AuthLimit; limit != nil && !limit.Allowed(s.conn.ip) {
+		log.Warn("authentication refused: too many failures from this address")
+		s.conn.hangup.Store(true)
+		return errAuthTooMany
+	}
+	return nil
+}
+
+// authFailed logs a failure, counts it against the client's address and
+// delays the answer accordingly.
+func (s *session) authFailed(log *slog.Logger, reason string) error {
+	log.Info("authentication failed", slog.String("reason", reason))
+	if limit := s.srv.cfg.AuthLimit; limit != nil {
+		// The delay holds this session only; a client that hangs up
+		// and reconnects finds the count where it left it.
+		select {
+		case <-time.After(limit.Failed(s.conn.ip)):
+		case <-s.srv.ctx.Done():
+		}
+	}
+	return errAuthInvalid
+}
+
+// authSucceeded makes account the session's.
+func (s *session) authSucceeded(log *slog.Logger, account string) {
+	if limit := s.srv.cfg.AuthLimit; limit != nil {
+		limit.Succeeded(s.conn.ip)
+	}
+	s.account = account
+	log.Info("authenticated", slog.String("account", account))
 }
 
 // authenticate checks a login and password, and on success makes the
@@ -49,11 +137,8 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 // account: acting as another user is not supported.
 func (s *session) authenticate(mech, authzid, login, password string) error {
 	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
-	limit := s.srv.cfg.AuthLimit
-	if limit != nil && !limit.Allowed(s.conn.ip) {
-		log.Warn("authentication refused: too many failures from this address")
-		s.conn.hangup.Store(true)
-		return errAuthTooMany
+	if err := s.authAllowed(log); err != nil {
+		return err
 	}
 	accounts := s.srv.cfg.Accounts
 	account, known := accounts.AccountByLogin(login)
@@ -82,22 +167,9 @@ func (s *session) authenticate(mech, authzid, login, password string) error {
 		}
 	}
 	if reason != "" {
-		log.Info("authentication failed", slog.String("reason", reason))
-		if limit != nil {
-			// The delay holds this session only; a client that hangs up
-			// and reconnects finds the count where it left it.
-			select {
-			case <-time.After(limit.Failed(s.conn.ip)):
-			case <-s.srv.ctx.Done():
-			}
-		}
-		return errAuthInvalid
+		return s.authFailed(log, reason)
 	}
-	if limit != nil {
-		limit.Succeeded(s.conn.ip)
-	}
-	s.account = account
-	log.Info("authenticated", slog.String("account", account))
+	s.authSucceeded(log, account)
 	return nil
 }
 
@@ -128,5 +200,5 @@ func (l *loginServer) Next(response []byte) (challenge []byte, done bool, err er
 		l.step = 3
 		return nil, true, l.auth(l.login, string(response))
 	}
-	return nil, true, sasl.ErrUnexpectedClientResponse
+	return nil, true, gosasl.ErrUnexpectedClientResponse
 }

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
@@ -40,7 +42,8 @@ type session struct {
 	conn *conn
 	log  *slog.Logger
 
-	account string // After successful AUTH.
+	account  string                        // After successful AUTH.
+	exchange atomic.Pointer[sasl.Exchange] // A plugin's AUTH exchange in progress.
 
 	// The transaction, from MAIL on.
 	start      time.Time
@@ -82,6 +85,7 @@ func (s *session) Reset() {
 }
 
 func (s *session) Logout() error {
+	s.endExchange()
 	return nil
 }
 

@@ -3,8 +3,10 @@
 // (RFC 6409, RFC 3207, port 587) and submission over implicit TLS (RFC 8314,
 // port 465).
 //
-// Submission requires SMTP AUTH (RFC 4954) with PLAIN (RFC 4616) or LOGIN,
-// only over TLS, and lets an account send only from its own addresses. An
+// Submission requires SMTP AUTH (RFC 4954), only over TLS, and lets an
+// account send only from its own addresses. PLAIN (RFC 4616) and LOGIN are
+// built in; other mechanisms (SCRAM, CRAM-MD5) are run by plugins through
+// core/sasl, in the order it gives. An
 // inbound MX accepts mail for local domains, and relays only for clients in
 // the listener's relay networks.
 //
@@ -36,6 +38,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/queue"
+	"github.com/switchyard-mta/switchyard/core/sasl"
 )
 
 // Defaults for zero Config fields, as in mta.toml's [limits].
@@ -74,6 +77,9 @@ type Config struct {
 	Log            *slog.Logger  // Nil: discard.
 	Accounts       Accounts
 	Auth           PasswordChecker // Required for submission listeners.
+	// SASL orders the mechanisms offered on submission listeners and runs
+	// those of plugins. Nil: the built-in PLAIN and LOGIN only.
+	SASL *sasl.Server
 	// AuthLimit slows down and shuts out addresses failing AUTH; share one
 	// among listeners. Nil: no limit.
 	AuthLimit *authlimit.Limiter
@@ -173,6 +179,12 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With(slog.String("listener", cfg.Listener.Name))
+	if cfg.SASL == nil {
+		var err error
+		if cfg.SASL, err = sasl.New(sasl.Options{}); err != nil {
+			return nil, fmt.Errorf("smtpd: %w", err)
+		}
+	}
 
 	s := &Server{cfg: cfg, log: log}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
