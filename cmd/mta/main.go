@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -31,6 +32,7 @@ var commands = []command{
 	{"account passwd", "ACCOUNT", "Set an account's password, read from standard input (first line).", runAdmin},
 	{"queue list", "", "List queued messages and the state of each recipient.", runAdmin},
 	{"plugin list", "", "List plugins: what each serves, its state, pid and restart count.", runAdmin},
+	{"sendmail", "[-t] [-i] [-f SENDER] [RECIPIENT ...]", "Submit a message from standard input, as sendmail does (see mta sendmail -h).", nil},
 }
 
 // cmdContext is what a command runs with.
@@ -44,6 +46,10 @@ type cmdContext struct {
 }
 
 func main() {
+	if filepath.Base(os.Args[0]) == "sendmail" {
+		// Installed as (a link named) sendmail: scripts and cron call it so.
+		os.Exit(runSendmail(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -56,6 +62,9 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "\nmta: unknown command %q\n", strings.Join(argv, " "))
 		return 2
+	}
+	if cmd.words == "sendmail" {
+		return runSendmail(rest, stdin, stdout, stderr) // Its options are sendmail's.
 	}
 	fs := flag.NewFlagSet("mta "+cmd.words, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -21,6 +21,7 @@ type Config struct {
 	Limits    Limits                `toml:"limits"`
 	Queue     Queue                 `toml:"queue"`
 	Auth      Auth                  `toml:"auth"`
+	Sendmail  Sendmail              `toml:"sendmail"`
 	Listeners []Listener            `toml:"listeners"`
 	Plugins   map[string]*Plugin    `toml:"plugins"`
 	Transport map[string]*Transport `toml:"transports"`
@@ -71,6 +72,27 @@ type Queue struct {
 	// MaxPerDestination deliveries in parallel to one transport and
 	// destination domain. Default 16.
 	MaxPerDestination int `toml:"max_per_destination"`
+}
+
+// Sendmail configures `mta sendmail`: the submission server it sends
+// through, and as whom.
+type Sendmail struct {
+	// Server is the submission server, host:port. Default: the first
+	// submission or submissions listener of this file, whose self-signed
+	// certificate (tls.self_signed) is then trusted.
+	Server string `toml:"server"`
+	// TLS is "starttls", "tls" (implicit) or "none". Default: by the
+	// default listener's kind, else "starttls".
+	TLS string `toml:"tls"`
+	// Username and PasswordFile (first line; relative to this file) log in.
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	// Mechanisms to use, in order. Default: the strongest the server offers.
+	Mechanisms []string `toml:"mechanisms"`
+	// From is the sender when -f is not given. Default: Username.
+	From string `toml:"from"`
+	// CAFile holds extra PEM roots to verify the server with.
+	CAFile string `toml:"ca_file"`
 }
 
 // Auth configures authentication on the submission and IMAP listeners.

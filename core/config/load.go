@@ -143,6 +143,8 @@ func (c *Config) complete(defined func(key ...string) bool) Errors {
 	c.DataDir = c.abs(c.DataDir)
 	c.TLS.Cert = c.abs(c.TLS.Cert)
 	c.TLS.Key = c.abs(c.TLS.Key)
+	c.Sendmail.PasswordFile = c.abs(c.Sendmail.PasswordFile)
+	c.Sendmail.CAFile = c.abs(c.Sendmail.CAFile)
 	for _, p := range c.Plugins {
 		p.Path = c.abs(p.Path)
 	}

@@ -35,10 +35,31 @@ func (v *checker) check() {
 	v.tls()
 	v.plugins()
 	v.auth()
+	v.sendmail()
 	v.transports()
 	v.routes("routes", c.Routes)
 	v.domains()
 	v.accounts()
+}
+
+func (v *checker) sendmail() {
+	sm := v.c.Sendmail
+	if sm.Server != "" {
+		if err := checkHostPort(sm.Server); err != nil {
+			v.add("sendmail.server", "%v", err)
+		}
+	}
+	switch sm.TLS {
+	case "", "starttls", "tls", "none":
+	default:
+		v.add("sendmail.tls", "must be \"starttls\", \"tls\" or \"none\", not %q", sm.TLS)
+	}
+	if (sm.Username == "") != (sm.PasswordFile == "") {
+		v.add("sendmail.username", "username and password_file go together")
+	}
+	if sm.Username != "" && sm.TLS == "none" {
+		v.add("sendmail.tls", "a password must not travel without TLS")
+	}
 }
 
 // needsTLS are the listener kinds that cannot work without a certificate:
