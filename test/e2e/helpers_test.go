@@ -52,8 +52,11 @@ func startSink(t *testing.T, reply func(rcpt string) *smtp.SMTPError) *mtatest.S
 }
 
 // setup describes a server for serverConfig. The listeners "submission"
-// (STARTTLS), "submissions" (implicit TLS) and "mx" (kind smtp) always exist.
+// (STARTTLS), "submissions" (implicit TLS) and "mx" (kind smtp) always exist;
+// "imap" (STARTTLS) and "imaps" (implicit TLS) with IMAP.
 type setup struct {
+	Hostname       string            // Default mail.example.org.
+	IMAP           bool              // Adds the listeners "imap" and "imaps".
 	RelayNetworks  []string          // Of the mx listener.
 	MaxMessageSize string            // Default: the server's.
 	BackoffScale   float64           // Default 0.0001.
@@ -75,10 +78,15 @@ domain = "example.org"
 addresses = ["bob@example.org"]
 `
 
-// serverConfig returns mta.toml for s with the given listener addresses.
+// serverConfig returns mta.toml for s with the given listener addresses;
+// the IMAP listeners get ports found free.
 func serverConfig(bin *mtatest.Binaries, s setup, submission, submissions, mx string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "hostname = \"mail.example.org\"\ndata_dir = \"data\"\n[tls]\nself_signed = true\n")
+	hostname := s.Hostname
+	if hostname == "" {
+		hostname = "mail.example.org"
+	}
+	fmt.Fprintf(&b, "hostname = %q\ndata_dir = \"data\"\n[tls]\nself_signed = true\n", hostname)
 	if s.MaxMessageSize != "" {
 		fmt.Fprintf(&b, "[limits]\nmax_message_size = %q\n", s.MaxMessageSize)
 	}
@@ -95,6 +103,10 @@ func serverConfig(bin *mtatest.Binaries, s setup, submission, submissions, mx st
 	fmt.Fprintf(&b, "[[listeners]]\nname = \"mx\"\nkind = \"smtp\"\naddress = %q\n", mx)
 	if len(s.RelayNetworks) > 0 {
 		fmt.Fprintf(&b, "relay_networks = [%s]\n", quoteList(s.RelayNetworks))
+	}
+	if s.IMAP {
+		fmt.Fprintf(&b, "[[listeners]]\nname = \"imap\"\nkind = \"imap\"\naddress = %q\n", mtatest.FreeAddr())
+		fmt.Fprintf(&b, "[[listeners]]\nname = \"imaps\"\nkind = \"imaps\"\naddress = %q\n", mtatest.FreeAddr())
 	}
 	fmt.Fprintf(&b, "[plugins.transport-submission]\npath = %q\n", bin.Plugins["transport-submission"])
 	names := make([]string, 0, len(s.Transports))
