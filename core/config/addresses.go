@@ -1,20 +1,32 @@
 package config
 
-import "strings"
+import (
+	"strings"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// foldDomain is the form domains are compared in: Unicode NFC (as IDNA
+// U-labels are, RFC 5891 §5.2) and lower case.
+func foldDomain(d string) string {
+	return strings.ToLower(norm.NFC.String(d))
+}
 
 // splitAddress splits an address at its last '@'; both parts are non-empty.
+// The localpart is returned in Unicode NFC (RFC 6530 §10.1: SMTPUTF8
+// addresses should be normalized), the domain folded (foldDomain).
 func splitAddress(addr string) (local, domain string, ok bool) {
 	i := strings.LastIndexByte(addr, '@')
 	if i <= 0 || i == len(addr)-1 {
 		return "", "", false
 	}
-	return addr[:i], addr[i+1:], true
+	return norm.NFC.String(addr[:i]), foldDomain(addr[i+1:]), true
 }
 
 // IsLocalDomain reports whether domain (without trailing dot) is in
 // [domains], ignoring case.
 func (c *Config) IsLocalDomain(domain string) bool {
-	_, ok := c.Domains[strings.ToLower(domain)]
+	_, ok := c.Domains[foldDomain(domain)]
 	return ok
 }
 
@@ -30,7 +42,6 @@ func (c *Config) AccountByAddress(addr string) (account string, ok bool) {
 	if !ok {
 		return "", false
 	}
-	domain = strings.ToLower(domain)
 	d, ok := c.Domains[domain]
 	if !ok {
 		return "", false
@@ -66,7 +77,7 @@ func (c *Config) AccountByLogin(login string) (account string, ok bool) {
 	if !ok {
 		return "", false
 	}
-	return c.lookup(local, strings.ToLower(domain))
+	return c.lookup(local, domain)
 }
 
 // MayUseAddress reports whether account may send as addr (MAIL FROM and

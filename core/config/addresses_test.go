@@ -124,3 +124,20 @@ func TestAddresses(t *testing.T) {
 		t.Errorf("normalized address: got %q", got)
 	}
 }
+
+// Addresses match in Unicode NFC: a decomposed é (e + U+0301) finds the
+// account configured with the composed one, in the localpart and the domain.
+func TestAddressNFC(t *testing.T) {
+	c, err := Parse("/x/mta.toml", []byte("hostname = \"h.example\"\n[domains.\"caf\u00e9.example\"]\n[accounts.rene]\ndomain = \"caf\u00e9.example\"\naddresses = [\"ren\u00e9@caf\u00e9.example\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"ren\u00e9@caf\u00e9.example", "rene\u0301@cafe\u0301.example", "RENE\u0301@CAFE\u0301.EXAMPLE"} {
+		if acc, ok := c.AccountByAddress(addr); !ok || acc != "rene" {
+			t.Errorf("AccountByAddress(%+q) = %q, %v", addr, acc, ok)
+		}
+	}
+	if !c.IsLocalDomain("cafe\u0301.example") {
+		t.Error("decomposed domain not local")
+	}
+}

@@ -272,7 +272,7 @@ func (v *checker) domains() {
 	for _, name := range names {
 		d := v.c.Domains[name]
 		key := "domains." + quoteKey(name)
-		lname := strings.ToLower(name)
+		lname := foldDomain(name)
 		if err := checkDomain(lname, false); err != nil {
 			v.add(key, "%v", err)
 		}
@@ -349,7 +349,6 @@ func parseAddress(addr string) (local, domain string, err error) {
 	if len(local) > 64 || strings.IndexFunc(local, isSpaceOrControl) >= 0 {
 		return "", "", fmt.Errorf("invalid localpart in %q", addr)
 	}
-	domain = strings.ToLower(domain)
 	if err := checkDomain(domain, false); err != nil {
 		return "", "", fmt.Errorf("invalid address %q: %w", addr, err)
 	}
