@@ -6,9 +6,13 @@
 //
 // Passwords travel only over TLS: before STARTTLS the server announces
 // LOGINDISABLED and no AUTH= mechanism and refuses LOGIN and AUTHENTICATE
-// with NO [PRIVACYREQUIRED] (RFC 9051 §6.2.3, RFC 8314 §5.1). LOGIN and
-// AUTHENTICATE PLAIN (RFC 4616, with SASL-IR, RFC 4959) check the same
-// credentials as SMTP submission.
+// with NO [PRIVACYREQUIRED] (RFC 9051 §6.2.3, RFC 8314 §5.1). Over TLS,
+// AUTHENTICATE (RFC 9051 §6.2.2, with SASL-IR, RFC 4959) offers the
+// mechanisms of core/sasl as AUTH= capabilities: the plugins' (SCRAM with
+// channel binding, CRAM-MD5, ...) run through their exchanges, and a
+// mechanism whose plugin is down answers NO [UNAVAILABLE] (RFC 5530 §3);
+// LOGIN and the built-in PLAIN (RFC 4616) and LOGIN mechanisms check the
+// same password as SMTP submission.
 //
 // Extensions beyond the base protocols: UIDPLUS (RFC 4315), MOVE (RFC 6851),
 // IDLE (RFC 2177), NAMESPACE (RFC 2342), ENABLE (RFC 5161), UNSELECT
@@ -47,6 +51,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/core/store"
 )
 
@@ -86,7 +91,11 @@ type Config struct {
 	// AuthLimit slows down and shuts out addresses failing to log in;
 	// share one among listeners. Nil: no limit.
 	AuthLimit *authlimit.Limiter
-	Store     *store.Store // The accounts' mailboxes.
+	// SASL offers and runs the AUTHENTICATE mechanisms, plugins' and the
+	// built-in PLAIN and LOGIN, in its order; share one among listeners.
+	// Nil: AUTHENTICATE PLAIN only.
+	SASL  *sasl.Server
+	Store *store.Store // The accounts' mailboxes.
 }
 
 // Accounts resolves logins; *config.Config implements it.

@@ -9,28 +9,19 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-sasl"
 
+	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/core/store"
 )
 
 // Replies. Causes are logged, never sent.
 var (
-	// RFC 9051 §7.1: the same reply for an unknown login and a wrong
-	// password, so that logins cannot be probed.
-	errAuthFailed = imapserver.ErrAuthFailed
-	errAuthTemp   = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Temporary authentication failure, try again later"}
-	// Sent before closing the connection.
-	errAuthTooMany = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Too many failed authentications, try again later"}
-	errAuthzid     = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthorizationFailed, Text: "Acting as another user is not supported"}
-	errMechanism   = &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Unsupported authentication mechanism"}
-	errInternal    = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal error, try again later"}
-	errShutdown    = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Server shutting down"}
-	errNoMailbox   = &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: "No mailbox selected"}
+	errInternal  = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal error, try again later"}
+	errShutdown  = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Server shutting down"}
+	errNoMailbox = &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: "No mailbox selected"}
 	// RFC 9051 §6.3.3: nothing in a mailbox opened with EXAMINE changes.
 	errReadOnly = &imap.Error{Type: imap.StatusResponseTypeNo, Code: "READ-ONLY", Text: "Mailbox is open read-only (EXAMINE)"}
 )
@@ -49,7 +40,8 @@ type session struct {
 	// then waits for Idle to see stop and return.
 	mu sync.Mutex
 
-	account *store.Account // After login.
+	account  *store.Account // After login.
+	exchange *sasl.Exchange // A plugin's AUTHENTICATE in progress, or one the client cancelled.
 
 	view      *store.View // The selected mailbox; nil if none.
 	readOnly  bool        // Selected with EXAMINE.
@@ -98,6 +90,7 @@ func (s *session) begin(err *error) func() {
 func (s *session) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.endExchange()
 	s.closeView()
 	return nil
 }
@@ -109,94 +102,6 @@ func (s *session) closeView() {
 	}
 	s.readOnly = false
 	s.searchRes = nil
-}
-
-// Login is LOGIN (RFC 9051 §6.2.3); go-imap refuses it before TLS.
-func (s *session) Login(username, password string) error {
-	return s.authenticate("LOGIN", "", username, password)
-}
-
-// AuthenticateMechanisms lists what AUTHENTICATE offers, once over TLS.
-func (s *session) AuthenticateMechanisms() []string {
-	return []string{sasl.Plain}
-}
-
-// Authenticate is AUTHENTICATE (RFC 9051 §6.2.2); go-imap refuses it before
-// TLS, and decodes the initial response of SASL-IR (RFC 4959).
-func (s *session) Authenticate(mech string) (sasl.Server, error) {
-	if !strings.EqualFold(mech, sasl.Plain) {
-		return nil, errMechanism
-	}
-	// RFC 4616 §2: authzid NUL authcid NUL passwd.
-	return sasl.NewPlainServer(func(authzid, login, password string) error {
-		return s.authenticate(sasl.Plain, authzid, login, password)
-	}), nil
-}
-
-// authenticate checks a login and password, and on success makes the
-// session's account the login's. A non-empty authzid must name the same
-// account: acting as another user is not supported.
-func (s *session) authenticate(mech, authzid, login, password string) (rerr error) {
-	defer s.begin(&rerr)()
-	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
-	limit := s.srv.cfg.AuthLimit
-	if limit != nil && !limit.Allowed(s.conn.ip) {
-		log.Warn("authentication refused: too many failures from this address")
-		s.conn.hangup.Store(true)
-		return errAuthTooMany
-	}
-	accounts := s.srv.cfg.Accounts
-	account, known := accounts.AccountByLogin(login)
-	name := account
-	if !known {
-		// Check anyway, so that an unknown login takes as long as a wrong
-		// password and does not reveal which logins exist.
-		name = login
-	}
-	ctx, cancel := context.WithTimeout(s.ctx(), authTimeout)
-	defer cancel()
-	ok, err := s.srv.cfg.Auth.CheckPassword(ctx, name, password)
-	if err != nil {
-		log.Error("authentication: checking password", slog.Any("err", err))
-		return errAuthTemp
-	}
-	reason := ""
-	switch {
-	case !known:
-		reason = "unknown login"
-	case !ok:
-		reason = "wrong password"
-	case authzid != "":
-		if zacc, zok := accounts.AccountByLogin(authzid); !zok || zacc != account {
-			log.Info("authentication failed", slog.String("reason", "authorization identity is another account"), slog.String("authzid", authzid))
-			return errAuthzid
-		}
-	}
-	if reason != "" {
-		log.Info("authentication failed", slog.String("reason", reason))
-		if limit != nil {
-			// The delay holds this session only; a client that hangs up
-			// and reconnects finds the count where it left it.
-			select {
-			case <-time.After(limit.Failed(s.conn.ip)):
-			case <-s.ctx().Done():
-			}
-		}
-		return errAuthFailed
-	}
-	a, err := s.srv.cfg.Store.Account(account)
-	if err != nil {
-		log.Error("authentication: opening account", slog.String("account", account), slog.Any("err", err))
-		return errAuthTemp
-	}
-	if limit != nil {
-		limit.Succeeded(s.conn.ip)
-	}
-	s.account = a
-	s.log = s.log.With(slog.String("account", account))
-	_, isTLS := s.ic.NetConn().(*tls.Conn)
-	log.Info("authenticated", slog.String("account", account), slog.Bool("tls", isTLS))
-	return nil
 }
 
 // AppendLimit is announced as APPENDLIMIT (RFC 7889); go-imap refuses

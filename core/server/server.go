@@ -120,6 +120,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 				Accounts:       cfg,
 				Auth:           st,
 				AuthLimit:      authLimit,
+				SASL:           auth,
 				Store:          st,
 			})
 		default:

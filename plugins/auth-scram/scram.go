@@ -196,8 +196,10 @@ func (e *exchange) clientFirst(ctx context.Context, msg string) ([]byte, *sdk.Au
 		}
 		e.conv = srv.NewConversation()
 	case strings.HasPrefix(flag, "p="):
-		if !e.plus {
-			return nil, e.fail(fmt.Sprintf("channel binding requested with %s, not its -PLUS variant (RFC 5802 §6)", e.mech)), nil
+		// A binding under the base name (Cyrus SASL's clients send one) is
+		// checked like one under -PLUS: "p" means verify (RFC 5802 §6).
+		if e.conn.TLS == nil {
+			return nil, e.fail(fmt.Sprintf("%s: channel binding requested without TLS", e.mech)), nil
 		}
 		cb, err := bindingData(e.conn.TLS, scram.ChannelBindingType(flag[2:]))
 		if err != nil {

@@ -1,0 +1,252 @@
+package imapd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	gosasl "github.com/emersion/go-sasl"
+
+	"github.com/switchyard-mta/switchyard/core/sasl"
+)
+
+// Replies to LOGIN and AUTHENTICATE. Causes are logged, never sent.
+var (
+	// RFC 9051 §7.1: the same reply for an unknown login and a wrong
+	// password, so that logins cannot be probed.
+	errAuthFailed = imapserver.ErrAuthFailed
+	// Also for a mechanism whose plugin is down (RFC 5530 §3, UNAVAILABLE).
+	errAuthTemp = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Temporary authentication failure, try again later"}
+	// Sent before closing the connection.
+	errAuthTooMany = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Too many failed authentications, try again later"}
+	errAuthzid     = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthorizationFailed, Text: "Acting as another user is not supported"}
+	errMechanism   = &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Unsupported authentication mechanism"}
+)
+
+// Login is LOGIN (RFC 9051 §6.2.3); go-imap refuses it before TLS.
+func (s *session) Login(username, password string) error {
+	return s.authenticate("LOGIN", "", username, password)
+}
+
+// AuthenticateMechanisms lists what AUTHENTICATE offers as AUTH=
+// capabilities; go-imap asks only once TLS is up, and announces
+// LOGINDISABLED instead before (RFC 9051 §6.2.3). Without Config.SASL,
+// PLAIN alone.
+func (s *session) AuthenticateMechanisms() []string {
+	if s.srv.cfg.SASL == nil {
+		return []string{sasl.Plain}
+	}
+	return s.srv.cfg.SASL.Mechanisms(s.isTLS())
+}
+
+// Authenticate is AUTHENTICATE (RFC 9051 §6.2.2): a built-in PLAIN or
+// LOGIN, or a plugin's exchange. go-imap refuses it before TLS, decodes
+// the initial response of SASL-IR (RFC 4959), and answers a client's
+// cancel ("*") with BAD itself, without telling the session: the
+// abandoned exchange ends with the next AUTHENTICATE or the session.
+func (s *session) Authenticate(mech string) (srv gosasl.Server, rerr error) {
+	defer s.begin(&rerr)()
+	s.endExchange()
+	ss := s.srv.cfg.SASL
+	if ss == nil {
+		if mech != sasl.Plain {
+			return nil, errMechanism
+		}
+		return s.plainServer(), nil
+	}
+	if !ss.Offered(mech, s.isTLS()) {
+		return nil, errMechanism
+	}
+	if ss.Builtin(mech) {
+		if mech == sasl.Plain {
+			return s.plainServer(), nil
+		}
+		return &loginServer{auth: func(login, password string) error {
+			return s.authenticate(sasl.Login, "", login, password)
+		}}, nil
+	}
+	log := s.log.With(slog.String("mech", mech))
+	if err := s.authAllowed(log); err != nil {
+		return nil, err
+	}
+	ci := sasl.ConnInfo("imap", s.srv.cfg.Listener.Name, s.ic.NetConn(), s.srv.cfg.TLS)
+	ex, err := ss.Start(s.ctx(), mech, ci, func(o sasl.Outcome) error { return s.finish(log, o) })
+	if errors.Is(err, sasl.ErrUnknownMechanism) {
+		return nil, errMechanism
+	} else if err != nil {
+		log.Warn("authentication unavailable", slog.Any("err", err))
+		return nil, errAuthTemp
+	}
+	s.exchange = ex
+	return imapExchange{ex}, nil
+}
+
+// plainServer runs PLAIN (RFC 4616 §2: authzid NUL authcid NUL passwd).
+func (s *session) plainServer() gosasl.Server {
+	return gosasl.NewPlainServer(func(authzid, login, password string) error {
+		return s.authenticate(sasl.Plain, authzid, login, password)
+	})
+}
+
+// imapExchange is a plugin's exchange as AUTHENTICATE runs it.
+type imapExchange struct{ *sasl.Exchange }
+
+// Next sends an empty challenge as a bare "+ " (RFC 9051 §7.5): go-imap
+// would send "=", which is SASL-IR's notation for an empty initial
+// response (RFC 4959 §3), not a challenge's.
+func (e imapExchange) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := e.Exchange.Next(response)
+	if len(challenge) == 0 {
+		challenge = nil
+	}
+	return challenge, done, err
+}
+
+// endExchange abandons the plugin exchange in progress, if any; mu held.
+func (s *session) endExchange() {
+	if s.exchange != nil {
+		s.exchange.Close()
+		s.exchange = nil
+	}
+}
+
+// finish answers the outcome of a plugin's exchange: a temporary failure
+// with NO [UNAVAILABLE] (RFC 5530 §3), not counted against the client.
+func (s *session) finish(log *slog.Logger, o sasl.Outcome) (rerr error) {
+	defer s.begin(&rerr)()
+	s.exchange = nil
+	log = log.With(slog.String("login", o.Login))
+	switch {
+	case o.Temporary:
+		log.Warn("authentication: temporary failure", slog.String("reason", o.Reason))
+		return errAuthTemp
+	case !o.Success:
+		return s.authFailed(log, o.Reason)
+	}
+	// The plugin names the account the Host gave it; check it is one.
+	if account, ok := s.srv.cfg.Accounts.AccountByLogin(o.Account); !ok || account != o.Account {
+		log.Error("authentication: plugin named an unknown account", slog.String("account", o.Account))
+		return errAuthTemp
+	}
+	return s.authSucceeded(log, o.Account)
+}
+
+// authenticate checks a login and password, and on success makes the
+// session's account the login's. A non-empty authzid must name the same
+// account: acting as another user is not supported.
+func (s *session) authenticate(mech, authzid, login, password string) (rerr error) {
+	defer s.begin(&rerr)()
+	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
+	if err := s.authAllowed(log); err != nil {
+		return err
+	}
+	accounts := s.srv.cfg.Accounts
+	account, known := accounts.AccountByLogin(login)
+	name := account
+	if !known {
+		// Check anyway, so that an unknown login takes as long as a wrong
+		// password and does not reveal which logins exist.
+		name = login
+	}
+	ctx, cancel := context.WithTimeout(s.ctx(), authTimeout)
+	defer cancel()
+	ok, err := s.srv.cfg.Auth.CheckPassword(ctx, name, password)
+	if err != nil {
+		log.Error("authentication: checking password", slog.Any("err", err))
+		return errAuthTemp
+	}
+	switch {
+	case !known:
+		return s.authFailed(log, "unknown login")
+	case !ok:
+		return s.authFailed(log, "wrong password")
+	case authzid != "":
+		if zacc, zok := accounts.AccountByLogin(authzid); !zok || zacc != account {
+			log.Info("authentication failed", slog.String("reason", "authorization identity is another account"), slog.String("authzid", authzid))
+			return errAuthzid
+		}
+	}
+	return s.authSucceeded(log, account)
+}
+
+// authAllowed refuses, and ends the session, when the client's address
+// failed too often (core/authlimit).
+func (s *session) authAllowed(log *slog.Logger) error {
+	if limit := s.srv.cfg.AuthLimit; limit != nil && !limit.Allowed(s.conn.ip) {
+		log.Warn("authentication refused: too many failures from this address")
+		s.conn.hangup.Store(true)
+		return errAuthTooMany
+	}
+	return nil
+}
+
+// authFailed logs a failure, counts it against the client's address and
+// delays the answer accordingly.
+func (s *session) authFailed(log *slog.Logger, reason string) error {
+	log.Info("authentication failed", slog.String("reason", reason))
+	if limit := s.srv.cfg.AuthLimit; limit != nil {
+		// The delay holds this session only; a client that hangs up
+		// and reconnects finds the count where it left it.
+		select {
+		case <-time.After(limit.Failed(s.conn.ip)):
+		case <-s.ctx().Done():
+		}
+	}
+	return errAuthFailed
+}
+
+// authSucceeded makes account the session's.
+func (s *session) authSucceeded(log *slog.Logger, account string) error {
+	a, err := s.srv.cfg.Store.Account(account)
+	if err != nil {
+		log.Error("authentication: opening account", slog.String("account", account), slog.Any("err", err))
+		return errAuthTemp
+	}
+	if limit := s.srv.cfg.AuthLimit; limit != nil {
+		limit.Succeeded(s.conn.ip)
+	}
+	s.account = a
+	s.log = s.log.With(slog.String("account", account))
+	log.Info("authenticated", slog.String("account", account), slog.Bool("tls", s.isTLS()))
+	return nil
+}
+
+// isTLS reports whether the connection is TLS: imaps, or after STARTTLS.
+func (s *session) isTLS() bool {
+	_, ok := s.ic.NetConn().(*tls.Conn)
+	return ok
+}
+
+// loginServer is the server side of LOGIN (draft-murchison-sasl-login): the
+// username and the password each answer a challenge, unless the username
+// came as initial response.
+type loginServer struct {
+	auth  func(login, password string) error
+	step  int
+	login string
+}
+
+func (l *loginServer) Next(response []byte) (challenge []byte, done bool, err error) {
+	switch l.step {
+	case 0:
+		if response == nil {
+			l.step = 1
+			return []byte("Username:"), false, nil
+		}
+		l.login = string(response)
+		l.step = 2
+		return []byte("Password:"), false, nil
+	case 1:
+		l.login = string(response)
+		l.step = 2
+		return []byte("Password:"), false, nil
+	case 2:
+		l.step = 3
+		return nil, true, l.auth(l.login, string(response))
+	}
+	return nil, true, gosasl.ErrUnexpectedClientResponse
+}
