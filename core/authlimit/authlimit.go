@@ -5,13 +5,15 @@
 package authlimit
 
 import (
+	"context"
 	"net/netip"
 	"sync"
 	"time"
 )
 
 // Limiter counts failed authentications per remote network. Its zero value
-// is not usable; use New.
+// is not usable; use New. A nil *Limiter limits nothing: Allowed reports
+// true, Failed returns 0, and the others do nothing.
 type Limiter struct {
 	// FreeFailures are failures answered without delay. Default 2.
 	FreeFailures int
@@ -67,6 +69,9 @@ func (l *Limiter) get(ip netip.Addr) (*entry, netip.Prefix) {
 // Allowed reports whether ip may try to authenticate now. When it may not,
 // the caller should answer with a temporary error and disconnect.
 func (l *Limiter) Allowed(ip netip.Addr) bool {
+	if l == nil {
+		return true
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, _ := l.get(ip)
@@ -76,6 +81,9 @@ func (l *Limiter) Allowed(ip netip.Addr) bool {
 // Failed records a failure of ip and returns how long to wait before
 // answering it.
 func (l *Limiter) Failed(ip netip.Addr) time.Duration {
+	if l == nil {
+		return 0
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, k := l.get(ip)
@@ -95,8 +103,28 @@ func (l *Limiter) Failed(ip netip.Addr) time.Duration {
 	return min(time.Duration(extra)*l.Delay, l.MaxDelay)
 }
 
+// FailAndWait records a failure of ip and waits the delay Failed returns,
+// or until ctx is done. The delay holds the caller only, the session that
+// failed: a client that hangs up and reconnects finds the count where it
+// left it.
+func (l *Limiter) FailAndWait(ctx context.Context, ip netip.Addr) {
+	d := l.Failed(ip)
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 // Succeeded forgets ip's failures.
 func (l *Limiter) Succeeded(ip netip.Addr) {
+	if l == nil {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.entries, key(ip))

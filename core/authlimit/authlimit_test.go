@@ -1,6 +1,7 @@
 package authlimit
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -50,5 +51,55 @@ func TestLimiter(t *testing.T) {
 	l.Failed(netip.MustParseAddr("::ffff:192.0.2.2"))
 	if d := l.Failed(b); d != 1*time.Second {
 		t.Fatalf("IPv4-mapped address not counted with its IPv4 form: delay %v", d)
+	}
+}
+
+// FailAndWait counts the failure and waits its delay, unless ctx ends first.
+func TestFailAndWait(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.1")
+	tests := []struct {
+		name     string
+		canceled bool
+		free     int
+		min, max time.Duration
+	}{
+		{"free failure", false, 1, 0, time.Second},
+		{"delayed", false, 0, 100 * time.Millisecond, 2 * time.Second},
+		{"delay cut short by ctx", true, 0, 0, 90 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New()
+			l.FreeFailures, l.Delay, l.MaxFailures = tt.free, 100*time.Millisecond, 1
+			ctx, cancel := context.WithCancel(context.Background())
+			if tt.canceled {
+				cancel()
+			}
+			defer cancel()
+			start := time.Now()
+			l.FailAndWait(ctx, ip)
+			if d := time.Since(start); d < tt.min || d > tt.max {
+				t.Errorf("waited %v, want %v to %v", d, tt.min, tt.max)
+			}
+			if l.Allowed(ip) {
+				t.Error("failure not counted")
+			}
+		})
+	}
+}
+
+// A nil Limiter limits nothing.
+func TestNil(t *testing.T) {
+	var l *Limiter
+	ip := netip.MustParseAddr("192.0.2.1")
+	for range 20 {
+		if d := l.Failed(ip); d != 0 {
+			t.Fatalf("Failed: %v", d)
+		}
+		l.FailAndWait(context.Background(), ip)
+	}
+	l.Succeeded(ip)
+	if !l.Allowed(ip) {
+		t.Error("not allowed")
 	}
 }

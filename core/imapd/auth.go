@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -65,9 +64,9 @@ func (s *session) Authenticate(mech string) (srv gosasl.Server, rerr error) {
 		if mech == sasl.Plain {
 			return s.plainServer(), nil
 		}
-		return &loginServer{auth: func(login, password string) error {
+		return sasl.NewLoginServer(func(login, password string) error {
 			return s.authenticate(sasl.Login, "", login, password)
-		}}, nil
+		}), nil
 	}
 	log := s.log.With(slog.String("mech", mech))
 	if err := s.authAllowed(log); err != nil {
@@ -135,40 +134,28 @@ func (s *session) finish(log *slog.Logger, o sasl.Outcome) (rerr error) {
 	return s.authSucceeded(log, o.Account)
 }
 
-// authenticate checks a login and password, and on success makes the
-// session's account the login's. A non-empty authzid must name the same
-// account: acting as another user is not supported.
+// authenticate checks a login and password (sasl.CheckPassword), and on
+// success makes the session's account the login's. An authzid of another
+// account is refused with NO [AUTHORIZATIONFAILED] and not counted against
+// the client: its password was right.
 func (s *session) authenticate(mech, authzid, login, password string) (rerr error) {
 	defer s.begin(&rerr)()
 	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
 	if err := s.authAllowed(log); err != nil {
 		return err
 	}
-	accounts := s.srv.cfg.Accounts
-	account, known := accounts.AccountByLogin(login)
-	name := account
-	if !known {
-		// Check anyway, so that an unknown login takes as long as a wrong
-		// password and does not reveal which logins exist.
-		name = login
-	}
 	ctx, cancel := context.WithTimeout(s.ctx(), authTimeout)
 	defer cancel()
-	ok, err := s.srv.cfg.Auth.CheckPassword(ctx, name, password)
-	if err != nil {
+	account, reason, err := sasl.CheckPassword(ctx, s.srv.cfg.Accounts, s.srv.cfg.Auth, authzid, login, password)
+	switch {
+	case err != nil:
 		log.Error("authentication: checking password", slog.Any("err", err))
 		return errAuthTemp
-	}
-	switch {
-	case !known:
-		return s.authFailed(log, "unknown login")
-	case !ok:
-		return s.authFailed(log, "wrong password")
-	case authzid != "":
-		if zacc, zok := accounts.AccountByLogin(authzid); !zok || zacc != account {
-			log.Info("authentication failed", slog.String("reason", "authorization identity is another account"), slog.String("authzid", authzid))
-			return errAuthzid
-		}
+	case reason == sasl.ReasonAuthzid:
+		log.Info("authentication failed", slog.String("reason", reason), slog.String("authzid", authzid))
+		return errAuthzid
+	case reason != "":
+		return s.authFailed(log, reason)
 	}
 	return s.authSucceeded(log, account)
 }
@@ -176,9 +163,9 @@ func (s *session) authenticate(mech, authzid, login, password string) (rerr erro
 // authAllowed refuses, and ends the session, when the client's address
 // failed too often (core/authlimit).
 func (s *session) authAllowed(log *slog.Logger) error {
-	if limit := s.srv.cfg.AuthLimit; limit != nil && !limit.Allowed(s.conn.ip) {
+	if !s.srv.cfg.AuthLimit.Allowed(s.conn.IP) {
 		log.Warn("authentication refused: too many failures from this address")
-		s.conn.hangup.Store(true)
+		s.conn.HangupAfterReply()
 		return errAuthTooMany
 	}
 	return nil
@@ -188,14 +175,7 @@ func (s *session) authAllowed(log *slog.Logger) error {
 // delays the answer accordingly.
 func (s *session) authFailed(log *slog.Logger, reason string) error {
 	log.Info("authentication failed", slog.String("reason", reason))
-	if limit := s.srv.cfg.AuthLimit; limit != nil {
-		// The delay holds this session only; a client that hangs up
-		// and reconnects finds the count where it left it.
-		select {
-		case <-time.After(limit.Failed(s.conn.ip)):
-		case <-s.ctx().Done():
-		}
-	}
+	s.srv.cfg.AuthLimit.FailAndWait(s.ctx(), s.conn.IP)
 	return errAuthFailed
 }
 
@@ -206,9 +186,7 @@ func (s *session) authSucceeded(log *slog.Logger, account string) error {
 		log.Error("authentication: opening account", slog.String("account", account), slog.Any("err", err))
 		return errAuthTemp
 	}
-	if limit := s.srv.cfg.AuthLimit; limit != nil {
-		limit.Succeeded(s.conn.ip)
-	}
+	s.srv.cfg.AuthLimit.Succeeded(s.conn.IP)
 	s.account = a
 	s.log = s.log.With(slog.String("account", account))
 	log.Info("authenticated", slog.String("account", account), slog.Bool("tls", s.isTLS()))
@@ -219,34 +197,4 @@ func (s *session) authSucceeded(log *slog.Logger, account string) error {
 func (s *session) isTLS() bool {
 	_, ok := s.ic.NetConn().(*tls.Conn)
 	return ok
-}
-
-// loginServer is the server side of LOGIN (draft-murchison-sasl-login): the
-// username and the password each answer a challenge, unless the username
-// came as initial response.
-type loginServer struct {
-	auth  func(login, password string) error
-	step  int
-	login string
-}
-
-func (l *loginServer) Next(response []byte) (challenge []byte, done bool, err error) {
-	switch l.step {
-	case 0:
-		if response == nil {
-			l.step = 1
-			return []byte("Username:"), false, nil
-		}
-		l.login = string(response)
-		l.step = 2
-		return []byte("Password:"), false, nil
-	case 1:
-		l.login = string(response)
-		l.step = 2
-		return []byte("Password:"), false, nil
-	case 2:
-		l.step = 3
-		return nil, true, l.auth(l.login, string(response))
-	}
-	return nil, true, gosasl.ErrUnexpectedClientResponse
 }

@@ -2,18 +2,11 @@ package imapd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"regexp"
@@ -26,6 +19,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/internal/testcert"
+	"github.com/switchyard-mta/switchyard/core/internal/testlog"
 	"github.com/switchyard-mta/switchyard/core/store"
 )
 
@@ -33,53 +28,11 @@ const testHost = "imap.example.test"
 
 // testCert is a self-signed certificate for testHost and 127.0.0.1, made
 // once per test binary.
-var testCert = sync.OnceValues(func() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: testHost},
-		DNSNames:              []string{testHost},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
-})
+var testCert = testcert.Once(testHost)
 
-func serverTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	cert, err := testCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}}
-}
+func serverTLS(t *testing.T) *tls.Config { return testCert(t).ServerConfig() }
 
-func clientTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	cert, err := testCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert.Leaf)
-	return &tls.Config{RootCAs: pool, ServerName: testHost}
-}
+func clientTLS(t *testing.T) *tls.Config { return testCert(t).ClientConfig() }
 
 // fakeAccounts: alice (login "alice" or alice@example.org) and bob (bob or
 // bob@example.org).
@@ -123,29 +76,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type testServer struct {
 	addr  string
 	kind  string
 	store *store.Store // The mailboxes, of this test only.
-	logs  *syncBuffer
+	logs  *testlog.Buffer
 	// errorsLogged: the test expects errors in the log, which otherwise
 	// fail it.
 	errorsLogged bool
@@ -171,7 +106,7 @@ func startServer(t *testing.T, kind string, modify func(*Config)) *testServer {
 	if err := st.SetAccounts(ctx, map[string]store.AccountConfig{"alice": {}, "bob": {MaxStorage: bobQuota}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	cfg := Config{
 		Listener: config.Listener{Name: kind + "-test", Kind: kind},
 		TLS:      serverTLS(t),

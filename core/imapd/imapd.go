@@ -31,25 +31,20 @@ package imapd
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net"
-	"net/netip"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
+	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/core/store"
@@ -99,18 +94,10 @@ type Config struct {
 }
 
 // Accounts resolves logins; *config.Config implements it.
-type Accounts interface {
-	// AccountByLogin resolves a login, an account name or one of its
-	// addresses, to the account name.
-	AccountByLogin(login string) (account string, ok bool)
-}
+type Accounts = sasl.Accounts
 
 // PasswordChecker checks login passwords; *store.Store implements it.
-type PasswordChecker interface {
-	// CheckPassword reports whether password is account's. The error is for
-	// failures to check, not for a wrong password.
-	CheckPassword(ctx context.Context, account, password string) (bool, error)
-}
+type PasswordChecker = sasl.Passwords
 
 // Server serves one listener. Serve may be called with several
 // net.Listeners.
@@ -120,9 +107,6 @@ type Server struct {
 	imap   *imapserver.Server
 	ctx    context.Context // Canceled by Close: ends IDLE and auth waits.
 	cancel context.CancelFunc
-
-	cidBase uint64 // Random, so ids differ across restarts.
-	cidSeq  atomic.Uint64
 }
 
 // capabilities are announced once logged in; go-imap adds IDLE, ENABLE,
@@ -174,9 +158,6 @@ func New(cfg Config) (*Server, error) {
 
 	s := &Server{cfg: cfg, log: log}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	var b [8]byte
-	rand.Read(b[:])
-	s.cidBase = binary.LittleEndian.Uint64(b[:])
 
 	opts := &imapserver.Options{
 		NewSession:   s.newSession,
@@ -197,7 +178,11 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.ctx.Err() != nil {
 		return fmt.Errorf("imapd: listener %s: server closed", s.cfg.Listener.Name)
 	}
-	l = &listener{Listener: l, s: s}
+	cl := clientconn.NewListener(l, s.log)
+	// Until go-imap sets its own deadlines after the greeting, which on an
+	// imaps listener first needs the TLS handshake.
+	cl.InitialReadTimeout = s.cfg.HandshakeTimeout
+	l = cl
 	if s.cfg.Listener.Kind == config.KindIMAPS {
 		l = tls.NewListener(l, s.cfg.TLS)
 	}
@@ -223,55 +208,6 @@ func (s *Server) Close() error {
 	}
 	s.cancel()
 	return s.imap.Close()
-}
-
-// listener tags each accepted connection with an id and a logger.
-type listener struct {
-	net.Listener
-	s *Server
-}
-
-func (l *listener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	s := l.s
-	cid := strconv.FormatUint(s.cidBase+s.cidSeq.Add(1), 36)
-	c := &conn{Conn: nc, start: time.Now(), log: s.log.With(slog.String("cid", cid), slog.String("remote", nc.RemoteAddr().String()))}
-	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
-		c.ip = ap.Addr().Unmap()
-	}
-	// Until go-imap sets its own deadlines after the greeting, which on an
-	// imaps listener first needs the TLS handshake.
-	nc.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	c.log.Debug("connection opened")
-	return c, nil
-}
-
-// conn is an accepted connection; sessions find it below the TLS layer.
-type conn struct {
-	net.Conn
-	log    *slog.Logger // With cid and remote.
-	ip     netip.Addr   // Of the client; invalid if not TCP.
-	start  time.Time
-	once   sync.Once
-	hangup atomic.Bool // Close after the next write: the reply that ends the session.
-}
-
-func (c *conn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if c.hangup.Load() {
-		c.Close()
-	}
-	return n, err
-}
-
-func (c *conn) Close() error {
-	c.once.Do(func() {
-		c.log.Info("connection closed", slog.Duration("duration", time.Since(c.start)))
-	})
-	return c.Conn.Close()
 }
 
 // errorLog passes go-imap's own messages to the server's logger: recovered

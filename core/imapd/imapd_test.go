@@ -17,7 +17,9 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
+	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/internal/testlog"
 	"github.com/switchyard-mta/switchyard/core/store"
 )
 
@@ -1068,11 +1070,11 @@ func TestShutdown(t *testing.T) {
 // A panic in a session method is logged with the connection's id and ends
 // the connection; the client gets an error, the server goes on.
 func TestPanicGuard(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil)).With(slog.String("cid", "c1"))
 	c1, c2 := net.Pipe()
 	defer c2.Close()
-	s := &session{srv: &Server{ctx: context.Background()}, conn: &conn{Conn: c1, log: log}, log: log}
+	s := &session{srv: &Server{ctx: context.Background()}, conn: &clientconn.Conn{Conn: c1, Log: log}, log: log}
 	// No account: the store dereferences nil.
 	if _, err := s.Select("INBOX", &imap.SelectOptions{}); err != errInternal {
 		t.Errorf("Select: %v, want %v", err, errInternal)

@@ -2,7 +2,6 @@ package imapd
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/core/store"
 )
@@ -30,7 +30,7 @@ var (
 type session struct {
 	srv  *Server
 	ic   *imapserver.Conn
-	conn *conn
+	conn *clientconn.Conn
 	log  *slog.Logger // With cid and remote, then account.
 
 	// mu is held by each session method. go-imap calls them one at a
@@ -55,16 +55,12 @@ var (
 )
 
 func (s *Server) newSession(ic *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-	nc := ic.NetConn()
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	c, ok := nc.(*conn)
+	c, ok := clientconn.Of(ic.NetConn())
 	if !ok {
-		s.log.Error("session on a connection not from Serve", slog.String("remote", nc.RemoteAddr().String()))
+		s.log.Error("session on a connection not from Serve", slog.String("remote", ic.NetConn().RemoteAddr().String()))
 		return nil, nil, errInternal
 	}
-	return &session{srv: s, ic: ic, conn: c, log: c.log}, nil, nil
+	return &session{srv: s, ic: ic, conn: c, log: c.Log}, nil, nil
 }
 
 // ctx is the context of store calls: canceled when the server closes.
@@ -79,7 +75,7 @@ func (s *session) begin(err *error) func() {
 		defer s.mu.Unlock()
 		if v := recover(); v != nil {
 			s.log.Error("panic in IMAP session", slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
-			s.conn.hangup.Store(true)
+			s.conn.HangupAfterReply()
 			s.conn.Close()
 			*err = errInternal
 		}

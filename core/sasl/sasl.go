@@ -7,7 +7,9 @@
 // go-imap drive, and reports how it ended.
 //
 // PLAIN (RFC 4616) and LOGIN are built into the listeners, which check them
-// against the password hash; this package only places them in the order.
+// against the password hash: this package places them in the order, and
+// gives the listeners the LOGIN exchange (NewLoginServer) and the password
+// check (CheckPassword) they share.
 // Every call into a plugin has a deadline (Options.StepTimeout) and a whole
 // exchange is bounded (Options.ExchangeTimeout): a plugin that is down, slow
 // or hung ends the exchange with a temporary failure, never a hang.

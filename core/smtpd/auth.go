@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"time"
 
 	gosasl "github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -49,9 +48,9 @@ func (s *session) Auth(mech string) (gosasl.Server, error) {
 				return s.authenticate(mech, authzid, login, password)
 			}), nil
 		case sasl.Login:
-			return &loginServer{auth: func(login, password string) error {
+			return sasl.NewLoginServer(func(login, password string) error {
 				return s.authenticate(mech, "", login, password)
-			}}, nil
+			}), nil
 		}
 	}
 	log := s.log.With(slog.String("mech", mech))
@@ -100,9 +99,9 @@ func (s *session) finish(log *slog.Logger, o sasl.Outcome) error {
 // authAllowed refuses, and ends the session, when the client's address
 // failed too often (core/authlimit).
 func (s *session) authAllowed(log *slog.Logger) error {
-	if limit := s.srv.cfg.AuthLimit; limit != nil && !limit.Allowed(s.conn.ip) {
+	if !s.srv.cfg.AuthLimit.Allowed(s.conn.IP) {
 		log.Warn("authentication refused: too many failures from this address")
-		s.conn.hangup.Store(true)
+		s.conn.HangupAfterReply()
 		return errAuthTooMany
 	}
 	return nil
@@ -112,93 +111,33 @@ func (s *session) authAllowed(log *slog.Logger) error {
 // delays the answer accordingly.
 func (s *session) authFailed(log *slog.Logger, reason string) error {
 	log.Info("authentication failed", slog.String("reason", reason))
-	if limit := s.srv.cfg.AuthLimit; limit != nil {
-		// The delay holds this session only; a client that hangs up
-		// and reconnects finds the count where it left it.
-		select {
-		case <-time.After(limit.Failed(s.conn.ip)):
-		case <-s.srv.ctx.Done():
-		}
-	}
+	s.srv.cfg.AuthLimit.FailAndWait(s.srv.ctx, s.conn.IP)
 	return errAuthInvalid
 }
 
 // authSucceeded makes account the session's.
 func (s *session) authSucceeded(log *slog.Logger, account string) {
-	if limit := s.srv.cfg.AuthLimit; limit != nil {
-		limit.Succeeded(s.conn.ip)
-	}
+	s.srv.cfg.AuthLimit.Succeeded(s.conn.IP)
 	s.account = account
 	log.Info("authenticated", slog.String("account", account))
 }
 
-// authenticate checks a login and password, and on success makes the
-// session's account the login's. A non-empty authzid must name the same
-// account: acting as another user is not supported.
+// authenticate checks a login and password (sasl.CheckPassword), and on
+// success makes the session's account the login's.
 func (s *session) authenticate(mech, authzid, login, password string) error {
 	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
 	if err := s.authAllowed(log); err != nil {
 		return err
 	}
-	accounts := s.srv.cfg.Accounts
-	account, known := accounts.AccountByLogin(login)
-	name := account
-	if !known {
-		// Check anyway, so that an unknown login takes as long as a wrong
-		// password and does not reveal which logins exist.
-		name = login
-	}
 	ctx, cancel := context.WithTimeout(s.srv.ctx, authTimeout)
 	defer cancel()
-	ok, err := s.srv.cfg.Auth.CheckPassword(ctx, name, password)
+	account, reason, err := sasl.CheckPassword(ctx, s.srv.cfg.Accounts, s.srv.cfg.Auth, authzid, login, password)
 	if err != nil {
 		log.Error("authentication: checking password", slog.Any("err", err))
 		return errAuthTemp
-	}
-	reason := ""
-	switch {
-	case !known:
-		reason = "unknown login"
-	case !ok:
-		reason = "wrong password"
-	case authzid != "":
-		if zacc, zok := accounts.AccountByLogin(authzid); !zok || zacc != account {
-			reason = "authorization identity is another account"
-		}
-	}
-	if reason != "" {
+	} else if reason != "" {
 		return s.authFailed(log, reason)
 	}
 	s.authSucceeded(log, account)
 	return nil
-}
-
-// loginServer is the server side of LOGIN (draft-murchison-sasl-login): the
-// username and the password each answer a challenge, unless the username
-// came as initial response.
-type loginServer struct {
-	auth  func(login, password string) error
-	step  int
-	login string
-}
-
-func (l *loginServer) Next(response []byte) (challenge []byte, done bool, err error) {
-	switch l.step {
-	case 0:
-		if response == nil {
-			l.step = 1
-			return []byte("Username:"), false, nil
-		}
-		l.login = string(response)
-		l.step = 2
-		return []byte("Password:"), false, nil
-	case 1:
-		l.login = string(response)
-		l.step = 2
-		return []byte("Password:"), false, nil
-	case 2:
-		l.step = 3
-		return nil, true, l.auth(l.login, string(response))
-	}
-	return nil, true, gosasl.ErrUnexpectedClientResponse
 }

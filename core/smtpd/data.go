@@ -248,9 +248,9 @@ func (s *session) received(now time.Time) string {
 	var b strings.Builder
 	b.WriteString("Received: from ")
 	b.WriteString(heloToken(s.sc.Hostname()))
-	if s.conn.ip.IsValid() {
+	if s.conn.IP.IsValid() {
 		// TCP-info (RFC 5321 §4.4) is an address literal (§4.1.3).
-		fmt.Fprintf(&b, " (%s)", addressLiteral(s.conn.ip))
+		fmt.Fprintf(&b, " (%s)", addressLiteral(s.conn.IP))
 	}
 	b.WriteString("\r\n\tby ")
 	b.WriteString(s.srv.cfg.Hostname)

@@ -1,20 +1,13 @@
 package smtpd
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -25,6 +18,8 @@ import (
 	"time"
 
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/internal/testcert"
+	"github.com/switchyard-mta/switchyard/core/internal/testlog"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/store"
 )
@@ -33,53 +28,11 @@ const testHost = "mx.example.test"
 
 // testCert is a self-signed certificate for testHost and 127.0.0.1, made
 // once per test binary.
-var testCert = sync.OnceValues(func() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: testHost},
-		DNSNames:              []string{testHost},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
-})
+var testCert = testcert.Once(testHost)
 
-func serverTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	cert, err := testCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}}
-}
+func serverTLS(t *testing.T) *tls.Config { return testCert(t).ServerConfig() }
 
-func clientTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	cert, err := testCert()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert.Leaf)
-	return &tls.Config{RootCAs: pool, ServerName: testHost}
-}
+func clientTLS(t *testing.T) *tls.Config { return testCert(t).ClientConfig() }
 
 // fakeAccounts: alice (alice@example.org, login "alice" or the address)
 // and bob (bob@example.org); example.org is the local domain.
@@ -219,28 +172,10 @@ func (q *fakeQueue) spoolFiles(t *testing.T) []string {
 	return names
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type testServer struct {
 	addr  string
 	queue *fakeQueue
-	logs  *syncBuffer
+	logs  *testlog.Buffer
 }
 
 // passwords is a store with alice's password "secret" and bob's "hunter2",
@@ -277,7 +212,7 @@ func startServer(t *testing.T, kind string, modify func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{queue: newFakeQueue(t), logs: &syncBuffer{}}
+	ts := &testServer{queue: newFakeQueue(t), logs: &testlog.Buffer{}}
 	cfg := Config{
 		Hostname:     testHost,
 		Listener:     config.Listener{Name: "test-" + kind, Kind: kind},

@@ -2,14 +2,16 @@ package smtpd
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
@@ -37,10 +39,11 @@ var (
 // session is one SMTP session: from EHLO until STARTTLS, which starts a new
 // one (RFC 3207 §4.2), or the end of the connection.
 type session struct {
-	srv  *Server
-	sc   *smtp.Conn
-	conn *conn
-	log  *slog.Logger
+	srv   *Server
+	sc    *smtp.Conn
+	conn  *clientconn.Conn
+	log   *slog.Logger
+	relay bool // The client is in the listener's relay networks.
 
 	account  string                        // After successful AUTH.
 	exchange atomic.Pointer[sasl.Exchange] // A plugin's AUTH exchange in progress.
@@ -57,16 +60,14 @@ type session struct {
 var _ smtp.AuthSession = (*session)(nil)
 
 func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
-	nc := sc.Conn()
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	c, ok := nc.(*conn)
+	c, ok := clientconn.Of(sc.Conn())
 	if !ok {
-		s.log.Error("session on a connection not from Serve", slog.String("remote", nc.RemoteAddr().String()))
+		s.log.Error("session on a connection not from Serve", slog.String("remote", sc.Conn().RemoteAddr().String()))
 		return nil, errInternal
 	}
-	return &session{srv: s, sc: sc, conn: c, log: c.log}, nil
+	relay := slices.ContainsFunc(s.cfg.Listener.RelayPrefixes, func(p netip.Prefix) bool { return p.Contains(c.IP) })
+	c.Log.Debug("session started", slog.Bool("relay", relay))
+	return &session{srv: s, sc: sc, conn: c, log: c.Log, relay: relay}, nil
 }
 
 // isTLS reports whether the session runs over TLS.
@@ -171,7 +172,7 @@ func (s *session) checkRcpt(to string) (string, *smtp.SMTPError) {
 		}
 		return account, nil
 	}
-	if s.account == "" && !s.conn.relay {
+	if s.account == "" && !s.relay {
 		return "", errRelayDenied
 	}
 	return "", nil

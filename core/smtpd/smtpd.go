@@ -19,23 +19,18 @@ package smtpd
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
+	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/sasl"
@@ -115,11 +110,7 @@ type Accounts interface {
 }
 
 // PasswordChecker checks login passwords; *store.Store implements it.
-type PasswordChecker interface {
-	// CheckPassword reports whether password is account's. The error is for
-	// failures to check, not for a wrong password.
-	CheckPassword(ctx context.Context, account, password string) (bool, error)
-}
+type PasswordChecker = sasl.Passwords
 
 // Queue takes accepted messages; *queue.Queue implements it.
 type Queue interface {
@@ -137,9 +128,6 @@ type Server struct {
 	smtp   *smtp.Server
 	ctx    context.Context // Canceled by Close: aborts AUTH and queue calls.
 	cancel context.CancelFunc
-
-	cidBase uint64 // Random, so ids differ across restarts.
-	cidSeq  atomic.Uint64
 }
 
 // New checks cfg and returns a server ready to Serve.
@@ -188,9 +176,6 @@ func New(cfg Config) (*Server, error) {
 
 	s := &Server{cfg: cfg, log: log}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	var b [8]byte
-	rand.Read(b[:])
-	s.cidBase = binary.LittleEndian.Uint64(b[:])
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
@@ -218,7 +203,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.ctx.Err() != nil {
 		return smtp.ErrServerClosed
 	}
-	l = &listener{Listener: l, s: s}
+	l = clientconn.NewListener(l, s.log)
 	if s.cfg.Listener.Kind == config.KindSubmissions {
 		l = tls.NewListener(l, s.cfg.TLS) // RFC 8314 §3.3
 	}
@@ -254,59 +239,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // submission reports whether the listener is for message submission.
 func (s *Server) submission() bool {
 	return s.cfg.Listener.Kind != config.KindSMTP
-}
-
-// listener tags each accepted connection with an id and a logger.
-type listener struct {
-	net.Listener
-	s *Server
-}
-
-func (l *listener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	s := l.s
-	cid := strconv.FormatUint(s.cidBase+s.cidSeq.Add(1), 36)
-	c := &conn{Conn: nc, start: time.Now(), log: s.log.With(slog.String("cid", cid), slog.String("remote", nc.RemoteAddr().String()))}
-	if ap, err := netip.ParseAddrPort(nc.RemoteAddr().String()); err == nil {
-		c.ip = ap.Addr().Unmap()
-	}
-	for _, p := range s.cfg.Listener.RelayPrefixes {
-		if p.Contains(c.ip) {
-			c.relay = true
-			break
-		}
-	}
-	c.log.Debug("connection opened", slog.Bool("relay", c.relay))
-	return c, nil
-}
-
-// conn is an accepted connection; sessions find it below the TLS layer.
-type conn struct {
-	net.Conn
-	log    *slog.Logger // With cid and remote.
-	ip     netip.Addr   // Of the client; invalid if not TCP.
-	relay  bool         // ip is in the listener's relay networks.
-	start  time.Time
-	once   sync.Once
-	hangup atomic.Bool // Close after the next write: the reply that ends the session.
-}
-
-func (c *conn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if c.hangup.Load() {
-		c.Close()
-	}
-	return n, err
-}
-
-func (c *conn) Close() error {
-	c.once.Do(func() {
-		c.log.Info("connection closed", slog.Duration("duration", time.Since(c.start)))
-	})
-	return c.Conn.Close()
 }
 
 // errorLog passes go-smtp's internal errors (TLS handshakes, recovered
