@@ -15,6 +15,7 @@ require (
 	github.com/hashicorp/yamux v0.1.2 // indirect
 	github.com/mattn/go-colorable v0.1.12 // indirect
 	github.com/mattn/go-isatty v0.0.17 // indirect
+	github.com/miekg/dns v1.1.73 // indirect
 	github.com/mjl-/bstore v0.0.11 // indirect
 	github.com/oklog/run v1.1.0 // indirect
 	github.com/xdg-go/scram v1.4.0 // indirect
