@@ -279,7 +279,7 @@ func cutLast(s, sep string) (before, after string, found bool) {
 }
 
 func (e *exchange) fail(reason string) *sdk.AuthOutcome {
-	return e.finish(&sdk.AuthOutcome{Reason: reason})
+	return e.finish(&sdk.AuthOutcome{Reason: reason, Login: e.username}) // Login: for the core's log line.
 }
 
 func (e *exchange) tempfail(reason string) *sdk.AuthOutcome {

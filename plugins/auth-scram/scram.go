@@ -310,7 +310,7 @@ func (e *exchange) clientFinal(msg string) *sdk.AuthOutcome {
 }
 
 func (e *exchange) fail(reason string) *sdk.AuthOutcome {
-	return e.finish(&sdk.AuthOutcome{Reason: reason})
+	return e.finish(&sdk.AuthOutcome{Reason: reason, Login: e.username}) // Login: for the core's log line.
 }
 
 func (e *exchange) tempfail(reason string) *sdk.AuthOutcome {
