@@ -32,6 +32,7 @@ var commands = []command{
 	{"account passwd", "ACCOUNT", "Set an account's password, read from standard input (first line).", runAdmin},
 	{"queue list", "", "List queued messages and the state of each recipient.", runAdmin},
 	{"plugin list", "", "List plugins: what each serves, its state, pid and restart count.", runAdmin},
+	{"dns records", "DOMAIN", "Print the DNS records to publish for a local domain (MX, SPF, DMARC, MTA-STS, TLS-RPT, TLSA) as a commented zone file.", runDNSRecords},
 	{"sendmail", "[-t] [-i] [-f SENDER] [RECIPIENT ...]", "Submit a message from standard input, as sendmail does (see mta sendmail -h).", nil},
 }
 
