@@ -17,8 +17,23 @@ import (
 type authCache struct {
 	key [32]byte
 
-	mu      sync.Mutex
-	entries map[string]authEntry // By account.
+	mu       sync.Mutex
+	entries  map[string]authEntry // By account.
+	inflight map[flightKey]*flight
+}
+
+// A flight is a password check in progress; concurrent checks of the same
+// credentials wait for it rather than each running bcrypt, as when a client
+// opens many sessions at once.
+type flightKey struct {
+	account string
+	mac     [sha256.Size]byte
+	hash    string
+}
+
+type flight struct {
+	done chan struct{}
+	ok   bool
 }
 
 type authEntry struct {
@@ -33,7 +48,7 @@ const (
 )
 
 func newAuthCache() *authCache {
-	c := &authCache{entries: map[string]authEntry{}}
+	c := &authCache{entries: map[string]authEntry{}, inflight: map[flightKey]*flight{}}
 	rand.Read(c.key[:])
 	return c
 }
@@ -69,4 +84,33 @@ func (c *authCache) add(account, password, hash string) {
 		clear(c.entries)
 	}
 	c.entries[account] = e
+}
+
+// check reports whether password is account's, whose stored hash is hash:
+// from the cache, from a check of the same credentials in progress, or by
+// compare, whose success it remembers.
+func (c *authCache) check(account, password, hash string, compare func() bool) bool {
+	if c.verified(account, password, hash) {
+		return true
+	}
+	k := flightKey{account, c.mac(account, password), hash}
+	c.mu.Lock()
+	if f, ok := c.inflight[k]; ok {
+		c.mu.Unlock()
+		<-f.done
+		return f.ok
+	}
+	f := &flight{done: make(chan struct{})}
+	c.inflight[k] = f
+	c.mu.Unlock()
+
+	f.ok = compare()
+	if f.ok {
+		c.add(account, password, hash)
+	}
+	c.mu.Lock()
+	delete(c.inflight, k)
+	c.mu.Unlock()
+	close(f.done)
+	return f.ok
 }

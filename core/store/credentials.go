@@ -93,15 +93,10 @@ func (s *Store) CheckPassword(ctx context.Context, account, password string) (bo
 		bcrypt.CompareHashAndPassword([]byte(dummyHash), []byte(password))
 		return false, nil
 	}
-	if s.cache.verified(account, password, hash) {
-		return true, nil
-	}
-	// Constant time: the comparison is of hashes, with subtle.ConstantTimeCompare.
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
-		return false, nil
-	}
-	s.cache.add(account, password, hash)
-	return true, nil
+	return s.cache.check(account, password, hash, func() bool {
+		// Constant time: the comparison is of hashes, with subtle.ConstantTimeCompare.
+		return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
+	}), nil
 }
 
 // HasPassword reports whether account has a password set.

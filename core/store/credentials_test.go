@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -227,4 +229,43 @@ func TestAuthCache(t *testing.T) {
 	}
 	check("first password", false)
 	check("second password", true)
+}
+
+// Concurrent checks of the same credentials run bcrypt once.
+func TestAuthCacheConcurrent(t *testing.T) {
+	c := newAuthCache()
+	var runs atomic.Int32
+	release := make(chan struct{})
+	compare := func() bool {
+		runs.Add(1)
+		<-release
+		return true
+	}
+	var wg sync.WaitGroup
+	results := make([]bool, 10)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = c.check("alice", "pw", "hash", compare)
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // Let them all reach the flight.
+	close(release)
+	wg.Wait()
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("bcrypt ran %d times for 10 concurrent checks", n)
+	}
+	for i, ok := range results {
+		if !ok {
+			t.Fatalf("check %d failed", i)
+		}
+	}
+	// A different password is its own flight, and a failure is not cached.
+	if c.check("alice", "other", "hash", func() bool { return false }) {
+		t.Fatal("wrong password accepted")
+	}
+	if !c.check("alice", "pw", "hash", func() bool { t.Fatal("cached success checked again"); return false }) {
+		t.Fatal("cached success lost")
+	}
 }
