@@ -2,7 +2,9 @@ package sdk
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
 )
 
 // Mechanism runs SASL exchanges (RFC 4422) for one or more mechanisms that the
@@ -30,6 +32,41 @@ type AuthOutcome struct {
 	Reason    string // For the log only; clients see a generic failure.
 	Temporary bool   // The failure is temporary (454 4.7.0, IMAP NO [UNAVAILABLE]).
 	FinalData []byte // Additional data with success (e.g. SCRAM server-final-message).
+}
+
+// Result is "success", "tempfail" or "failure": the outcome for a log line.
+func (o *AuthOutcome) Result() string {
+	switch {
+	case o.Success:
+		return "success"
+	case o.Temporary:
+		return "tempfail"
+	}
+	return "failure"
+}
+
+// LogAttrs are the attributes of a mechanism's one log line per exchange:
+// mechanism, login (as the client gave it, or the outcome's on success),
+// account, result, reason, TLS version, protocol and remote address.
+// Never credentials.
+func (o *AuthOutcome) LogAttrs(mechanism, login string, conn ConnInfo) []any {
+	if o.Success && o.Login != "" {
+		login = o.Login
+	}
+	tlsVersion := "none"
+	if conn.TLS != nil {
+		tlsVersion = tls.VersionName(conn.TLS.Version)
+	}
+	return []any{
+		slog.String("mechanism", mechanism),
+		slog.String("login", login),
+		slog.String("account", o.Account),
+		slog.String("result", o.Result()),
+		slog.String("reason", o.Reason),
+		slog.String("tls", tlsVersion),
+		slog.String("protocol", conn.Protocol),
+		slog.String("remote", conn.RemoteAddr),
+	}
 }
 
 // Deriver is implemented by mechanisms that store per-password secrets, so

@@ -320,30 +320,6 @@ func (e *exchange) tempfail(reason string) *sdk.AuthOutcome {
 // finish ends the exchange with o and logs its one line.
 func (e *exchange) finish(o *sdk.AuthOutcome) *sdk.AuthOutcome {
 	e.done = true
-	result := "failure"
-	switch {
-	case o.Success:
-		result = "success"
-	case o.Temporary:
-		result = "tempfail"
-	}
-	login := e.username
-	if o.Success {
-		login = o.Login
-	}
-	tlsVersion := "none"
-	if e.conn.TLS != nil {
-		tlsVersion = tls.VersionName(e.conn.TLS.Version)
-	}
-	e.m.log.Info("authentication",
-		slog.String("mechanism", e.mech),
-		slog.String("login", login),
-		slog.String("account", o.Account),
-		slog.String("result", result),
-		slog.String("reason", o.Reason),
-		slog.String("binding", e.binding),
-		slog.String("tls", tlsVersion),
-		slog.String("protocol", e.conn.Protocol),
-		slog.String("remote", e.conn.RemoteAddr))
+	e.m.log.Info("authentication", append(o.LogAttrs(e.mech, e.username, e.conn), slog.String("binding", e.binding))...)
 	return o
 }

@@ -538,7 +538,7 @@ func TestLog(t *testing.T) {
 		t.Fatalf("%d log lines, want one per outcome:\n%s", len(lines), f.logs)
 	}
 	for i, want := range []string{
-		`"mechanism":"SCRAM-SHA-256-PLUS","login":"alice@example.org","account":"alice","result":"success","reason":"","binding":"tls-exporter","tls":"TLS 1.3"`,
+		`"mechanism":"SCRAM-SHA-256-PLUS","login":"alice@example.org","account":"alice","result":"success","reason":"","tls":"TLS 1.3","protocol":"smtp","remote":"127.0.0.1:2525","binding":"tls-exporter"`,
 		`"mechanism":"SCRAM-SHA-1","login":"alice@example.org","account":"","result":"failure","reason":"client-final-message: challenge proof invalid"`,
 	} {
 		if !strings.Contains(lines[i], want) {
