@@ -7,10 +7,7 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/switchyard-mta/switchyard/sdk"
 	"github.com/switchyard-mta/switchyard/sdk/direct"
@@ -21,41 +18,9 @@ func main() {
 	sdk.Serve(&sdk.Plugin{Name: "transport-direct", Version: "0.1.0", Transport: t})
 }
 
-// transport delivers for each configured instance with its engine.
-type transport struct {
-	log *slog.Logger
-
-	mu      sync.Mutex
-	engines map[string]*direct.Engine // By instance name.
-}
-
-var (
-	_ sdk.Transport  = (*transport)(nil)
-	_ sdk.Configurer = (*transport)(nil)
-)
-
-func newTransport(log *slog.Logger) *transport {
-	return &transport{log: log, engines: map[string]*direct.Engine{}}
-}
-
-// Configure validates an instance table and, unless c.CheckOnly, puts it in
-// force.
-func (t *transport) Configure(ctx context.Context, c *sdk.Configuration) error {
-	if c.Kind != sdk.KindTransport {
-		return sdk.ConfigErrors{{Msg: "transport-direct takes configuration only as a transport"}}
-	}
-	cfg, err := parseConfig(c, t.log.With(slog.String("instance", c.Instance)))
-	if err != nil {
-		return err
-	}
-	if c.CheckOnly {
-		return nil
-	}
-	e := direct.New(*cfg)
-	t.mu.Lock()
-	t.engines[c.Instance] = e
-	t.mu.Unlock()
-	return nil
+// newTransport is the plugin's transport: an engine per instance.
+func newTransport(log *slog.Logger) *direct.Transport {
+	return &direct.Transport{Name: "transport-direct", Log: log, Parse: parseConfig}
 }
 
 // parseConfig decodes and validates the instance table of c (the keys of
@@ -70,15 +35,4 @@ func parseConfig(c *sdk.Configuration, log *slog.Logger) (*direct.Config, error)
 		return nil, errs
 	}
 	return cfg, nil
-}
-
-// Deliver delivers req with the engine of req.Instance.
-func (t *transport) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
-	t.mu.Lock()
-	e := t.engines[req.Instance]
-	t.mu.Unlock()
-	if e == nil {
-		return nil, fmt.Errorf("transport-direct: instance %q is not configured", req.Instance)
-	}
-	return e.Deliver(ctx, req)
 }

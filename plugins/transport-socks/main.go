@@ -13,7 +13,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +21,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/net/proxy"
 
@@ -55,41 +53,9 @@ type config struct {
 	RemoteHostname string `toml:"remote_hostname"`
 }
 
-// transport delivers for each configured instance with its engine.
-type transport struct {
-	log *slog.Logger
-
-	mu      sync.Mutex
-	engines map[string]*direct.Engine // By instance name.
-}
-
-var (
-	_ sdk.Transport  = (*transport)(nil)
-	_ sdk.Configurer = (*transport)(nil)
-)
-
-func newTransport(log *slog.Logger) *transport {
-	return &transport{log: log, engines: map[string]*direct.Engine{}}
-}
-
-// Configure validates an instance table and, unless c.CheckOnly, puts it in
-// force.
-func (t *transport) Configure(ctx context.Context, c *sdk.Configuration) error {
-	if c.Kind != sdk.KindTransport {
-		return sdk.ConfigErrors{{Msg: "transport-socks takes configuration only as a transport"}}
-	}
-	cfg, err := parseConfig(c, t.log.With(slog.String("instance", c.Instance)))
-	if err != nil {
-		return err
-	}
-	if c.CheckOnly {
-		return nil
-	}
-	e := direct.New(*cfg)
-	t.mu.Lock()
-	t.engines[c.Instance] = e
-	t.mu.Unlock()
-	return nil
+// newTransport is the plugin's transport: an engine per instance.
+func newTransport(log *slog.Logger) *direct.Transport {
+	return &direct.Transport{Name: "transport-socks", Log: log, Parse: parseConfig}
 }
 
 // parseConfig decodes and validates the instance table of c into an engine
@@ -174,15 +140,4 @@ func checkAddress(s string) error {
 		return fmt.Errorf("%q: port %q is not in 1-65535", s, port)
 	}
 	return nil
-}
-
-// Deliver delivers req with the engine of req.Instance.
-func (t *transport) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
-	t.mu.Lock()
-	e := t.engines[req.Instance]
-	t.mu.Unlock()
-	if e == nil {
-		return nil, fmt.Errorf("transport-socks: instance %q is not configured", req.Instance)
-	}
-	return e.Deliver(ctx, req)
 }
