@@ -8,12 +8,13 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Limiter counts failed authentications per remote network. Its zero value
-// is not usable; use New. A nil *Limiter limits nothing: Allowed reports
-// true, Failed returns 0, and the others do nothing.
+// Limiter counts authentication attempts per remote network: each counts as
+// a failure from its start until it succeeds. Its zero value is not usable;
+// use New. A nil *Limiter limits nothing.
 type Limiter struct {
 	// FreeFailures are failures answered without delay. Default 2.
 	FreeFailures int
@@ -66,23 +67,16 @@ func (l *Limiter) get(ip netip.Addr) (*entry, netip.Prefix) {
 	return e, k
 }
 
-// Allowed reports whether ip may try to authenticate now. When it may not,
-// the caller should answer with a temporary error and disconnect.
-func (l *Limiter) Allowed(ip netip.Addr) bool {
+// Begin starts an authentication attempt of ip and counts it as a failure
+// at once, so that parallel guesses are limited as sequential ones are: a
+// check that ran before the count would let N simultaneous attempts through
+// where N-1 sequential ones shut the address out. It reports false, and no
+// attempt, when ip failed too often; the caller should then answer with a
+// temporary error and disconnect. Otherwise the caller ends the attempt
+// with exactly one of Failed, FailAndWait, Succeeded or Abandon.
+func (l *Limiter) Begin(ip netip.Addr) (*Attempt, bool) {
 	if l == nil {
-		return true
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, _ := l.get(ip)
-	return e == nil || e.failures < l.MaxFailures
-}
-
-// Failed records a failure of ip and returns how long to wait before
-// answering it.
-func (l *Limiter) Failed(ip netip.Addr) time.Duration {
-	if l == nil {
-		return 0
+		return nil, true
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -93,22 +87,43 @@ func (l *Limiter) Failed(ip netip.Addr) time.Duration {
 		}
 		e = &entry{}
 		l.entries[k] = e
+	} else if e.failures >= l.MaxFailures {
+		return nil, false
 	}
 	e.failures++
 	e.last = l.now()
-	extra := e.failures - l.FreeFailures
+	return &Attempt{l: l, key: k, failures: e.failures}, true
+}
+
+// Attempt is an authentication attempt Begin counted; the first of its
+// methods ends it, later calls do nothing. Safe from any goroutine. A nil
+// *Attempt, from a nil Limiter, does nothing.
+type Attempt struct {
+	l        *Limiter
+	key      netip.Prefix
+	failures int // Of the address, this attempt included, when it began.
+	done     atomic.Bool
+}
+
+// Failed ends a failed attempt and returns how long to wait before
+// answering it.
+func (a *Attempt) Failed() time.Duration {
+	if a == nil || a.end() {
+		return 0
+	}
+	extra := a.failures - a.l.FreeFailures
 	if extra <= 0 {
 		return 0
 	}
-	return min(time.Duration(extra)*l.Delay, l.MaxDelay)
+	return min(time.Duration(extra)*a.l.Delay, a.l.MaxDelay)
 }
 
-// FailAndWait records a failure of ip and waits the delay Failed returns,
-// or until ctx is done. The delay holds the caller only, the session that
+// FailAndWait ends a failed attempt and waits the delay Failed returns, or
+// until ctx is done. The delay holds the caller only, the session that
 // failed: a client that hangs up and reconnects finds the count where it
 // left it.
-func (l *Limiter) FailAndWait(ctx context.Context, ip netip.Addr) {
-	d := l.Failed(ip)
+func (a *Attempt) FailAndWait(ctx context.Context) {
+	d := a.Failed()
 	if d <= 0 {
 		return
 	}
@@ -120,14 +135,32 @@ func (l *Limiter) FailAndWait(ctx context.Context, ip netip.Addr) {
 	}
 }
 
-// Succeeded forgets ip's failures.
-func (l *Limiter) Succeeded(ip netip.Addr) {
-	if l == nil {
+// Succeeded ends a successful attempt and forgets the address's failures.
+func (a *Attempt) Succeeded() {
+	if a == nil || a.end() {
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.entries, key(ip))
+	a.l.mu.Lock()
+	defer a.l.mu.Unlock()
+	delete(a.l.entries, a.key)
+}
+
+// Abandon ends an attempt that proved nothing, a temporary failure of the
+// server or a client's cancel, and takes back its count.
+func (a *Attempt) Abandon() {
+	if a == nil || a.end() {
+		return
+	}
+	a.l.mu.Lock()
+	defer a.l.mu.Unlock()
+	if e := a.l.entries[a.key]; e != nil && e.failures > 0 {
+		e.failures--
+	}
+}
+
+// end marks the attempt ended and reports whether it already was.
+func (a *Attempt) end() bool {
+	return a.done.Swap(true)
 }
 
 func (l *Limiter) prune() {

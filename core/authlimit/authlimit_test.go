@@ -3,9 +3,27 @@ package authlimit
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
+
+// fail begins an attempt of ip and fails it, returning the delay; ok false
+// if the attempt was refused.
+func fail(l *Limiter, ip netip.Addr) (time.Duration, bool) {
+	a, ok := l.Begin(ip)
+	if !ok {
+		return 0, false
+	}
+	return a.Failed(), true
+}
+
+// allowed reports whether ip may begin an attempt, without counting one.
+func allowed(l *Limiter, ip netip.Addr) bool {
+	a, ok := l.Begin(ip)
+	a.Abandon()
+	return ok
+}
 
 func TestLimiter(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -18,43 +36,113 @@ func TestLimiter(t *testing.T) {
 
 	wantDelays := []time.Duration{0, 0, 1 * time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second, 5 * time.Second, 6 * time.Second, 7 * time.Second, 8 * time.Second}
 	for i, want := range wantDelays {
-		if !l.Allowed(a) {
+		d, ok := fail(l, a)
+		if !ok {
 			t.Fatalf("failure %d: already shut out", i+1)
 		}
-		if d := l.Failed(a); d != want {
+		if d != want {
 			t.Fatalf("failure %d: delay %v, want %v", i+1, d, want)
 		}
 	}
-	if l.Allowed(a) {
+	if allowed(l, a) {
 		t.Fatal("allowed after MaxFailures")
 	}
-	if !l.Allowed(b) {
+	if !allowed(l, b) {
 		t.Fatal("a neighbour was shut out")
 	}
 	now = now.Add(l.Window + time.Second)
-	if !l.Allowed(a) {
+	if !allowed(l, a) {
 		t.Fatal("still shut out after the window")
 	}
 
 	// IPv6 counts per /64; success forgets.
 	for range 10 {
-		l.Failed(v6)
+		fail(l, v6)
 	}
-	if l.Allowed(v6same) {
+	if allowed(l, v6same) {
 		t.Fatal("another address of the same /64 allowed")
 	}
-	l.Succeeded(v6same)
-	if !l.Allowed(v6) {
-		t.Fatal("not allowed after success")
+	now = now.Add(l.Window + time.Second)
+	att, _ := l.Begin(v6same)
+	att.Succeeded()
+	for range 9 {
+		fail(l, v6)
 	}
-	l.Failed(netip.MustParseAddr("::ffff:192.0.2.2"))
-	l.Failed(netip.MustParseAddr("::ffff:192.0.2.2"))
-	if d := l.Failed(b); d != 1*time.Second {
+	if !allowed(l, v6) {
+		t.Fatal("failures before a success still counted")
+	}
+	fail(l, netip.MustParseAddr("::ffff:192.0.2.2"))
+	fail(l, netip.MustParseAddr("::ffff:192.0.2.2"))
+	if d, _ := fail(l, b); d != 1*time.Second {
 		t.Fatalf("IPv4-mapped address not counted with its IPv4 form: delay %v", d)
 	}
 }
 
-// FailAndWait counts the failure and waits its delay, unless ctx ends first.
+// Attempts count from their start: of many parallel attempts, at most
+// MaxFailures begin, however they end. The old check-then-count let all
+// of them through.
+func TestParallel(t *testing.T) {
+	l := New()
+	ip := netip.MustParseAddr("192.0.2.1")
+	var mu sync.Mutex
+	var begun []*Attempt
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 60 {
+		wg.Go(func() {
+			<-start
+			if a, ok := l.Begin(ip); ok {
+				mu.Lock()
+				begun = append(begun, a)
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if len(begun) != l.MaxFailures {
+		t.Fatalf("%d of 60 parallel attempts began, want %d", len(begun), l.MaxFailures)
+	}
+	for _, a := range begun {
+		a.Failed()
+		a.Failed() // Ending twice counts once.
+	}
+	if allowed(l, ip) {
+		t.Fatal("allowed after MaxFailures failed")
+	}
+}
+
+// An abandoned attempt takes its count back; one that succeeds forgets all.
+func TestAbandonSucceed(t *testing.T) {
+	l := New()
+	ip := netip.MustParseAddr("192.0.2.1")
+	for range 3 * l.MaxFailures {
+		a, ok := l.Begin(ip)
+		if !ok {
+			t.Fatal("abandoned attempts were counted")
+		}
+		a.Abandon()
+		a.Abandon()
+	}
+	for range l.MaxFailures - 1 {
+		fail(l, ip)
+	}
+	a, ok := l.Begin(ip)
+	if !ok {
+		t.Fatal("last attempt refused")
+	}
+	if allowed(l, ip) {
+		t.Fatal("an attempt in progress was not counted")
+	}
+	a.Succeeded()
+	a.Abandon() // Ended already: no effect.
+	if d, _ := fail(l, ip); d != 0 {
+		t.Fatalf("delay %v after success, want none", d)
+	}
+}
+
+// FailAndWait ends the attempt as failed and waits its delay, unless ctx
+// ends first.
 func TestFailAndWait(t *testing.T) {
 	ip := netip.MustParseAddr("192.0.2.1")
 	tests := []struct {
@@ -76,12 +164,13 @@ func TestFailAndWait(t *testing.T) {
 				cancel()
 			}
 			defer cancel()
+			a, _ := l.Begin(ip)
 			start := time.Now()
-			l.FailAndWait(ctx, ip)
+			a.FailAndWait(ctx)
 			if d := time.Since(start); d < tt.min || d > tt.max {
 				t.Errorf("waited %v, want %v to %v", d, tt.min, tt.max)
 			}
-			if l.Allowed(ip) {
+			if allowed(l, ip) {
 				t.Error("failure not counted")
 			}
 		})
@@ -93,13 +182,15 @@ func TestNil(t *testing.T) {
 	var l *Limiter
 	ip := netip.MustParseAddr("192.0.2.1")
 	for range 20 {
-		if d := l.Failed(ip); d != 0 {
+		a, ok := l.Begin(ip)
+		if !ok || a != nil {
+			t.Fatal("nil Limiter refused or made an attempt")
+		}
+		if d := a.Failed(); d != 0 {
 			t.Fatalf("Failed: %v", d)
 		}
-		l.FailAndWait(context.Background(), ip)
-	}
-	l.Succeeded(ip)
-	if !l.Allowed(ip) {
-		t.Error("not allowed")
+		a.FailAndWait(context.Background())
+		a.Succeeded()
+		a.Abandon()
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	gosasl "github.com/emersion/go-sasl"
 
+	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 )
 
@@ -69,18 +70,21 @@ func (s *session) Authenticate(mech string) (srv gosasl.Server, rerr error) {
 		}), nil
 	}
 	log := s.log.With(slog.String("mech", mech))
-	if err := s.authAllowed(log); err != nil {
+	att, err := s.beginAttempt(log)
+	if err != nil {
 		return nil, err
 	}
 	ci := sasl.ConnInfo("imap", s.srv.cfg.Listener.Name, s.ic.NetConn(), s.srv.cfg.TLS)
-	ex, err := ss.Start(s.ctx(), mech, ci, func(o sasl.Outcome) error { return s.finish(log, o) })
+	ex, err := ss.Start(s.ctx(), mech, ci, func(o sasl.Outcome) error { return s.finish(log, att, o) })
 	if errors.Is(err, sasl.ErrUnknownMechanism) {
+		att.Abandon()
 		return nil, errMechanism
 	} else if err != nil {
+		att.Abandon()
 		log.Warn("authentication unavailable", slog.Any("err", err))
 		return nil, errAuthTemp
 	}
-	s.exchange = ex
+	s.exchange, s.attempt = ex, att
 	return imapExchange{ex}, nil
 }
 
@@ -105,33 +109,39 @@ func (e imapExchange) Next(response []byte) ([]byte, bool, error) {
 	return challenge, done, err
 }
 
-// endExchange abandons the plugin exchange in progress, if any; mu held.
+// endExchange abandons the plugin exchange in progress, if any, and its
+// attempt: a cancelled exchange proves nothing; mu held.
 func (s *session) endExchange() {
 	if s.exchange != nil {
 		s.exchange.Close()
 		s.exchange = nil
 	}
+	s.attempt.Abandon()
+	s.attempt = nil
 }
 
-// finish answers the outcome of a plugin's exchange: a temporary failure
-// with NO [UNAVAILABLE] (RFC 5530 §3), not counted against the client.
-func (s *session) finish(log *slog.Logger, o sasl.Outcome) (rerr error) {
+// finish answers the outcome of a plugin's exchange, which ends att: a
+// temporary failure with NO [UNAVAILABLE] (RFC 5530 §3), not counted
+// against the client.
+func (s *session) finish(log *slog.Logger, att *authlimit.Attempt, o sasl.Outcome) (rerr error) {
 	defer s.begin(&rerr)()
-	s.exchange = nil
+	s.exchange, s.attempt = nil, nil
 	log = log.With(slog.String("login", o.Login))
 	switch {
 	case o.Temporary:
+		att.Abandon()
 		log.Warn("authentication: temporary failure", slog.String("reason", o.Reason))
 		return errAuthTemp
 	case !o.Success:
-		return s.authFailed(log, o.Reason)
+		return s.authFailed(log, att, o.Reason)
 	}
 	// The plugin names the account the Host gave it; check it is one.
 	if account, ok := s.srv.cfg.Accounts.AccountByLogin(o.Account); !ok || account != o.Account {
+		att.Abandon()
 		log.Error("authentication: plugin named an unknown account", slog.String("account", o.Account))
 		return errAuthTemp
 	}
-	return s.authSucceeded(log, o.Account)
+	return s.authSucceeded(log, att, o.Account)
 }
 
 // authenticate checks a login and password (sasl.CheckPassword), and on
@@ -141,7 +151,8 @@ func (s *session) finish(log *slog.Logger, o sasl.Outcome) (rerr error) {
 func (s *session) authenticate(mech, authzid, login, password string) (rerr error) {
 	defer s.begin(&rerr)()
 	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
-	if err := s.authAllowed(log); err != nil {
+	att, err := s.beginAttempt(log)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(s.ctx(), authTimeout)
@@ -149,44 +160,49 @@ func (s *session) authenticate(mech, authzid, login, password string) (rerr erro
 	account, reason, err := sasl.CheckPassword(ctx, s.srv.cfg.Accounts, s.srv.cfg.Auth, authzid, login, password)
 	switch {
 	case err != nil:
+		att.Abandon()
 		log.Error("authentication: checking password", slog.Any("err", err))
 		return errAuthTemp
 	case reason == sasl.ReasonAuthzid:
+		att.Abandon()
 		log.Info("authentication failed", slog.String("reason", reason), slog.String("authzid", authzid))
 		return errAuthzid
 	case reason != "":
-		return s.authFailed(log, reason)
+		return s.authFailed(log, att, reason)
 	}
-	return s.authSucceeded(log, account)
+	return s.authSucceeded(log, att, account)
 }
 
-// authAllowed refuses, and ends the session, when the client's address
-// failed too often (core/authlimit).
-func (s *session) authAllowed(log *slog.Logger) error {
-	if !s.srv.cfg.AuthLimit.Allowed(s.conn.IP) {
+// beginAttempt counts an attempt against the client's address before any
+// credential is checked (core/authlimit), or refuses, and ends the session,
+// when the address failed too often.
+func (s *session) beginAttempt(log *slog.Logger) (*authlimit.Attempt, error) {
+	att, ok := s.srv.cfg.AuthLimit.Begin(s.conn.IP)
+	if !ok {
 		log.Warn("authentication refused: too many failures from this address")
 		s.conn.HangupAfterReply()
-		return errAuthTooMany
+		return nil, errAuthTooMany
 	}
-	return nil
+	return att, nil
 }
 
-// authFailed logs a failure, counts it against the client's address and
-// delays the answer accordingly.
-func (s *session) authFailed(log *slog.Logger, reason string) error {
+// authFailed logs a failure, ends att as failed and delays the answer
+// accordingly.
+func (s *session) authFailed(log *slog.Logger, att *authlimit.Attempt, reason string) error {
 	log.Info("authentication failed", slog.String("reason", reason))
-	s.srv.cfg.AuthLimit.FailAndWait(s.ctx(), s.conn.IP)
+	att.FailAndWait(s.ctx())
 	return errAuthFailed
 }
 
 // authSucceeded makes account the session's.
-func (s *session) authSucceeded(log *slog.Logger, account string) error {
+func (s *session) authSucceeded(log *slog.Logger, att *authlimit.Attempt, account string) error {
 	a, err := s.srv.cfg.Store.Account(account)
 	if err != nil {
+		att.Abandon()
 		log.Error("authentication: opening account", slog.String("account", account), slog.Any("err", err))
 		return errAuthTemp
 	}
-	s.srv.cfg.AuthLimit.Succeeded(s.conn.IP)
+	att.Succeeded()
 	s.account = a
 	s.log = s.log.With(slog.String("account", account))
 	log.Info("authenticated", slog.String("account", account), slog.Bool("tls", s.isTLS()))

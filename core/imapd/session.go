@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/core/store"
@@ -40,8 +41,9 @@ type session struct {
 	// then waits for Idle to see stop and return.
 	mu sync.Mutex
 
-	account  *store.Account // After login.
-	exchange *sasl.Exchange // A plugin's AUTHENTICATE in progress, or one the client cancelled.
+	account  *store.Account     // After login.
+	exchange *sasl.Exchange     // A plugin's AUTHENTICATE in progress, or one the client cancelled.
+	attempt  *authlimit.Attempt // The exchange's, counted by core/authlimit.
 
 	view      *store.View // The selected mailbox; nil if none.
 	readOnly  bool        // Selected with EXAMINE.

@@ -8,6 +8,7 @@ import (
 	gosasl "github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 )
 
@@ -54,70 +55,82 @@ func (s *session) Auth(mech string) (gosasl.Server, error) {
 		}
 	}
 	log := s.log.With(slog.String("mech", mech))
-	if err := s.authAllowed(log); err != nil {
+	att, err := s.beginAttempt(log)
+	if err != nil {
 		return nil, err
 	}
 	ci := sasl.ConnInfo("smtp", s.srv.cfg.Listener.Name, s.sc.Conn(), s.srv.cfg.TLS)
-	ex, err := ss.Start(s.srv.ctx, mech, ci, func(o sasl.Outcome) error { return s.finish(log, o) })
+	ex, err := ss.Start(s.srv.ctx, mech, ci, func(o sasl.Outcome) error { return s.finish(log, att, o) })
 	if errors.Is(err, sasl.ErrUnknownMechanism) {
+		att.Abandon()
 		return nil, smtp.ErrAuthUnknownMechanism
 	} else if err != nil {
+		att.Abandon()
 		log.Warn("authentication unavailable", slog.Any("err", err))
 		return nil, errAuthTemp
 	}
+	s.attempt.Store(att)
 	s.exchange.Store(ex)
 	return ex, nil
 }
 
-// endExchange abandons the plugin exchange in progress, if any.
+// endExchange abandons the plugin exchange in progress, if any, and its
+// attempt: a cancelled exchange proves nothing.
 func (s *session) endExchange() {
 	if ex := s.exchange.Swap(nil); ex != nil {
 		ex.Close()
 	}
+	if att := s.attempt.Swap(nil); att != nil {
+		att.Abandon()
+	}
 }
 
-// finish answers the outcome of a plugin's exchange.
-func (s *session) finish(log *slog.Logger, o sasl.Outcome) error {
+// finish answers the outcome of a plugin's exchange, which ends att.
+func (s *session) finish(log *slog.Logger, att *authlimit.Attempt, o sasl.Outcome) error {
 	s.exchange.Store(nil)
 	log = log.With(slog.String("login", o.Login))
 	switch {
 	case o.Temporary:
+		att.Abandon()
 		log.Warn("authentication: temporary failure", slog.String("reason", o.Reason))
 		return errAuthTemp
 	case !o.Success:
-		return s.authFailed(log, o.Reason)
+		return s.authFailed(log, att, o.Reason)
 	}
 	// The plugin names the account the Host gave it; check it is one.
 	if account, ok := s.srv.cfg.Accounts.AccountByLogin(o.Account); !ok || account != o.Account {
+		att.Abandon()
 		log.Error("authentication: plugin named an unknown account", slog.String("account", o.Account))
 		return errAuthTemp
 	}
-	s.authSucceeded(log, o.Account)
+	s.authSucceeded(log, att, o.Account)
 	return nil
 }
 
-// authAllowed refuses, and ends the session, when the client's address
-// failed too often (core/authlimit).
-func (s *session) authAllowed(log *slog.Logger) error {
-	if !s.srv.cfg.AuthLimit.Allowed(s.conn.IP) {
+// beginAttempt counts an attempt against the client's address before any
+// credential is checked (core/authlimit), or refuses, and ends the session,
+// when the address failed too often.
+func (s *session) beginAttempt(log *slog.Logger) (*authlimit.Attempt, error) {
+	att, ok := s.srv.cfg.AuthLimit.Begin(s.conn.IP)
+	if !ok {
 		log.Warn("authentication refused: too many failures from this address")
 		s.conn.HangupAfterReply()
-		return errAuthTooMany
+		return nil, errAuthTooMany
 	}
-	return nil
+	return att, nil
 }
 
-// authFailed logs a failure, counts it against the client's address and
-// delays the answer accordingly.
-func (s *session) authFailed(log *slog.Logger, reason string) error {
+// authFailed logs a failure, ends att as failed and delays the answer
+// accordingly.
+func (s *session) authFailed(log *slog.Logger, att *authlimit.Attempt, reason string) error {
 	log.Info("authentication failed", slog.String("reason", reason))
-	s.srv.cfg.AuthLimit.FailAndWait(s.srv.ctx, s.conn.IP)
+	att.FailAndWait(s.srv.ctx)
 	return errAuthInvalid
 }
 
 // authSucceeded makes account the session's.
-func (s *session) authSucceeded(log *slog.Logger, account string) {
-	s.srv.cfg.AuthLimit.Succeeded(s.conn.IP)
+func (s *session) authSucceeded(log *slog.Logger, att *authlimit.Attempt, account string) {
+	att.Succeeded()
 	s.account = account
 	log.Info("authenticated", slog.String("account", account))
 }
@@ -126,18 +139,20 @@ func (s *session) authSucceeded(log *slog.Logger, account string) {
 // success makes the session's account the login's.
 func (s *session) authenticate(mech, authzid, login, password string) error {
 	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
-	if err := s.authAllowed(log); err != nil {
+	att, err := s.beginAttempt(log)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(s.srv.ctx, authTimeout)
 	defer cancel()
 	account, reason, err := sasl.CheckPassword(ctx, s.srv.cfg.Accounts, s.srv.cfg.Auth, authzid, login, password)
 	if err != nil {
+		att.Abandon()
 		log.Error("authentication: checking password", slog.Any("err", err))
 		return errAuthTemp
 	} else if reason != "" {
-		return s.authFailed(log, reason)
+		return s.authFailed(log, att, reason)
 	}
-	s.authSucceeded(log, account)
+	s.authSucceeded(log, att, account)
 	return nil
 }

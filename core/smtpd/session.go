@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/sdk"
@@ -45,8 +46,9 @@ type session struct {
 	log   *slog.Logger
 	relay bool // The client is in the listener's relay networks.
 
-	account  string                        // After successful AUTH.
-	exchange atomic.Pointer[sasl.Exchange] // A plugin's AUTH exchange in progress.
+	account  string                            // After successful AUTH.
+	exchange atomic.Pointer[sasl.Exchange]     // A plugin's AUTH exchange in progress.
+	attempt  atomic.Pointer[authlimit.Attempt] // The exchange's, counted by core/authlimit.
 
 	// The transaction, from MAIL on.
 	start      time.Time
