@@ -32,12 +32,16 @@ func (c *Client) Describe(ctx context.Context) (*Description, error) {
 	if err != nil {
 		return nil, fmt.Errorf("describe: %w", err)
 	}
+	policy, err := policyFromProto(resp.GetPolicy())
+	if err != nil {
+		return nil, fmt.Errorf("describe: policy: %w", err)
+	}
 	return &Description{
 		Name:       resp.GetName(),
 		Version:    resp.GetVersion(),
 		Transport:  resp.GetTransport(),
 		Mechanisms: resp.GetMechanisms(),
-		Policy:     policyFromProto(resp.GetPolicy()),
+		Policy:     policy,
 	}, nil
 }
 
@@ -61,8 +65,12 @@ func (c *Client) Configure(ctx context.Context, cfg *Configuration) error {
 	if err != nil {
 		return ConfigErrors{{Msg: err.Error()}} // The key is in the message: "a.b: unsupported value type".
 	}
+	kind, err := kindWire.toWire(cfg.Kind)
+	if err != nil {
+		return fmt.Errorf("configure: %w", err)
+	}
 	resp, err := c.plugin.Configure(ctx, &pb.ConfigureRequest{
-		Kind:         pb.Kind(cfg.Kind),
+		Kind:         kind,
 		Instance:     cfg.Instance,
 		KeyPath:      cfg.KeyPath,
 		Config:       table,
@@ -126,7 +134,10 @@ func (t *transportClient) Deliver(ctx context.Context, req *DeliverRequest) (*De
 	if err != nil {
 		return nil, fmt.Errorf("deliver: %w", err)
 	}
-	res := deliverResultFromProto(resp)
+	res, err := deliverResultFromProto(resp)
+	if err != nil {
+		return nil, fmt.Errorf("deliver: result: %w", err)
+	}
 	if len(res.Recipients) != len(req.Recipients) {
 		return nil, fmt.Errorf("deliver: %d results for %d recipients", len(res.Recipients), len(req.Recipients))
 	}
@@ -211,7 +222,10 @@ func (c *checkerClient) Check(ctx context.Context, req *CheckRequest) (Verdict, 
 	if err != nil {
 		return Verdict{}, fmt.Errorf("check: %w", err)
 	}
-	header := checkRequestToProto(req)
+	header, err := checkRequestToProto(req)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("check: %w", err)
+	}
 	msg := req.Message
 	if msg == nil || req.Stage != StageData {
 		msg = eofReader{}
@@ -230,7 +244,11 @@ func (c *checkerClient) Check(ctx context.Context, req *CheckRequest) (Verdict, 
 	if err != nil {
 		return Verdict{}, fmt.Errorf("check: %w", err)
 	}
-	return verdictFromProto(resp), nil
+	v, err := verdictFromProto(resp)
+	if err != nil {
+		return Verdict{}, fmt.Errorf("check: verdict: %w", err)
+	}
+	return v, nil
 }
 
 // hostServer serves the core's Host to a plugin.

@@ -14,11 +14,12 @@ import (
 // Kind is what a configured instance is.
 type Kind int
 
+// The zero Kind is none of them: a Configuration must say what it is for.
 const (
-	KindPlugin    Kind = iota // The plugin as a whole: [plugins.NAME.config].
-	KindTransport             // [transports.NAME]
-	KindMechanism
-	KindPolicy
+	KindTransport Kind = iota + 1 // [transports.NAME]
+	KindMechanism                 // A SASL mechanism the plugin serves.
+	KindPolicy                    // A policy check the plugin serves.
+	KindPlugin                    // The plugin as a whole: [plugins.NAME.config].
 )
 
 // Configuration is one instance's configuration and the environment it runs in.

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"crypto/x509"
+	"fmt"
 
 	pb "github.com/switchyard-mta/switchyard/sdk/pluginpb"
 )
@@ -51,66 +52,54 @@ func deliverRequestFromProto(p *pb.DeliverRequest) *DeliverRequest {
 	return r
 }
 
-func deliverResultToProto(r *DeliverResult) *pb.DeliverResult {
+func deliverResultToProto(r *DeliverResult) (*pb.DeliverResult, error) {
 	p := &pb.DeliverResult{}
 	for _, rr := range r.Recipients {
+		st, err := statusWire.toWire(rr.Status)
+		if err != nil {
+			return nil, fmt.Errorf("recipient %s: %w", rr.Address, err)
+		}
+		v, err := verificationWire.toWire(rr.TLS.Verification)
+		if err != nil {
+			return nil, fmt.Errorf("recipient %s: %w", rr.Address, err)
+		}
 		p.Recipients = append(p.Recipients, &pb.RecipientResult{
 			Address:      rr.Address,
-			Status:       statusToProto(rr.Status),
+			Status:       st,
 			Code:         int32(rr.Code),
 			EnhancedCode: rr.EnhancedCode,
 			Text:         rr.Text,
 			RemoteHost:   rr.RemoteHost,
 			RemoteIp:     rr.RemoteIP,
-			Tls: &pb.TLSUse{
-				Verification: pb.TLSUse_Verification(rr.TLS.Verification),
-				Version:      rr.TLS.Version,
-				Cipher:       rr.TLS.Cipher,
-			},
+			Tls:          &pb.TLSUse{Verification: v, Version: rr.TLS.Version, Cipher: rr.TLS.Cipher},
 		})
 	}
-	return p
+	return p, nil
 }
 
-func deliverResultFromProto(p *pb.DeliverResult) *DeliverResult {
+func deliverResultFromProto(p *pb.DeliverResult) (*DeliverResult, error) {
 	r := &DeliverResult{}
 	for _, rr := range p.GetRecipients() {
+		st, err := statusWire.fromWire(rr.GetStatus())
+		if err != nil {
+			return nil, fmt.Errorf("recipient %s: %w", rr.GetAddress(), err)
+		}
+		v, err := verificationWire.fromWire(rr.GetTls().GetVerification())
+		if err != nil {
+			return nil, fmt.Errorf("recipient %s: %w", rr.GetAddress(), err)
+		}
 		r.Recipients = append(r.Recipients, RecipientResult{
 			Address:      rr.GetAddress(),
-			Status:       statusFromProto(rr.GetStatus()),
+			Status:       st,
 			Code:         int(rr.GetCode()),
 			EnhancedCode: rr.GetEnhancedCode(),
 			Text:         rr.GetText(),
 			RemoteHost:   rr.GetRemoteHost(),
 			RemoteIP:     rr.GetRemoteIp(),
-			TLS: TLSUse{
-				Verification: Verification(rr.GetTls().GetVerification()),
-				Version:      rr.GetTls().GetVersion(),
-				Cipher:       rr.GetTls().GetCipher(),
-			},
+			TLS:          TLSUse{Verification: v, Version: rr.GetTls().GetVersion(), Cipher: rr.GetTls().GetCipher()},
 		})
 	}
-	return r
-}
-
-func statusToProto(s Status) pb.Status {
-	switch s {
-	case StatusDelivered:
-		return pb.Status_STATUS_DELIVERED
-	case StatusPermanent:
-		return pb.Status_STATUS_PERMANENT
-	}
-	return pb.Status_STATUS_TEMPORARY
-}
-
-func statusFromProto(s pb.Status) Status {
-	switch s {
-	case pb.Status_STATUS_DELIVERED:
-		return StatusDelivered
-	case pb.Status_STATUS_PERMANENT:
-		return StatusPermanent
-	}
-	return StatusTemporary
+	return r, nil
 }
 
 func connToProto(c ConnInfo) *pb.ConnInfo {
@@ -158,32 +147,52 @@ func outcomeFromProto(p *pb.AuthOutcome) *AuthOutcome {
 	return &AuthOutcome{Success: p.GetSuccess(), Account: p.GetAccount(), Login: p.GetLogin(), Reason: p.GetReason(), Temporary: p.GetTemporary(), FinalData: p.GetFinalData()}
 }
 
-func policyToProto(pi *PolicyInfo) *pb.PolicyInfo {
+func policyToProto(pi *PolicyInfo) (*pb.PolicyInfo, error) {
 	if pi == nil {
-		return nil
+		return nil, nil
 	}
-	p := &pb.PolicyInfo{Body: pb.BodyNeed(pi.Body)}
+	body, err := bodyWire.toWire(pi.Body)
+	if err != nil {
+		return nil, err
+	}
+	p := &pb.PolicyInfo{Body: body}
 	for _, s := range pi.Stages {
-		p.Stages = append(p.Stages, pb.Stage(s))
+		ps, err := stageWire.toWire(s)
+		if err != nil {
+			return nil, err
+		}
+		p.Stages = append(p.Stages, ps)
 	}
-	return p
+	return p, nil
 }
 
-func policyFromProto(p *pb.PolicyInfo) *PolicyInfo {
+func policyFromProto(p *pb.PolicyInfo) (*PolicyInfo, error) {
 	if p == nil {
-		return nil
+		return nil, nil
 	}
-	pi := &PolicyInfo{Body: BodyNeed(p.GetBody())}
-	for _, s := range p.GetStages() {
-		pi.Stages = append(pi.Stages, Stage(s))
+	body, err := bodyWire.fromWire(p.GetBody())
+	if err != nil {
+		return nil, err
 	}
-	return pi
+	pi := &PolicyInfo{Body: body}
+	for _, ps := range p.GetStages() {
+		s, err := stageWire.fromWire(ps)
+		if err != nil {
+			return nil, err
+		}
+		pi.Stages = append(pi.Stages, s)
+	}
+	return pi, nil
 }
 
-func checkRequestToProto(r *CheckRequest) *pb.CheckRequest {
+func checkRequestToProto(r *CheckRequest) (*pb.CheckRequest, error) {
+	stage, err := stageWire.toWire(r.Stage)
+	if err != nil {
+		return nil, err
+	}
 	return &pb.CheckRequest{
 		Instance:   r.Instance,
-		Stage:      pb.Stage(r.Stage),
+		Stage:      stage,
 		Conn:       connToProto(r.Conn),
 		Submission: r.Submission,
 		Account:    r.Account,
@@ -191,13 +200,17 @@ func checkRequestToProto(r *CheckRequest) *pb.CheckRequest {
 		MailFrom:   r.From,
 		Recipients: r.Recipients,
 		Size:       r.Size,
-	}
+	}, nil
 }
 
-func checkRequestFromProto(p *pb.CheckRequest) *CheckRequest {
+func checkRequestFromProto(p *pb.CheckRequest) (*CheckRequest, error) {
+	stage, err := stageWire.fromWire(p.GetStage())
+	if err != nil {
+		return nil, err
+	}
 	return &CheckRequest{
 		Instance:   p.GetInstance(),
-		Stage:      Stage(p.GetStage()),
+		Stage:      stage,
 		Conn:       connFromProto(p.GetConn()),
 		Submission: p.GetSubmission(),
 		Account:    p.GetAccount(),
@@ -205,13 +218,21 @@ func checkRequestFromProto(p *pb.CheckRequest) *CheckRequest {
 		From:       p.GetMailFrom(),
 		Recipients: p.GetRecipients(),
 		Size:       p.GetSize(),
+	}, nil
+}
+
+func verdictToProto(v Verdict) (*pb.Verdict, error) {
+	a, err := actionWire.toWire(v.Action)
+	if err != nil {
+		return nil, err
 	}
+	return &pb.Verdict{Action: a, Code: int32(v.Code), EnhancedCode: v.EnhancedCode, Text: v.Text, PrependHeaders: v.PrependHeaders}, nil
 }
 
-func verdictToProto(v Verdict) *pb.Verdict {
-	return &pb.Verdict{Action: pb.Action(v.Action), Code: int32(v.Code), EnhancedCode: v.EnhancedCode, Text: v.Text, PrependHeaders: v.PrependHeaders}
-}
-
-func verdictFromProto(p *pb.Verdict) Verdict {
-	return Verdict{Action: Action(p.GetAction()), Code: int(p.GetCode()), EnhancedCode: p.GetEnhancedCode(), Text: p.GetText(), PrependHeaders: p.GetPrependHeaders()}
+func verdictFromProto(p *pb.Verdict) (Verdict, error) {
+	a, err := actionWire.fromWire(p.GetAction())
+	if err != nil {
+		return Verdict{}, err
+	}
+	return Verdict{Action: a, Code: int(p.GetCode()), EnhancedCode: p.GetEnhancedCode(), Text: p.GetText(), PrependHeaders: p.GetPrependHeaders()}, nil
 }

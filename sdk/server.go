@@ -40,18 +40,26 @@ type pluginServer struct {
 }
 
 func (s *pluginServer) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.DescribeResponse, error) {
+	policy, err := policyToProto(s.impl.Policy)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "plugin %s: policy: %v", s.impl.Name, err)
+	}
 	return &pb.DescribeResponse{
 		Name:       s.impl.Name,
 		Version:    s.impl.Version,
 		Transport:  s.impl.Transport != nil,
 		Mechanisms: s.impl.Mechanisms,
-		Policy:     policyToProto(s.impl.Policy),
+		Policy:     policy,
 	}, nil
 }
 
 func (s *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	kind, err := kindWire.fromWire(req.GetKind())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	c := &Configuration{
-		Kind:      Kind(req.GetKind()),
+		Kind:      kind,
 		Instance:  req.GetInstance(),
 		KeyPath:   req.GetKeyPath(),
 		Table:     tableFromProto(req.GetConfig()),
@@ -149,11 +157,18 @@ func (s *transportServer) Deliver(stream pb.Transport_DeliverServer) error {
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
+	if res == nil {
+		return status.Error(codes.Internal, "transport returned neither a result nor an error")
+	}
 	if len(res.Recipients) != len(req.Recipients) {
 		return status.Errorf(codes.Internal, "transport returned %d results for %d recipients", len(res.Recipients), len(req.Recipients))
 	}
+	p, err := deliverResultToProto(res)
+	if err != nil {
+		return status.Errorf(codes.Internal, "transport result: %v", err)
+	}
 	body.drain()
-	return stream.SendAndClose(deliverResultToProto(res))
+	return stream.SendAndClose(p)
 }
 
 type mechanismServer struct {
@@ -250,7 +265,10 @@ func (s *policyServer) Check(stream pb.Policy_CheckServer) error {
 	if first.GetRequest() == nil {
 		return status.Error(codes.InvalidArgument, "first part carries no request")
 	}
-	req := checkRequestFromProto(first.GetRequest())
+	req, err := checkRequestFromProto(first.GetRequest())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	var body *partReader
 	if req.Stage == StageData {
 		body = &partReader{buf: first.GetData(), next: func() ([]byte, error) {
@@ -266,7 +284,11 @@ func (s *policyServer) Check(stream pb.Policy_CheckServer) error {
 	if body != nil {
 		body.drain()
 	}
-	return stream.SendAndClose(verdictToProto(v))
+	p, err := verdictToProto(v)
+	if err != nil {
+		return status.Errorf(codes.Internal, "verdict: %v", err)
+	}
+	return stream.SendAndClose(p)
 }
 
 // hostClient is the plugin's view of the core's Host service.

@@ -35,10 +35,11 @@ const (
 type Kind int32
 
 const (
-	Kind_KIND_UNSPECIFIED Kind = 0 // The plugin as a whole ([plugins.NAME.config]).
+	Kind_KIND_UNSPECIFIED Kind = 0 // Never sent; refused.
 	Kind_KIND_TRANSPORT   Kind = 1
 	Kind_KIND_MECHANISM   Kind = 2
 	Kind_KIND_POLICY      Kind = 3
+	Kind_KIND_PLUGIN      Kind = 4 // The plugin as a whole ([plugins.NAME.config]).
 )
 
 // Enum value maps for Kind.
@@ -48,12 +49,14 @@ var (
 		1: "KIND_TRANSPORT",
 		2: "KIND_MECHANISM",
 		3: "KIND_POLICY",
+		4: "KIND_PLUGIN",
 	}
 	Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
 		"KIND_TRANSPORT":   1,
 		"KIND_MECHANISM":   2,
 		"KIND_POLICY":      3,
+		"KIND_PLUGIN":      4,
 	}
 )
 
@@ -87,7 +90,7 @@ func (Kind) EnumDescriptor() ([]byte, []int) {
 type Status int32
 
 const (
-	Status_STATUS_UNSPECIFIED Status = 0
+	Status_STATUS_UNSPECIFIED Status = 0 // Never sent; a result without a status is refused.
 	Status_STATUS_DELIVERED   Status = 1
 	Status_STATUS_TEMPORARY   Status = 2
 	Status_STATUS_PERMANENT   Status = 3
@@ -139,7 +142,7 @@ func (Status) EnumDescriptor() ([]byte, []int) {
 type Stage int32
 
 const (
-	Stage_STAGE_UNSPECIFIED Stage = 0
+	Stage_STAGE_UNSPECIFIED Stage = 0 // Never sent; refused.
 	Stage_STAGE_CONNECT     Stage = 1
 	Stage_STAGE_HELO        Stage = 2
 	Stage_STAGE_MAIL        Stage = 3
@@ -2669,12 +2672,13 @@ const file_switchyard_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x14TLSPublicKeyResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x18\n" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x14\n" +
-	"\x05login\x18\x03 \x01(\tR\x05login*U\n" +
+	"\x05login\x18\x03 \x01(\tR\x05login*f\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_TRANSPORT\x10\x01\x12\x12\n" +
 	"\x0eKIND_MECHANISM\x10\x02\x12\x0f\n" +
-	"\vKIND_POLICY\x10\x03*b\n" +
+	"\vKIND_POLICY\x10\x03\x12\x0f\n" +
+	"\vKIND_PLUGIN\x10\x04*b\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STATUS_DELIVERED\x10\x01\x12\x14\n" +
