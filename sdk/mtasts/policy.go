@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Mode is a policy's mode (RFC 8461 §3.2, §5).
@@ -97,7 +98,7 @@ func ParsePolicy(body []byte) (*Policy, error) {
 			}
 			p.MX = append(p.MX, v)
 		default:
-			if !validExtName(k) || v == "" {
+			if !validExtName(k) || !validPolicyExtValue(v) {
 				return nil, fmt.Errorf("%w: line %d: bad field %q", ErrPolicy, lineno, s)
 			}
 			p.Extensions = append(p.Extensions, Extension{Key: k, Value: v})
@@ -158,6 +159,24 @@ func (p *Policy) MatchMX(host string) bool {
 func isKnownField(k string) bool {
 	return k == "version" || k == "mode" || k == "max_age"
 }
+
+// validPolicyExtValue reports whether s is sts-policy-ext-value (§3.2):
+// visible ASCII or UTF-8 characters, spaces and tabs only between them. A
+// control character (an ESC for a terminal, a NUL) is refused, so that
+// extensions kept for logging are text.
+func validPolicyExtValue(s string) bool {
+	if s == "" || !utf8.ValidString(s) || isWSP(s[0]) || isWSP(s[len(s)-1]) {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < 0x21 && !isWSP(c) || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func isWSP(c byte) bool { return c == ' ' || c == '\t' }
 
 // validMXPattern reports whether s is ["*."] Domain (§3.2): dot-separated
 // labels of letters, digits and inner hyphens, with an optional trailing
