@@ -140,7 +140,9 @@ type MX struct {
 // LookupMX returns the MX records of domain sorted by preference, equal
 // preferences in random order (RFC 5321 §5.1). No records and no error means
 // the domain has none: the caller uses the domain itself (implicit MX,
-// RFC 5321 §5.1). A null MX gives ErrNullMX (RFC 7505 §3).
+// RFC 5321 §5.1). A null MX gives ErrNullMX (RFC 7505 §3). Records whose
+// target is not a host name are skipped; if no record remains, the error
+// wraps ErrTemporary.
 func (r *Resolver) LookupMX(ctx context.Context, domain string) ([]MX, Result, error) {
 	rrs, res, err := r.lookupName(ctx, domain, dns.TypeMX)
 	if err != nil {
@@ -149,13 +151,20 @@ func (r *Resolver) LookupMX(ctx context.Context, domain string) ([]MX, Result, e
 	var mxs []MX
 	for _, rr := range rrs {
 		mx := rr.(*dns.MX)
-		mxs = append(mxs, MX{Host: strings.ToLower(strings.TrimSuffix(mx.Mx, ".")), Pref: mx.Preference})
+		mxs = append(mxs, MX{Host: name(mx.Mx), Pref: mx.Preference})
 	}
 	if len(mxs) == 1 && mxs[0].Host == "" {
 		return nil, res, fmt.Errorf("%w: %s", ErrNullMX, res.Name)
 	}
 	// A "." next to other MX records breaks RFC 7505 §3; it names no host.
-	mxs = slices.DeleteFunc(mxs, func(mx MX) bool { return mx.Host == "" })
+	// Nor does a name with octets no host name has (RFC 5321 §2.3.5),
+	// which miekg/dns gives escaped (`mx\ a`, `\195\169`): such records
+	// are skipped, as Go's own resolver skips them.
+	mxs = slices.DeleteFunc(mxs, func(mx MX) bool { return !validName(mx.Host) })
+	if len(mxs) == 0 && len(rrs) > 0 {
+		// Not "no MX records": the implicit MX (RFC 5321 §5.1) does not apply.
+		return nil, res, fmt.Errorf("%w: %s: no mx record names a valid host", ErrTemporary, res.Name)
+	}
 	slices.SortStableFunc(mxs, func(a, b MX) int { return int(a.Pref) - int(b.Pref) })
 	for i := 0; i < len(mxs); {
 		j := i + 1
@@ -272,6 +281,12 @@ func (r *Resolver) lookup(ctx context.Context, fqdn string, qtype uint16) ([]dns
 		res.Authentic = res.Authentic && msg.AuthenticatedData
 		rrs, final := follow(msg.Answer, fqdn, qtype)
 		res.Name = name(final)
+		if !strings.EqualFold(final, fqdn) && !validName(res.Name) {
+			// The CNAME-expanded name is a reference identifier for DANE
+			// (RFC 7672 §2.2.2) and names the host to connect to: it must be
+			// a host name, not whatever octets a CNAME target holds.
+			return nil, res, fmt.Errorf("%w: cname to malformed name %q", ErrTemporary, res.Name)
+		}
 		if msg.Rcode == dns.RcodeNameError {
 			return nil, res, fmt.Errorf("%w: %s %s", ErrNotFound, res.Name, dns.TypeToString[qtype])
 		}
@@ -284,6 +299,27 @@ func (r *Resolver) lookup(ctx context.Context, fqdn string, qtype uint16) ([]dns
 		fqdn = final
 	}
 	return nil, res, fmt.Errorf("%w: cname loop or chain too long at %s", ErrTemporary, res.Name)
+}
+
+// validName reports whether name, lowercase without the trailing dot, is a
+// host name: labels of letters, digits and hyphens, or underscores as in
+// service labels ("_25._tcp"), of 1 to 63 octets, at most 253 in all
+// (RFC 1035 §2.3.4).
+func validName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(name, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for _, c := range []byte(l) {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // name returns fqdn lowercase without the trailing dot.
