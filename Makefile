@@ -7,7 +7,7 @@ EXAMPLE_BINS := $(addprefix bin/examples/,$(EXAMPLES))
 PROTO := sdk/proto/switchyard/plugin/v1/plugin.proto
 MODULE := github.com/switchyard-mta/switchyard
 
-.PHONY: all build run test bench proto clean $(PLUGIN_BINS) $(EXAMPLE_BINS) bin/mta
+.PHONY: all build run test bench fuzz proto clean $(PLUGIN_BINS) $(EXAMPLE_BINS) bin/mta
 
 all: build
 
@@ -33,6 +33,12 @@ test: build
 
 bench: build
 	$(GO) run ./test/bench
+
+# Runs every fuzz target (func FuzzXxx in any package) for FUZZTIME each, one
+# at a time; `make test` runs only their seed corpora.
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) bash .ci/fuzz
 
 # Regenerates sdk/pluginpb. Needs protoc (Debian: protobuf-compiler) and
 #   go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
