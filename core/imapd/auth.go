@@ -2,7 +2,6 @@ package imapd
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"log/slog"
 
@@ -25,6 +24,9 @@ var (
 	errAuthTooMany = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Too many failed authentications, try again later"}
 	errAuthzid     = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthorizationFailed, Text: "Acting as another user is not supported"}
 	errMechanism   = &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Unsupported authentication mechanism"}
+	// RFC 9051 §6.2.2: a response that cannot be decoded is answered BAD.
+	errSASLMalformed = &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: "Malformed SASL response"}
+	errSASLTooLong   = &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeTooBig, Text: "SASL response too long"}
 )
 
 // Login is LOGIN (RFC 9051 §6.2.3); go-imap refuses it before TLS.
@@ -48,7 +50,15 @@ func (s *session) AuthenticateMechanisms() []string {
 // the initial response of SASL-IR (RFC 4959), and answers a client's
 // cancel ("*") with BAD itself, without telling the session: the
 // abandoned exchange ends with the next AUTHENTICATE or the session.
-func (s *session) Authenticate(mech string) (srv gosasl.Server, rerr error) {
+func (s *session) Authenticate(mech string) (gosasl.Server, error) {
+	srv, err := s.startAuthenticate(mech)
+	if err != nil {
+		return nil, err
+	}
+	return framedSASL{srv, s.fr}, nil
+}
+
+func (s *session) startAuthenticate(mech string) (srv gosasl.Server, rerr error) {
 	defer s.begin(&rerr)()
 	s.endExchange()
 	ss := s.srv.cfg.SASL
@@ -86,6 +96,29 @@ func (s *session) Authenticate(mech string) (srv gosasl.Server, rerr error) {
 	}
 	s.exchange, s.attempt = ex, att
 	return imapExchange{ex}, nil
+}
+
+// framedSASL tells the framer when go-imap reads a response line, which is
+// not a command, and refuses the lines the framer found too long; its
+// mechanisms' own errors for malformed responses become BAD.
+type framedSASL struct {
+	gosasl.Server
+	fr *framer
+}
+
+func (x framedSASL) Next(response []byte) ([]byte, bool, error) {
+	if x.fr.saslTooLong.Swap(false) {
+		return nil, true, errSASLTooLong
+	}
+	challenge, done, err := x.Server.Next(response)
+	var imapErr *imap.Error
+	switch {
+	case err != nil && !errors.As(err, &imapErr):
+		return nil, true, errSASLMalformed
+	case err == nil && !done:
+		x.fr.saslLine.Store(true)
+	}
+	return challenge, done, err
 }
 
 // plainServer runs PLAIN (RFC 4616 §2: authzid NUL authcid NUL passwd).
@@ -204,6 +237,7 @@ func (s *session) authSucceeded(log *slog.Logger, att *authlimit.Attempt, accoun
 	}
 	att.Succeeded()
 	s.account = a
+	s.fr.authenticated.Store(true)
 	s.log = s.log.With(slog.String("account", account))
 	log.Info("authenticated", slog.String("account", account), slog.Bool("tls", s.isTLS()))
 	return nil
@@ -211,6 +245,5 @@ func (s *session) authSucceeded(log *slog.Logger, att *authlimit.Attempt, accoun
 
 // isTLS reports whether the connection is TLS: imaps, or after STARTTLS.
 func (s *session) isTLS() bool {
-	_, ok := s.ic.NetConn().(*tls.Conn)
-	return ok
+	return s.fr.isTLS()
 }

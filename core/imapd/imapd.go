@@ -61,6 +61,10 @@ const authTimeout = 30 * time.Second
 // field, as go-imap's limit for a command line.
 const defaultHandshakeTimeout = 30 * time.Second
 
+// defaultGreetingTimeout is the first command line's limit for a zero
+// Config field.
+const defaultGreetingTimeout = 30 * time.Second
+
 // Config is what a Server needs; the caller fills it from config.Config.
 //
 // Timeouts are go-imap's and fixed: 30 s for a command line before login,
@@ -80,7 +84,12 @@ type Config struct {
 	// which go-imap does not: it would wait for a silent client forever.
 	// Zero: 30 s.
 	HandshakeTimeout time.Duration
-	Log              *slog.Logger // Nil: discard.
+	// GreetingTimeout bounds the time from connecting to the end of the
+	// first command line, the TLS handshake of imaps connections
+	// included: a client that sends nothing, or a byte now and then, is
+	// told BYE [UNAVAILABLE] and cut off. Zero: 30 s.
+	GreetingTimeout time.Duration
+	Log             *slog.Logger // Nil: discard.
 	Accounts         Accounts
 	Auth             PasswordChecker
 	// AuthLimit slows down and shuts out addresses failing to log in;
@@ -101,10 +110,19 @@ type PasswordChecker = sasl.Passwords
 
 // Server serves one listener. Serve may be called with several
 // net.Listeners.
+//
+// Connections run through a framer (framer.go), which keeps over-long and
+// malformed commands from go-imap. The framer does STARTTLS itself: go-imap
+// would put TLS below it. So an imap listener has two go-imap servers, one
+// for the plaintext part of a connection, which announces STARTTLS and
+// LOGINDISABLED, and one for TLS connections, which allows
+// authentication; an imaps listener has the second only.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	imap   *imapserver.Server
+	cfg     Config
+	log     *slog.Logger
+	plain   *imapserver.Server // Nil on imaps listeners.
+	tls     *imapserver.Server
+	handoff *handoff // Connections from plain to tls after STARTTLS; nil on imaps listeners.
 	ctx    context.Context // Canceled by Close: ends IDLE and auth waits.
 	cancel context.CancelFunc
 }
@@ -143,6 +161,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Accounts == nil || cfg.Auth == nil || cfg.Store == nil {
 		return nil, errors.New("imapd: Accounts, Auth and Store are required")
 	}
+	if cfg.GreetingTimeout <= 0 {
+		cfg.GreetingTimeout = defaultGreetingTimeout
+	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = defaultHandshakeTimeout
 	}
@@ -159,16 +180,16 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: log}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 
-	opts := &imapserver.Options{
-		NewSession:   s.newSession,
-		Caps:         capabilities,
-		Logger:       errorLog{log},
-		InsecureAuth: false, // LOGINDISABLED until TLS (RFC 9051 §6.2.3).
-	}
+	// The TLS server's connections are all TLS, which it cannot see
+	// below the framer: InsecureAuth only says so.
+	s.tls = imapserver.New(&imapserver.Options{NewSession: s.newSession, Caps: capabilities, Logger: errorLog{log}, InsecureAuth: true})
 	if cfg.Listener.Kind == config.KindIMAP {
-		opts.TLSConfig = cfg.TLS // STARTTLS; imaps connections are TLS already.
+		// STARTTLS is announced, and done by the framer; LOGINDISABLED
+		// until TLS (RFC 9051 §6.2.3).
+		s.plain = imapserver.New(&imapserver.Options{NewSession: s.newSession, Caps: capabilities, Logger: errorLog{log}, TLSConfig: cfg.TLS})
+		s.handoff = newHandoff()
+		go s.tls.Serve(s.handoff)
 	}
-	s.imap = imapserver.New(opts)
 	return s, nil
 }
 
@@ -183,10 +204,11 @@ func (s *Server) Serve(l net.Listener) error {
 	// imaps listener first needs the TLS handshake.
 	cl.InitialReadTimeout = s.cfg.HandshakeTimeout
 	l = cl
+	srv := s.plain
 	if s.cfg.Listener.Kind == config.KindIMAPS {
-		l = tls.NewListener(l, s.cfg.TLS)
+		l, srv = tls.NewListener(l, s.cfg.TLS), s.tls
 	}
-	if err := s.imap.Serve(l); err != nil {
+	if err := srv.Serve(framerListener{l, s}); err != nil {
 		return fmt.Errorf("imapd: listener %s: %w", s.cfg.Listener.Name, err)
 	}
 	return nil
@@ -207,7 +229,11 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.cancel()
-	return s.imap.Close()
+	if s.plain != nil {
+		s.handoff.Close()
+		s.plain.Close()
+	}
+	return s.tls.Close()
 }
 
 // errorLog passes go-imap's own messages to the server's logger: recovered

@@ -31,6 +31,7 @@ var (
 type session struct {
 	srv  *Server
 	ic   *imapserver.Conn
+	fr   *framer
 	conn *clientconn.Conn
 	log  *slog.Logger // With cid and remote, then account.
 
@@ -57,12 +58,12 @@ var (
 )
 
 func (s *Server) newSession(ic *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-	c, ok := clientconn.Of(ic.NetConn())
+	v, ok := ic.NetConn().(*frameConn)
 	if !ok {
 		s.log.Error("session on a connection not from Serve", slog.String("remote", ic.NetConn().RemoteAddr().String()))
 		return nil, nil, errInternal
 	}
-	return &session{srv: s, ic: ic, conn: c, log: c.Log}, nil, nil
+	return &session{srv: s, ic: ic, fr: v.f, conn: v.f.client, log: v.f.log}, nil, nil
 }
 
 // ctx is the context of store calls: canceled when the server closes.
