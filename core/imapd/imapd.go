@@ -90,8 +90,8 @@ type Config struct {
 	// told BYE [UNAVAILABLE] and cut off. Zero: 30 s.
 	GreetingTimeout time.Duration
 	Log             *slog.Logger // Nil: discard.
-	Accounts         Accounts
-	Auth             PasswordChecker
+	Accounts        Accounts
+	Auth            PasswordChecker
 	// AuthLimit slows down and shuts out addresses failing to log in;
 	// share one among listeners. Nil: no limit.
 	AuthLimit *authlimit.Limiter
@@ -122,9 +122,9 @@ type Server struct {
 	log     *slog.Logger
 	plain   *imapserver.Server // Nil on imaps listeners.
 	tls     *imapserver.Server
-	handoff *handoff // Connections from plain to tls after STARTTLS; nil on imaps listeners.
-	ctx    context.Context // Canceled by Close: ends IDLE and auth waits.
-	cancel context.CancelFunc
+	handoff *handoff        // Connections from plain to tls after STARTTLS; nil on imaps listeners.
+	ctx     context.Context // Canceled by Close: ends IDLE and auth waits.
+	cancel  context.CancelFunc
 }
 
 // capabilities are announced once logged in; go-imap adds IDLE, ENABLE,

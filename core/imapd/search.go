@@ -27,11 +27,34 @@ import (
 // and US-ASCII are compared undecoded). Dates compare by day, ignoring
 // time and zone (RFC 9051 §6.4.4). \Recent is never set, so NEW matches
 // nothing and OLD everything.
+// maxSearchDepth bounds the nesting of NOT and OR keys, which the matching
+// recurses; the framer bounds parenthesized lists.
+const maxSearchDepth = 100
+
+// searchDepth returns the nesting depth of cr's NOT and OR keys, stopping
+// past maxSearchDepth.
+func searchDepth(cr *imap.SearchCriteria, depth int) int {
+	if depth > maxSearchDepth {
+		return depth
+	}
+	deepest := depth
+	for i := range cr.Not {
+		deepest = max(deepest, searchDepth(&cr.Not[i], depth+1))
+	}
+	for i := range cr.Or {
+		deepest = max(deepest, searchDepth(&cr.Or[i][0], depth+1), searchDepth(&cr.Or[i][1], depth+1))
+	}
+	return deepest
+}
+
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (data *imap.SearchData, err error) {
 	defer s.begin(&err)()
 	v := s.view
 	if v == nil {
 		return nil, errNoMailbox
+	}
+	if searchDepth(criteria, 0) > maxSearchDepth {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeLimit, Text: "Search criteria nested too deeply"}
 	}
 	msgs, err := v.Messages(s.ctx(), nil)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -135,6 +136,10 @@ func (s *session) storeError(op string, err error, noMailbox imap.ResponseCode) 
 		return no(imap.ResponseCodeCannot, clientText(err))
 	case errors.Is(err, context.Canceled):
 		return errShutdown
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// The server's disk, not the account's quota: RFC 5530 §3 LIMIT.
+		s.log.Warn(op+": storage full", slog.Any("err", err))
+		return no(imap.ResponseCodeLimit, "Server storage full, try again later")
 	}
 	s.log.Error(op, slog.Any("err", err))
 	return errInternal
