@@ -47,6 +47,9 @@ const (
 // does not log.
 var errFramerClosed = fmt.Errorf("imapd: connection ended by the framer: %w", net.ErrClosed)
 
+// errHandedOff ends the plain server's reading after STARTTLS.
+var errHandedOff = errors.New("imapd: connection handed to the TLS server")
+
 // framer stands between a client connection and go-imap's reader. It
 // frames the client's input into commands: lines, with the literals they
 // announce (RFC 9051 §4.3: "{n}" synchronizing, "{n+}" not, RFC 7888), and
@@ -76,6 +79,7 @@ type framer struct {
 	greetBy  time.Time // Deadline for the first command line; zero after it.
 	readBy   time.Time // go-imap's read deadline.
 	doneLine bool      // The next line ends IDLE.
+	err      error     // Of the last read; it ended the reading.
 	cmd      command
 
 	mu       sync.Mutex // Guards the fields below and serializes writes.
@@ -131,10 +135,19 @@ func (f *framer) isTLS() bool {
 	return f.tls != nil
 }
 
-// read serves go-imap's reads: what fill has passed on.
+// read serves go-imap's reads: what fill has passed on. An error ends
+// the reading for good: what the framer has buffered must not reach
+// go-imap as commands after it refused or ended the session.
 func (f *framer) read(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
 	for len(f.ready) == 0 {
-		if err := f.fill(); err != nil {
+		err := f.fill()
+		if errors.Is(err, errHandedOff) {
+			return 0, io.EOF // For the plain server; the TLS one reads on.
+		} else if err != nil {
+			f.err = err
 			return 0, err
 		}
 	}
@@ -391,7 +404,7 @@ func (f *framer) startTLS(tag string) error {
 		tc.Close()
 		return errFramerClosed
 	}
-	return io.EOF // The plain server's session ends.
+	return errHandedOff
 }
 
 // status returns what go-imap wrote for the command being framed.

@@ -353,3 +353,55 @@ func TestSTARTTLSDropsPipelined(t *testing.T) {
 	}
 	ts.noMailbox(t, "INJ")
 }
+
+// FuzzCommand sends arbitrary bytes as a client's input to a real server,
+// logged in with a mailbox selected unless the input starts with "-", then
+// ends its side of the connection. The server must answer without
+// SERVERBUG, log no error (a panic included), run no command that the
+// seeds' attacks hide (INJ), and close the connection.
+func FuzzCommand(f *testing.F) {
+	for _, seed := range []string{
+		"a NOOP\r\n",
+		"a SEARCH TEXT {5}\r\nhello TEXT \"x\"\r\n",
+		"a SEARCH TEXT {5+}\r\nhello\r\n",
+		"a APPEND INBOX (\\Seen) {12+}\r\nSubject: x\r\n\r\n",
+		"a APPEND INBOX {4000000000+}\r\nc CREATE INJ\r\n",
+		"a CREATE {5000+}\r\nc CREATE INJ\r\n",
+		"a NOOP {14+}\r\nc CREATE INJ\r\n",
+		"a IDLE\r\n" + strings.Repeat("X", 4096) + "c CREATE INJ\r\n",
+		"a FETCH 1:* (BODY[HEADER.FIELDS (X Y)] FLAGS)\r\n",
+		"a FETCH 0 FLAGS\r\na UID STORE 1 +FLAGS (\\Deleted)\r\n",
+		"a SEARCH " + strings.Repeat("(", 200) + "ALL" + strings.Repeat(")", 200) + "\r\n",
+		"a SEARCH " + strings.Repeat("NOT ", 200) + "ALL\r\n",
+		overflow(0, "b SEARCH TEXT ", "A", "c CREATE INJ") + "\r\n",
+		"-a AUTHENTICATE PLAIN\r\n" + strings.Repeat("QUFB", 2000) + "\r\n",
+		"-a AUTHENTICATE PLAIN !!!\r\nb LOGIN alice secret\r\n",
+		"-a STARTTLS\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	ts := startServer(f, config.KindIMAPS, nil)
+	ts.deliver(f, "alice", "INBOX", testMsg, store.DeliverOptions{})
+	f.Fuzz(func(t *testing.T, input []byte) {
+		logged := len(ts.logs.String())
+		var r *raw
+		if len(input) > 0 && input[0] == '-' {
+			r, _ = ts.dialRaw(t)
+			input = input[1:]
+		} else {
+			r = ts.rawLogin(t)
+			r.ok("SELECT INBOX")
+		}
+		tc := r.nc.(*tls.Conn)
+		go func() {
+			tc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			tc.Write(input)
+			tc.CloseWrite()
+		}()
+		noServerBug(t, r.expectClosed())
+		if l := ts.logs.String()[logged:]; strings.Contains(l, "level=ERROR") {
+			t.Fatalf("error logged:\n%s", l)
+		}
+		ts.noMailbox(t, "INJ")
+	})
+}

@@ -30,9 +30,9 @@ const testHost = "imap.example.test"
 // once per test binary.
 var testCert = testcert.Once(testHost)
 
-func serverTLS(t *testing.T) *tls.Config { return testCert(t).ServerConfig() }
+func serverTLS(t testing.TB) *tls.Config { return testCert(t).ServerConfig() }
 
-func clientTLS(t *testing.T) *tls.Config { return testCert(t).ClientConfig() }
+func clientTLS(t testing.TB) *tls.Config { return testCert(t).ClientConfig() }
 
 // fakeAccounts: alice (login "alice" or alice@example.org) and bob (bob or
 // bob@example.org).
@@ -91,7 +91,7 @@ const bobQuota = 2000
 
 // startServer serves a listener of kind on 127.0.0.1:0 with a fresh
 // mailbox store until the test ends.
-func startServer(t *testing.T, kind string, modify func(*Config)) *testServer {
+func startServer(t testing.TB, kind string, modify func(*Config)) *testServer {
 	t.Helper()
 	pw, err := passwords()
 	if err != nil {
@@ -145,7 +145,7 @@ func startServer(t *testing.T, kind string, modify func(*Config)) *testServer {
 }
 
 // account returns a test account's mailboxes.
-func (ts *testServer) account(t *testing.T, name string) *store.Account {
+func (ts *testServer) account(t testing.TB, name string) *store.Account {
 	t.Helper()
 	a, err := ts.store.Account(name)
 	if err != nil {
@@ -156,7 +156,7 @@ func (ts *testServer) account(t *testing.T, name string) *store.Account {
 
 // deliver delivers msg to a mailbox of an account as the SMTP listener
 // does, and returns its UID.
-func (ts *testServer) deliver(t *testing.T, account, mailbox, msg string, opts store.DeliverOptions) store.UID {
+func (ts *testServer) deliver(t testing.TB, account, mailbox, msg string, opts store.DeliverOptions) store.UID {
 	t.Helper()
 	in, err := ts.store.NewIncoming(strings.NewReader(msg))
 	if err != nil {
