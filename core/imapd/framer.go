@@ -259,8 +259,15 @@ func (f *framer) commandLine() error {
 	}
 	size, sync, hasLit := c.scan.literal()
 	switch {
+	case first && bytes.IndexByte([]byte(c.tag), '+') >= 0:
+		// RFC 9051 §9: tag excludes "+", which go-imap reads as an atom;
+		// its tagged responses would read as continuation requests.
+		c.tag = ""
+		return f.refuse(first, "CLIENTBUG", "Invalid tag", hasLit, sync, size)
 	case long:
 		return f.refuse(first, "TOOBIG", "Command line too long", hasLit, sync, size)
+	case c.scan.unterminated:
+		return f.refuse(first, "CLIENTBUG", "Quoted string not terminated", hasLit, sync, size)
 	case c.scan.maxDepth > maxNesting:
 		return f.refuse(first, "LIMIT", "Command nested too deeply", hasLit, sync, size)
 	case hasLit && f.literalTooBig(line, first, sync, size):
@@ -615,6 +622,10 @@ func (w *outWatch) endLine(l []byte) {
 // announcement would be.
 type lineScan struct {
 	quoted, escaped bool
+	// unterminated: a quoted string ran to the end of the line, which
+	// go-imap would read on into the next (RFC 9051 §4.3: no CR or LF in
+	// a quoted string).
+	unterminated    bool
 	depth, maxDepth int
 	tail            []byte
 }
@@ -625,10 +636,13 @@ func (sc *lineScan) feed(b []byte) {
 		case sc.escaped:
 			sc.escaped = false
 		case sc.quoted:
-			if c == '\\' {
+			switch c {
+			case '\\':
 				sc.escaped = true
-			} else if c == '"' || c == '\n' {
+			case '"':
 				sc.quoted = false
+			case '\n':
+				sc.quoted, sc.unterminated = false, true
 			}
 		case c == '"':
 			sc.quoted = true

@@ -357,8 +357,9 @@ func TestSTARTTLSDropsPipelined(t *testing.T) {
 // FuzzCommand sends arbitrary bytes as a client's input to a real server,
 // logged in with a mailbox selected unless the input starts with "-", then
 // ends its side of the connection. The server must answer without
-// SERVERBUG, log no error (a panic included), run no command that the
-// seeds' attacks hide (INJ), and close the connection.
+// SERVERBUG, log no error (a panic included), and close the connection.
+// (That hidden commands do not run, the tests above check: here a
+// mutation may well make one a command of its own.)
 func FuzzCommand(f *testing.F) {
 	for _, seed := range []string{
 		"a NOOP\r\n",
@@ -402,6 +403,5 @@ func FuzzCommand(f *testing.F) {
 		if l := ts.logs.String()[logged:]; strings.Contains(l, "level=ERROR") {
 			t.Fatalf("error logged:\n%s", l)
 		}
-		ts.noMailbox(t, "INJ")
 	})
 }
