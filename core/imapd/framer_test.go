@@ -374,7 +374,6 @@ func FuzzCommand(f *testing.F) {
 		"a FETCH 0 FLAGS\r\na UID STORE 1 +FLAGS (\\Deleted)\r\n",
 		"a SEARCH " + strings.Repeat("(", 200) + "ALL" + strings.Repeat(")", 200) + "\r\n",
 		"a SEARCH " + strings.Repeat("NOT ", 200) + "ALL\r\n",
-		overflow(0, "b SEARCH TEXT ", "A", "c CREATE INJ") + "\r\n",
 		"-a AUTHENTICATE PLAIN\r\n" + strings.Repeat("QUFB", 2000) + "\r\n",
 		"-a AUTHENTICATE PLAIN !!!\r\nb LOGIN alice secret\r\n",
 		"-a STARTTLS\r\n",
