@@ -103,7 +103,7 @@ func deliverResultFromProto(p *pb.DeliverResult) (*DeliverResult, error) {
 }
 
 func connToProto(c ConnInfo) *pb.ConnInfo {
-	p := &pb.ConnInfo{Protocol: c.Protocol, Listener: c.Listener, LocalAddr: c.LocalAddr, RemoteAddr: c.RemoteAddr}
+	p := &pb.ConnInfo{Protocol: c.Protocol, Listener: c.Listener, LocalAddr: c.LocalAddr, RemoteAddr: c.RemoteAddr, OfferedMechanisms: c.Offered}
 	if t := c.TLS; t != nil {
 		p.Tls = &pb.TLSInfo{
 			Version:           uint32(t.Version),
@@ -120,7 +120,7 @@ func connToProto(c ConnInfo) *pb.ConnInfo {
 }
 
 func connFromProto(p *pb.ConnInfo) ConnInfo {
-	c := ConnInfo{Protocol: p.GetProtocol(), Listener: p.GetListener(), LocalAddr: p.GetLocalAddr(), RemoteAddr: p.GetRemoteAddr()}
+	c := ConnInfo{Protocol: p.GetProtocol(), Listener: p.GetListener(), LocalAddr: p.GetLocalAddr(), RemoteAddr: p.GetRemoteAddr(), Offered: p.GetOfferedMechanisms()}
 	if t := p.GetTls(); t != nil {
 		c.TLS = &TLSInfo{
 			Version:        uint16(t.GetVersion()),

@@ -90,6 +90,11 @@ type ConnInfo struct {
 	LocalAddr  string
 	RemoteAddr string
 	TLS        *TLSInfo // Nil without TLS.
+	// Offered are the SASL mechanisms the core offered on this connection,
+	// in order, when a mechanism starts: how SCRAM tells a client's
+	// downgrade from a server that offers no -PLUS (RFC 5802 §6). Nil
+	// outside authentication.
+	Offered []string
 }
 
 // TLSInfo is the TLS state of a client connection, including channel binding

@@ -122,13 +122,19 @@ type OrderError struct {
 func (e *OrderError) Error() string { return e.Name + ": " + e.Msg }
 
 // strength ranks the mechanisms Switchyard's plugins serve, strongest first:
-// channel binding (RFC 5802 §6) over none, SHA-256 (RFC 7677) over SHA-1,
-// SCRAM over CRAM-MD5, whose server secret is password-equivalent.
-var strength = []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1", "CRAM-MD5"}
+// SHA-256 (RFC 7677) over SHA-1, SCRAM over CRAM-MD5, whose server secret is
+// password-equivalent.
+var strength = []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5"}
 
 // Default returns the default order of the served mechanisms: those ranked
 // by strength first, then any other in name order, then the built-in PLAIN
-// and LOGIN, which send the password itself.
+// and LOGIN, which send the password itself. The channel-binding -PLUS
+// variants are left out: clients pick the strongest mechanism offered, and
+// common ones (GNU SASL in neomutt and msmtp, before tls-exporter support)
+// then fail over TLS 1.3, where only tls-exporter binds (RFC 9266). An
+// operator lists them in [auth] mechanisms to offer them; SCRAM without
+// binding is still safe against a downgrade, as the plugin sees what was
+// offered (sdk.ConnInfo.Offered).
 func Default(served []string) []string {
 	var order []string
 	for _, m := range strength {
@@ -138,7 +144,7 @@ func Default(served []string) []string {
 	}
 	var rest []string
 	for _, m := range served {
-		if !slices.Contains(strength, m) && !slices.Contains(rest, m) && m != Plain && m != Login {
+		if !slices.Contains(strength, m) && !slices.Contains(rest, m) && m != Plain && m != Login && !strings.HasSuffix(m, "-PLUS") {
 			rest = append(rest, m)
 		}
 	}
@@ -166,15 +172,6 @@ func Order(configured, served []string) ([]string, error) {
 				msg += " (served: " + strings.Join(served, ", ") + "; built in: PLAIN, LOGIN)"
 			}
 			errs = append(errs, &OrderError{Index: i, Name: m, Msg: msg})
-		}
-	}
-	// A plugin cannot see what was offered, and takes a client's "y" over
-	// TLS for a downgrade (RFC 5802 §6): -PLUS must be offered with its
-	// base mechanism wherever a plugin serves it (auth-scram's contract).
-	for i, m := range configured {
-		plus := m + "-PLUS"
-		if slices.Contains(served, plus) && !slices.Contains(configured, plus) {
-			errs = append(errs, &OrderError{Index: i, Name: m, Msg: fmt.Sprintf("listed without %s, which its plugin serves: list both, or clients that can bind to TLS are refused as downgrades (RFC 5802 §6)", plus)})
 		}
 	}
 	if len(errs) > 0 {
@@ -223,7 +220,8 @@ type Outcome struct {
 type Finish func(Outcome) error
 
 // Start begins an exchange of plugin mechanism mech on a connection, which
-// must be offered on it. finish is called once, with the outcome, from the
+// must be offered on it; the plugin sees in conn.Offered what is. finish
+// is called once, with the outcome, from the
 // Next that ends the exchange; Next returns its error. Abandoning an
 // exchange (client cancel, disconnect) needs Close.
 func (s *Server) Start(ctx context.Context, mech string, conn sdk.ConnInfo, finish Finish) (*Exchange, error) {
@@ -234,6 +232,7 @@ func (s *Server) Start(ctx context.Context, mech string, conn sdk.ConnInfo, fini
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, mech, err)
 	}
+	conn.Offered = s.Mechanisms(conn.TLS != nil)
 	e := &Exchange{mech: mech, finish: finish, stepTimeout: s.stepTimeout}
 	e.ctx, e.cancel = context.WithTimeout(ctx, s.exTimeout)
 	err = e.call(func() (err error) {

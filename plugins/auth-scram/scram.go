@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -178,6 +179,17 @@ func (e *exchange) Next(ctx context.Context, resp []byte) (challenge []byte, out
 	}
 }
 
+// plusOffered reports whether the -PLUS variant of the exchange's
+// mechanism was offered on its connection. A core that does not say what it
+// offered (conn.Offered nil) is taken to offer -PLUS wherever there is TLS,
+// the strict reading.
+func (e *exchange) plusOffered() bool {
+	if e.conn.Offered == nil {
+		return e.conn.TLS != nil
+	}
+	return slices.Contains(e.conn.Offered, e.mech+"-PLUS")
+}
+
 // clientFirst checks the GS2 header against the mechanism and connection,
 // looks up the user and answers the server-first-message.
 func (e *exchange) clientFirst(ctx context.Context, msg string) ([]byte, *sdk.AuthOutcome, error) {
@@ -190,9 +202,9 @@ func (e *exchange) clientFirst(ctx context.Context, msg string) ([]byte, *sdk.Au
 		if e.plus {
 			return nil, e.fail(fmt.Sprintf("%s with GS2 flag %q: -PLUS requires channel binding (RFC 5802 §6)", e.mech, flag)), nil
 		}
-		if flag == "y" && e.conn.TLS != nil {
-			// The client binds but saw no -PLUS, which we offer over TLS.
-			return nil, e.fail("downgrade: GS2 flag \"y\" over TLS, where -PLUS is offered (RFC 5802 §6)"), nil
+		if flag == "y" && e.plusOffered() {
+			// The client binds but saw no -PLUS, which was offered.
+			return nil, e.fail("downgrade: GS2 flag \"y\" where " + e.mech + "-PLUS is offered (RFC 5802 §6)"), nil
 		}
 		e.conv = srv.NewConversation()
 	case strings.HasPrefix(flag, "p="):

@@ -98,6 +98,7 @@ type attempt struct {
 	tls         *sdk.TLSInfo         // The server's view of the channel.
 	noInitial   bool                 // Send client-first after an empty challenge.
 	tamperFinal func(string) string
+	offered     []string // sdk.ConnInfo.Offered; nil: the core did not say.
 }
 
 // login runs a with xdg-go/scram's client against the plugin over RPC. It
@@ -120,7 +121,7 @@ func (f *fixture) login(t *testing.T, a attempt) (*sdk.AuthOutcome, string) {
 	case "p":
 		conv = client.NewConversationWithChannelBinding(a.cb)
 	}
-	ex, err := f.c.Mechanism().Start(ctx, a.mech, sdk.ConnInfo{Protocol: "smtp", RemoteAddr: "127.0.0.1:2525", TLS: a.tls})
+	ex, err := f.c.Mechanism().Start(ctx, a.mech, sdk.ConnInfo{Protocol: "smtp", RemoteAddr: "127.0.0.1:2525", TLS: a.tls, Offered: a.offered})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -203,6 +204,9 @@ func TestLogin(t *testing.T) {
 			row{plus + " tampered tls-server-end-point", attempt{mech: plus, flag: "p", tls: tls12, cb: binding(endpoint, tls13.ServerEndPoint)}, "channel binding mismatch"},
 			row{base + " downgrade y over TLS 1.3", attempt{mech: base, flag: "y", tls: tls13}, "downgrade"},
 			row{base + " downgrade y over TLS 1.2", attempt{mech: base, flag: "y", tls: tls12}, "downgrade"},
+			row{base + " downgrade y where -PLUS offered", attempt{mech: base, flag: "y", tls: tls13, offered: []string{plus, base}}, "downgrade"},
+			// The default offers no -PLUS: a client able to bind says so with y.
+			row{base + " y over TLS where no -PLUS offered", attempt{mech: base, flag: "y", tls: tls13, offered: []string{base, "PLAIN"}}, ""},
 			row{plus + " without TLS", attempt{mech: plus, flag: "p", cb: binding(exporter, tls13.Exporter)}, "without TLS"},
 			row{plus + " with flag n", attempt{mech: plus, flag: "n", tls: tls13}, "requires channel binding"},
 			row{plus + " with flag y", attempt{mech: plus, flag: "y", tls: tls13}, "requires channel binding"},

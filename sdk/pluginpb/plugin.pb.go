@@ -1464,14 +1464,17 @@ func (x *TLSUse) GetCipher() string {
 }
 
 type ConnInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Protocol      string                 `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"` // "smtp" or "imap"
-	Listener      string                 `protobuf:"bytes,2,opt,name=listener,proto3" json:"listener,omitempty"`
-	LocalAddr     string                 `protobuf:"bytes,3,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
-	RemoteAddr    string                 `protobuf:"bytes,4,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
-	Tls           *TLSInfo               `protobuf:"bytes,5,opt,name=tls,proto3" json:"tls,omitempty"` // Absent without TLS.
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Protocol   string                 `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"` // "smtp" or "imap"
+	Listener   string                 `protobuf:"bytes,2,opt,name=listener,proto3" json:"listener,omitempty"`
+	LocalAddr  string                 `protobuf:"bytes,3,opt,name=local_addr,json=localAddr,proto3" json:"local_addr,omitempty"`
+	RemoteAddr string                 `protobuf:"bytes,4,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	Tls        *TLSInfo               `protobuf:"bytes,5,opt,name=tls,proto3" json:"tls,omitempty"` // Absent without TLS.
+	// SASL mechanisms the core offered on this connection, in order; empty
+	// outside authentication.
+	OfferedMechanisms []string `protobuf:"bytes,6,rep,name=offered_mechanisms,json=offeredMechanisms,proto3" json:"offered_mechanisms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ConnInfo) Reset() {
@@ -1535,6 +1538,13 @@ func (x *ConnInfo) GetRemoteAddr() string {
 func (x *ConnInfo) GetTls() *TLSInfo {
 	if x != nil {
 		return x.Tls
+	}
+	return nil
+}
+
+func (x *ConnInfo) GetOfferedMechanisms() []string {
+	if x != nil {
+		return x.OfferedMechanisms
 	}
 	return nil
 }
@@ -2587,7 +2597,7 @@ const file_switchyard_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x1aVERIFICATION_OPPORTUNISTIC\x10\x01\x12\x15\n" +
 	"\x11VERIFICATION_PKIX\x10\x02\x12\x18\n" +
 	"\x14VERIFICATION_MTA_STS\x10\x03\x12\x15\n" +
-	"\x11VERIFICATION_DANE\x10\x04\"\xb3\x01\n" +
+	"\x11VERIFICATION_DANE\x10\x04\"\xe2\x01\n" +
 	"\bConnInfo\x12\x1a\n" +
 	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x1a\n" +
 	"\blistener\x18\x02 \x01(\tR\blistener\x12\x1d\n" +
@@ -2595,7 +2605,8 @@ const file_switchyard_plugin_v1_plugin_proto_rawDesc = "" +
 	"local_addr\x18\x03 \x01(\tR\tlocalAddr\x12\x1f\n" +
 	"\vremote_addr\x18\x04 \x01(\tR\n" +
 	"remoteAddr\x12/\n" +
-	"\x03tls\x18\x05 \x01(\v2\x1d.switchyard.plugin.v1.TLSInfoR\x03tls\"\xe4\x01\n" +
+	"\x03tls\x18\x05 \x01(\v2\x1d.switchyard.plugin.v1.TLSInfoR\x03tls\x12-\n" +
+	"\x12offered_mechanisms\x18\x06 \x03(\tR\x11offeredMechanisms\"\xe4\x01\n" +
 	"\aTLSInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vserver_name\x18\x02 \x01(\tR\n" +

@@ -29,7 +29,7 @@ import (
 func startIMAPSASLServer(t *testing.T) *mtatest.Server {
 	t.Helper()
 	bin := binaries(t)
-	return startServer(t, setup{IMAP: true, Rest: fmt.Sprintf("[plugins.auth-scram]\npath = %q\n[plugins.auth-crammd5]\npath = %q\n",
+	return startServer(t, setup{IMAP: true, Rest: allMechanismsAuth + fmt.Sprintf("[plugins.auth-scram]\npath = %q\n[plugins.auth-crammd5]\npath = %q\n",
 		bin.Plugins["auth-scram"], bin.Plugins["auth-crammd5"]) + defaultRest})
 }
 

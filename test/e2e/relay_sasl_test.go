@@ -47,8 +47,12 @@ func TestRelaySubmissionSASL(t *testing.T) {
 		scram []string
 	}{
 		// TLS 1.3, so -PLUS binds with tls-exporter (RFC 9266).
-		{"strongest", "", allMechanisms, "SCRAM-SHA-256-PLUS",
+		{"strongest", allMechanismsAuth, allMechanisms, "SCRAM-SHA-256-PLUS",
 			[]string{"mechanism=SCRAM-SHA-256-PLUS", "binding=tls-exporter", "login=bob@b.example", "result=success"}},
+		// The default offers no -PLUS; the transport, able to bind, says so
+		// with GS2 "y", which is no downgrade here (RFC 5802 §6).
+		{"default", "", "SCRAM-SHA-256 SCRAM-SHA-1 CRAM-MD5 PLAIN LOGIN", "SCRAM-SHA-256",
+			[]string{"mechanism=SCRAM-SHA-256", "login=bob@b.example", "result=success"}},
 		{"plain-only", "[auth]\nmechanisms = [\"PLAIN\"]\n", "PLAIN", "PLAIN", nil},
 	}
 	for _, tc := range tests {

@@ -31,9 +31,13 @@ const allMechanisms = "SCRAM-SHA-256-PLUS SCRAM-SHA-256 SCRAM-SHA-1-PLUS SCRAM-S
 func startSASLServer(t *testing.T) *mtatest.Server {
 	t.Helper()
 	bin := binaries(t)
-	return startServer(t, setup{Rest: fmt.Sprintf("[plugins.auth-scram]\npath = %q\n[plugins.auth-crammd5]\npath = %q\n",
+	return startServer(t, setup{Rest: allMechanismsAuth + fmt.Sprintf("[plugins.auth-scram]\npath = %q\n[plugins.auth-crammd5]\npath = %q\n",
 		bin.Plugins["auth-scram"], bin.Plugins["auth-crammd5"]) + defaultRest})
 }
+
+// allMechanismsAuth offers allMechanisms: the default leaves the -PLUS
+// variants out (core/sasl.Default), and these tests run them.
+var allMechanismsAuth = "[auth]\nmechanisms = [\"" + strings.Join(strings.Fields(allMechanisms), "\", \"") + "\"]\n"
 
 // dialTLSVersion connects to a submission listener, with STARTTLS or
 // implicit TLS, speaking exactly TLS version v.
