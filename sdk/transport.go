@@ -3,7 +3,6 @@ package sdk
 import (
 	"context"
 	"io"
-	"time"
 )
 
 // Transport delivers a message to the recipients of one destination.
@@ -81,7 +80,6 @@ type RecipientResult struct {
 	RemoteHost   string
 	RemoteIP     string
 	TLS          TLSUse
-	Duration     time.Duration // Not on the wire; set by the caller if it wants.
 }
 
 // Verification says how the peer's TLS certificate was verified.
