@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/switchyard-mta/switchyard/sdk/smtptest"
 )
 
 func testCtx(t testing.TB) context.Context {
@@ -36,6 +38,11 @@ func dial(t testing.TB, addr string, cfg *Config) *Client {
 	return c
 }
 
+// scripted starts a smtptest.Script and returns its address.
+func scripted(t testing.TB, greeting string, reply func(cmd string) string) string {
+	return smtptest.NewScript(t, greeting, reply).Addr
+}
+
 // want checks a reply and its error.
 func want(t *testing.T, what string, r Reply, err error, code int, enh string) {
 	t.Helper()
@@ -45,18 +52,15 @@ func want(t *testing.T, what string, r Reply, err error, code int, enh string) {
 }
 
 func TestTransaction(t *testing.T) {
-	s := newTestServer(t, serverOpts{configure: func(srv *smtp.Server) {
-		srv.EnableDSN = true
-		srv.EnableSMTPUTF8 = true
-	}})
-	c := dial(t, s.addr, &Config{})
+	s := smtptest.NewServer(t, smtptest.Options{DSN: true, SMTPUTF8: true, Reply: smtptest.RejectByName})
+	c := dial(t, s.Addr, &Config{})
 	if _, ok := c.Extension("dsn"); !ok {
 		t.Error("DSN not offered")
 	}
 	if ext := c.Extensions(); ext["SIZE"] != "" || !has(ext, "8BITMIME") || !has(ext, "PIPELINING") {
 		t.Errorf("extensions %v", ext)
 	}
-	if _, ok := c.TLSConnectionState(); ok || c.RemoteAddr().String() != s.addr {
+	if _, ok := c.TLSConnectionState(); ok || c.RemoteAddr().String() != s.Addr {
 		t.Errorf("TLS state or remote address %v", c.RemoteAddr())
 	}
 
@@ -100,30 +104,30 @@ func TestTransaction(t *testing.T) {
 		t.Errorf("QUIT: %v", err)
 	}
 
-	msgs := s.messages()
+	msgs := s.Messages()
 	if len(msgs) != 2 {
 		t.Fatalf("server got %d messages", len(msgs))
 	}
 	m := msgs[0]
-	if string(m.body) != body+"\r\n" {
-		t.Errorf("body:\n%q\nwant\n%q", m.body, body+"\r\n")
+	if string(m.Data) != body+"\r\n" {
+		t.Errorf("body:\n%q\nwant\n%q", m.Data, body+"\r\n")
 	}
-	if m.helo != "client.test" || m.from != "a@example.org" || !reflect.DeepEqual(m.rcpts, []string{"b@example.net"}) {
-		t.Errorf("envelope: helo %q from %q rcpts %q", m.helo, m.from, m.rcpts)
+	if m.Helo != "client.test" || m.From != "a@example.org" || !reflect.DeepEqual(m.To(), []string{"b@example.net"}) {
+		t.Errorf("envelope: helo %q from %q rcpts %q", m.Helo, m.From, m.To())
 	}
-	o := m.mailOpts
+	o := m.Mail
 	if o.Body != smtp.Body8BitMIME || !o.UTF8 || o.Size != int64(len(body)) || o.EnvelopeID != "env 1+x" || o.Return != smtp.DSNReturnHeaders {
 		t.Errorf("MAIL options: %+v", o)
 	}
-	ro := m.rcptOpts[0]
+	ro := m.Rcpts[0].Options
 	if !reflect.DeepEqual(ro.Notify, []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure}) ||
 		ro.OriginalRecipientType != smtp.DSNAddressTypeRFC822 || ro.OriginalRecipient != "b+x@example.net" {
 		t.Errorf("RCPT options: %+v", ro)
 	}
-	if m := msgs[1]; m.from != "" || string(m.body) != "Subject: two\r\n\r\n" {
-		t.Errorf("second message from %q body %q", m.from, m.body)
+	if m := msgs[1]; m.From != "" || string(m.Data) != "Subject: two\r\n\r\n" {
+		t.Errorf("second message from %q body %q", m.From, m.Data)
 	}
-	if tr := s.trace(); strings.Count(tr, "RSET\r\n") != 1 || !strings.Contains(tr, "QUIT\r\n") {
+	if tr := s.Trace(); strings.Count(tr, "RSET\r\n") != 1 || !strings.Contains(tr, "QUIT\r\n") {
 		t.Errorf("trace:\n%s", tr)
 	}
 }
@@ -146,8 +150,8 @@ func TestParameters(t *testing.T) {
 			return "250 ok"
 		}
 	}
-	rich, _ := rawServer(t, "220 rich", script("250-rich\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 DSN"))
-	poor, _ := rawServer(t, "220 poor", script("250 poor"))
+	rich := scripted(t, "220 rich", script("250-rich\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 DSN"))
+	poor := scripted(t, "220 poor", script("250 poor"))
 	full := &MailOptions{Size: 500, Body: "7bit", SMTPUTF8: true, RequireTLS: true, DSNReturn: "full", EnvelopeID: "a+b=c d"}
 	for _, tc := range []struct {
 		name string
@@ -191,13 +195,13 @@ func rcpt(o RcptOptions) func(c *Client) (Reply, error) {
 }
 
 func TestDotStuffing(t *testing.T) {
-	addr, data := rawServer(t, "220 x", func(cmd string) string {
+	srv := smtptest.NewScript(t, "220 x", func(cmd string) string {
 		if cmd == "DATA" {
 			return "354 go ahead"
 		}
 		return "250 ok"
 	})
-	c := dial(t, addr, &Config{})
+	c := dial(t, srv.Addr, &Config{})
 	for _, tc := range []struct{ in, wire string }{
 		{"a\r\n.b\r\n..c\r\n", "a\r\n..b\r\n...c\r\n"},
 		{".", "..\r\n"},
@@ -219,7 +223,7 @@ func TestDotStuffing(t *testing.T) {
 				r, err = c.WriteData(in)
 			}
 			want(t, "end of data", r, err, 250, "2.0.0")
-			if got := string(<-data); got != tc.wire {
+			if got := string((<-srv.Messages).Data); got != tc.wire {
 				t.Errorf("%q (one byte at a time %v): sent %q, want %q", tc.in, oneByte, got, tc.wire)
 			}
 		}
@@ -230,13 +234,13 @@ func TestDotStuffing(t *testing.T) {
 }
 
 func TestWriteDataReadError(t *testing.T) {
-	addr, data := rawServer(t, "220 x", func(cmd string) string {
+	srv := smtptest.NewScript(t, "220 x", func(cmd string) string {
 		if cmd == "DATA" {
 			return "354 go ahead"
 		}
 		return "250 ok"
 	})
-	c := dial(t, addr, &Config{})
+	c := dial(t, srv.Addr, &Config{})
 	r, err := c.Data()
 	want(t, "DATA", r, err, 354, "")
 	cause := errors.New("disk on fire")
@@ -245,9 +249,12 @@ func TestWriteDataReadError(t *testing.T) {
 		t.Fatalf("got %v, want ErrReadMessage wrapping the cause", err)
 	}
 	select {
-	case msg := <-data:
-		t.Fatalf("server got the end of a message that failed: %q", msg)
-	case <-time.After(200 * time.Millisecond):
+	case msg := <-srv.Messages:
+		if msg.Ended {
+			t.Fatalf("server got the end of a message that failed: %q", msg.Data)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection not closed after the message failed")
 	}
 	if _, err := c.Reset(); err == nil {
 		t.Error("connection still open after the message failed")
@@ -255,8 +262,8 @@ func TestWriteDataReadError(t *testing.T) {
 }
 
 func TestBdat(t *testing.T) {
-	s := newTestServer(t, serverOpts{configure: func(srv *smtp.Server) { srv.EnableBINARYMIME = true }})
-	c := dial(t, s.addr, &Config{})
+	s := smtptest.NewServer(t, smtptest.Options{BINARYMIME: true})
+	c := dial(t, s.Addr, &Config{})
 	if _, ok := c.Extension("CHUNKING"); !ok {
 		t.Fatal("CHUNKING not offered")
 	}
@@ -271,45 +278,45 @@ func TestBdat(t *testing.T) {
 	want(t, "RCPT", r, err, 250, "2.0.0")
 	r, err = c.Bdat(bytes.NewReader(body))
 	want(t, "BDAT", r, err, 250, "2.0.0")
-	msgs := s.messages()
-	if len(msgs) != 1 || !bytes.Equal(msgs[0].body, body) || msgs[0].mailOpts.Body != smtp.BodyBinaryMIME {
-		t.Fatalf("server got %d messages, body equal %v", len(msgs), len(msgs) == 1 && bytes.Equal(msgs[0].body, body))
+	msgs := s.Messages()
+	if len(msgs) != 1 || !bytes.Equal(msgs[0].Data, body) || msgs[0].Mail.Body != smtp.BodyBinaryMIME {
+		t.Fatalf("server got %d messages, body equal %v", len(msgs), len(msgs) == 1 && bytes.Equal(msgs[0].Data, body))
 	}
-	if n := strings.Count(s.trace(), "BDAT "); n != 3 {
+	if n := strings.Count(s.Trace(), "BDAT "); n != 3 {
 		t.Errorf("%d BDAT commands, want 3", n)
 	}
 }
 
 func TestTLSModes(t *testing.T) {
-	cert := newTestCert(t)
 	untrusted := &tls.Config{ServerName: "localhost"}
+	tls12 := &tls.Config{MaxVersion: tls.VersionTLS12}
 	for _, tc := range []struct {
-		name    string
-		server  serverOpts
-		mode    TLSMode
-		config  *tls.Config
-		version uint16 // 0: no TLS.
-		err     error
+		name      string
+		tls       smtptest.TLSMode
+		serverTLS *tls.Config
+		mode      TLSMode
+		config    *tls.Config // nil: trusting the server.
+		version   uint16      // 0: no TLS.
+		err       error
 	}{
-		{name: "none", server: serverOpts{tls: "starttls"}, mode: TLSNone},
-		{name: "opportunistic", server: serverOpts{tls: "starttls"}, mode: TLSOpportunistic, version: tls.VersionTLS13},
+		{name: "none", tls: smtptest.StartTLS, mode: TLSNone},
+		{name: "opportunistic", tls: smtptest.StartTLS, mode: TLSOpportunistic, version: tls.VersionTLS13},
 		{name: "opportunistic without starttls", mode: TLSOpportunistic},
-		{name: "starttls", server: serverOpts{tls: "starttls"}, mode: TLSStartTLS, version: tls.VersionTLS13},
-		{name: "starttls tls 1.2", server: serverOpts{tls: "starttls", maxTLS: tls.VersionTLS12}, mode: TLSStartTLS, version: tls.VersionTLS12},
+		{name: "starttls", tls: smtptest.StartTLS, mode: TLSStartTLS, version: tls.VersionTLS13},
+		{name: "starttls tls 1.2", tls: smtptest.StartTLS, serverTLS: tls12, mode: TLSStartTLS, version: tls.VersionTLS12},
 		{name: "starttls not offered", mode: TLSStartTLS, err: ErrNoSTARTTLS},
-		{name: "implicit", server: serverOpts{tls: "tls"}, mode: TLSImplicit, version: tls.VersionTLS13},
-		{name: "untrusted", server: serverOpts{tls: "starttls"}, mode: TLSStartTLS, config: untrusted, err: ErrTLS},
-		{name: "implicit untrusted", server: serverOpts{tls: "tls"}, mode: TLSImplicit, config: untrusted, err: ErrTLS},
+		{name: "implicit", tls: smtptest.ImplicitTLS, mode: TLSImplicit, version: tls.VersionTLS13},
+		{name: "untrusted", tls: smtptest.StartTLS, mode: TLSStartTLS, config: untrusted, err: ErrTLS},
+		{name: "implicit untrusted", tls: smtptest.ImplicitTLS, mode: TLSImplicit, config: untrusted, err: ErrTLS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.server.cert = cert
-			tc.server.mechanisms = []string{"PLAIN"} // Offered over TLS only.
-			s := newTestServer(t, tc.server)
-			cfg := &Config{EHLO: "client.test", TLS: tc.mode, TLSConfig: cert.client}
+			// AUTH is offered over TLS only.
+			s := smtptest.NewServer(t, smtptest.Options{TLS: tc.tls, TLSConfig: tc.serverTLS, Mechanisms: []string{"PLAIN"}})
+			cfg := &Config{EHLO: "client.test", TLS: tc.mode, TLSConfig: s.ClientConfig()}
 			if tc.config != nil {
 				cfg.TLSConfig = tc.config
 			}
-			c, err := Dial(testCtx(t), s.addr, cfg)
+			c, err := Dial(testCtx(t), s.Addr, cfg)
 			if tc.err != nil {
 				if !errors.Is(err, tc.err) {
 					t.Fatalf("got %v, want %v", err, tc.err)
@@ -318,7 +325,7 @@ func TestTLSModes(t *testing.T) {
 				if tc.err == ErrTLS && !errors.As(err, &cve) {
 					t.Errorf("%v is not a certificate verification error", err)
 				}
-				if tr := s.trace(); strings.Contains(tr, "MAIL") || tc.err == ErrNoSTARTTLS && strings.Contains(tr, "STARTTLS\r\n") {
+				if tr := s.Trace(); strings.Contains(tr, "MAIL") || tc.err == ErrNoSTARTTLS && strings.Contains(tr, "STARTTLS\r\n") {
 					t.Errorf("trace:\n%s", tr)
 				}
 				return
@@ -384,7 +391,7 @@ func TestDialErrors(t *testing.T) {
 			if tc.script == nil {
 				tc.script = func(string) string { return "250 ok" }
 			}
-			addr, _ := rawServer(t, tc.greeting, tc.script)
+			addr := scripted(t, tc.greeting, tc.script)
 			if tc.cfg.EHLO == "" {
 				tc.cfg.EHLO = "client.test"
 			}
@@ -422,7 +429,7 @@ func TestDialErrors(t *testing.T) {
 		}
 	})
 	t.Run("cancelled during setup", func(t *testing.T) {
-		addr, _ := rawServer(t, "220-slow", func(string) string { return "" })
+		addr := scripted(t, "220-slow", func(string) string { return "" })
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -457,7 +464,7 @@ func TestReplies(t *testing.T) {
 		{"too many lines", strings.Repeat("250-x\r\n", maxReplyLines) + "250 x", Reply{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, _ := rawServer(t, "220 x", func(cmd string) string {
+			addr := scripted(t, "220 x", func(cmd string) string {
 				if cmd == "RSET" {
 					return tc.reply
 				}
@@ -490,7 +497,7 @@ func TestDeadlines(t *testing.T) {
 		return "250 ok"
 	}
 	t.Run("command timeout", func(t *testing.T) {
-		addr, _ := rawServer(t, "220 x", silent)
+		addr := scripted(t, "220 x", silent)
 		c := dial(t, addr, &Config{Timeouts: Timeouts{Command: 200 * time.Millisecond}})
 		start := time.Now()
 		_, err := c.Mail("a@example.org", nil)
@@ -499,7 +506,7 @@ func TestDeadlines(t *testing.T) {
 		}
 	})
 	t.Run("bind", func(t *testing.T) {
-		addr, _ := rawServer(t, "220 x", silent)
+		addr := scripted(t, "220 x", silent)
 		c := dial(t, addr, &Config{})
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
@@ -513,7 +520,7 @@ func TestDeadlines(t *testing.T) {
 		}
 	})
 	t.Run("unbind", func(t *testing.T) {
-		addr, _ := rawServer(t, "220 x", func(string) string { return "250 ok" })
+		addr := scripted(t, "220 x", func(string) string { return "250 ok" })
 		c := dial(t, addr, &Config{})
 		ctx, cancel := context.WithCancel(context.Background())
 		unbind := c.Bind(ctx)

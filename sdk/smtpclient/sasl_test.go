@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emersion/go-smtp"
+	"github.com/switchyard-mta/switchyard/sdk/smtptest"
 )
 
 func TestSelectMechanism(t *testing.T) {
@@ -50,7 +50,6 @@ func TestSelectMechanism(t *testing.T) {
 // TestAuth authenticates with every mechanism against a server of its own,
 // with the right and a wrong password, over TLS 1.2, TLS 1.3 and plaintext.
 func TestAuth(t *testing.T) {
-	cert := newTestCert(t)
 	for _, mech := range Mechanisms() {
 		for _, version := range []uint16{0, tls.VersionTLS12, tls.VersionTLS13} {
 			plus := strings.HasSuffix(mech, "-PLUS")
@@ -60,34 +59,34 @@ func TestAuth(t *testing.T) {
 			for _, pass := range []string{"s3cret", "wrong"} {
 				name := fmt.Sprintf("%s/tls%x/%s", mech, version, pass)
 				t.Run(name, func(t *testing.T) {
-					o := serverOpts{cert: cert, mechanisms: []string{mech}, user: "relay@example.org", pass: "s3cret", maxTLS: version}
+					o := smtptest.Options{Mechanisms: []string{mech}, Users: map[string]string{"relay@example.org": "s3cret"}, AllowInsecureAuth: version == 0}
+					if version != 0 {
+						o.TLS, o.TLSConfig = smtptest.StartTLS, &tls.Config{MaxVersion: version}
+					}
+					s := smtptest.NewServer(t, o)
 					cfg := &Config{}
 					if version != 0 {
-						o.tls = "starttls"
-						cfg = &Config{TLS: TLSStartTLS, TLSConfig: cert.client}
-					} else {
-						o.configure = func(s *smtp.Server) { s.AllowInsecureAuth = true }
+						cfg = &Config{TLS: TLSStartTLS, TLSConfig: s.ClientConfig()}
 					}
-					s := newTestServer(t, o)
-					c := dial(t, s.addr, cfg)
+					c := dial(t, s.Addr, cfg)
 					got, err := c.Authenticate("relay@example.org", pass, nil)
 					if got != mech {
 						t.Errorf("used %q", got)
 					}
-					recs := s.authRecords()
+					recs := s.Auths()
 					if len(recs) != 1 {
 						t.Fatalf("server saw %d exchanges: %+v (client: %v)", len(recs), recs, err)
 					}
 					rec := recs[0]
 					if pass == "wrong" {
 						var re *ReplyError
-						if !errors.As(err, &re) || re.Reply.Code != 535 || re.Command != "AUTH "+mech || rec.ok {
-							t.Fatalf("wrong password: %v; server ok %v", err, rec.ok)
+						if !errors.As(err, &re) || re.Reply.Code != 535 || re.Command != "AUTH "+mech || rec.OK {
+							t.Fatalf("wrong password: %v; server ok %v", err, rec.OK)
 						}
 						return
 					}
-					if err != nil || !rec.ok {
-						t.Fatalf("authenticate: %v; server ok %v", err, rec.ok)
+					if err != nil || !rec.OK {
+						t.Fatalf("authenticate: %v; server ok %v", err, rec.OK)
 					}
 					if !strings.HasPrefix(mech, "SCRAM") {
 						return
@@ -103,19 +102,19 @@ func TestAuth(t *testing.T) {
 					case version != 0:
 						wantGS2 = "y,," // TLS, but no -PLUS offered.
 					}
-					if rec.gs2 != wantGS2 {
-						t.Errorf("gs2 header %q, want %q", rec.gs2, wantGS2)
+					if rec.GS2 != wantGS2 {
+						t.Errorf("gs2 header %q, want %q", rec.GS2, wantGS2)
 					}
 					if plus {
 						size := 32 // RFC 9266 §2
 						if version == tls.VersionTLS12 {
 							size = 12 // The Finished message's verify_data (RFC 5246 §7.4.9).
 						}
-						if len(rec.serverCB) != size || !bytes.Equal(rec.clientCB, rec.serverCB) {
-							t.Errorf("binding data: client %x, server %x", rec.clientCB, rec.serverCB)
+						if len(rec.ServerBinding) != size || !bytes.Equal(rec.ClientBinding, rec.ServerBinding) {
+							t.Errorf("binding data: client %x, server %x", rec.ClientBinding, rec.ServerBinding)
 						}
-					} else if len(rec.clientCB) != 0 {
-						t.Errorf("binding data %x sent without -PLUS", rec.clientCB)
+					} else if len(rec.ClientBinding) != 0 {
+						t.Errorf("binding data %x sent without -PLUS", rec.ClientBinding)
 					}
 					// Authenticated: mail goes through.
 					r, err := c.Mail("relay@example.org", nil)
@@ -129,12 +128,11 @@ func TestAuth(t *testing.T) {
 // TestSCRAMNegotiation covers the choice of mechanism and gs2 flag when
 // the server offers both variants, and what a client must refuse.
 func TestSCRAMNegotiation(t *testing.T) {
-	cert := newTestCert(t)
 	both := []string{"SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "PLAIN"}
 	for _, tc := range []struct {
 		name       string
 		mechanisms []string // Offered.
-		fault      string
+		fault      smtptest.SCRAMFault
 		configured []string
 		used       string
 		gs2        string
@@ -144,20 +142,20 @@ func TestSCRAMNegotiation(t *testing.T) {
 		{name: "default picks -PLUS", mechanisms: both, used: "SCRAM-SHA-256-PLUS", gs2: "p=tls-exporter,,", ok: true},
 		{name: "configured plain variant", mechanisms: both, configured: []string{"SCRAM-SHA-256"}, used: "SCRAM-SHA-256", gs2: "n,,", ok: true},
 		{name: "only PLAIN over TLS", mechanisms: []string{"PLAIN", "LOGIN"}, used: "PLAIN", ok: true},
-		{name: "stripped -PLUS is a downgrade", mechanisms: []string{"SCRAM-SHA-256"}, fault: "bind", used: "SCRAM-SHA-256", gs2: "y,,"},
-		{name: "wrong binding data", mechanisms: both, fault: "binding", used: "SCRAM-SHA-256-PLUS", gs2: "p=tls-exporter,,"},
-		{name: "wrong server signature", mechanisms: both, fault: "signature", used: "SCRAM-SHA-256-PLUS", gs2: "p=tls-exporter,,", err: ErrSASL},
-		{name: "no server-final", mechanisms: both, fault: "nofinal", used: "SCRAM-SHA-256-PLUS", gs2: "p=tls-exporter,,", err: ErrSASL},
+		{name: "stripped -PLUS is a downgrade", mechanisms: []string{"SCRAM-SHA-256"}, fault: smtptest.SCRAMPlusStripped, used: "SCRAM-SHA-256", gs2: "y,,"},
+		{name: "wrong binding data", mechanisms: both, fault: smtptest.SCRAMWrongBinding, used: "SCRAM-SHA-256-PLUS", gs2: "p=tls-exporter,,"},
+		{name: "wrong server signature", mechanisms: both, fault: smtptest.SCRAMWrongSignature, used: "SCRAM-SHA-256-PLUS", gs2: "p=tls-exporter,,", err: ErrSASL},
+		{name: "no server-final", mechanisms: both, fault: smtptest.SCRAMNoFinal, used: "SCRAM-SHA-256-PLUS", gs2: "p=tls-exporter,,", err: ErrSASL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newTestServer(t, serverOpts{tls: "tls", cert: cert, mechanisms: tc.mechanisms, user: "u", pass: "p", scramFault: tc.fault})
-			c := dial(t, s.addr, &Config{TLS: TLSImplicit, TLSConfig: cert.client})
+			s := smtptest.NewServer(t, smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: tc.mechanisms, Users: map[string]string{"u": "p"}, SCRAMFault: tc.fault})
+			c := dial(t, s.Addr, &Config{TLS: TLSImplicit, TLSConfig: s.ClientConfig()})
 			used, err := c.Authenticate("u", "p", tc.configured)
 			if used != tc.used {
 				t.Errorf("used %q, want %q", used, tc.used)
 			}
-			recs := s.authRecords()
-			if len(recs) != 1 || recs[0].gs2 != tc.gs2 {
+			recs := s.Auths()
+			if len(recs) != 1 || recs[0].GS2 != tc.gs2 {
 				t.Fatalf("server saw %+v, want gs2 %q", recs, tc.gs2)
 			}
 			var re *ReplyError
@@ -180,19 +178,18 @@ func TestSCRAMNegotiation(t *testing.T) {
 }
 
 func TestAuthenticateErrors(t *testing.T) {
-	cert := newTestCert(t)
 	// go-smtp does not offer AUTH without TLS.
-	s := newTestServer(t, serverOpts{mechanisms: []string{"PLAIN"}})
-	c := dial(t, s.addr, &Config{})
+	s := smtptest.NewServer(t, smtptest.Options{Mechanisms: []string{"PLAIN"}})
+	c := dial(t, s.Addr, &Config{})
 	if _, err := c.Authenticate("u", "p", nil); !errors.Is(err, ErrNoAUTH) {
 		t.Errorf("got %v, want ErrNoAUTH", err)
 	}
-	s = newTestServer(t, serverOpts{tls: "tls", cert: cert, mechanisms: []string{"PLAIN"}})
-	c = dial(t, s.addr, &Config{TLS: TLSImplicit, TLSConfig: cert.client})
+	s = smtptest.NewServer(t, smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"PLAIN"}})
+	c = dial(t, s.Addr, &Config{TLS: TLSImplicit, TLSConfig: s.ClientConfig()})
 	if _, err := c.Authenticate("u", "p", []string{"LOGIN"}); !errors.Is(err, ErrNoMechanism) || !strings.Contains(err.Error(), "PLAIN") {
 		t.Errorf("got %v, want ErrNoMechanism naming the offer", err)
 	}
-	if strings.Contains(s.trace(), "\nAUTH") {
+	if strings.Contains(s.Trace(), "\nAUTH") {
 		t.Error("AUTH sent without a usable mechanism")
 	}
 }
@@ -200,14 +197,13 @@ func TestAuthenticateErrors(t *testing.T) {
 // TestLongInitialResponse: an initial response that would make the AUTH
 // line longer than 512 octets follows an empty challenge (RFC 4954 §4).
 func TestLongInitialResponse(t *testing.T) {
-	cert := newTestCert(t)
 	user := strings.Repeat("u", 400)
-	s := newTestServer(t, serverOpts{tls: "tls", cert: cert, mechanisms: []string{"PLAIN"}, user: user, pass: "p"})
-	c := dial(t, s.addr, &Config{TLS: TLSImplicit, TLSConfig: cert.client})
+	s := smtptest.NewServer(t, smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"PLAIN"}, Users: map[string]string{user: "p"}})
+	c := dial(t, s.Addr, &Config{TLS: TLSImplicit, TLSConfig: s.ClientConfig()})
 	if _, err := c.Authenticate(user, "p", nil); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(s.trace(), "AUTH PLAIN\r\n") {
+	if !strings.Contains(s.Trace(), "AUTH PLAIN\r\n") {
 		t.Error("initial response sent on the AUTH line")
 	}
 }
@@ -223,7 +219,7 @@ func TestLoginPrompts(t *testing.T) {
 	} {
 		t.Run(tc.first, func(t *testing.T) {
 			var got []string
-			addr, _ := rawServer(t, "220 x", func(cmd string) string {
+			addr := scripted(t, "220 x", func(cmd string) string {
 				switch {
 				case strings.HasPrefix(cmd, "EHLO"):
 					return "250-x\r\n250 AUTH LOGIN"
