@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/sdk"
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
+	"github.com/switchyard-mta/switchyard/sdk/smtptest"
 )
 
 // env is the plugin served over gRPC as the core would run it.
@@ -103,6 +106,51 @@ func plainTable(addr string) map[string]any {
 	return map[string]any{"host": "127.0.0.1", "port": port(addr), "tls": "none"}
 }
 
+// newSmarthost starts a smarthost: recipients starting with reject or
+// tempfail fail (smtptest.RejectByName), and a message with the header
+// "X-Fail: data" gets 554 5.6.0, unless o.Reply says otherwise.
+func newSmarthost(t *testing.T, o smtptest.Options) *smtptest.Server {
+	if o.Reply == nil {
+		o.Reply = func(c *smtptest.Command) error {
+			if c.Stage == smtptest.StageData && bytes.Contains(c.Data, []byte("X-Fail: data")) {
+				return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "content rejected"}
+			}
+			return smtptest.RejectByName(c)
+		}
+	}
+	o.Domain = "smarthost.test"
+	return smtptest.NewServer(t, o)
+}
+
+// authenticated returns the number of successful AUTH exchanges h saw.
+func authenticated(h *smtptest.Server) int {
+	n := 0
+	for _, a := range h.Auths() {
+		if a.OK {
+			n++
+		}
+	}
+	return n
+}
+
+// port returns the port of addr, as a table value.
+func port(addr string) int64 {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.ParseInt(p, 10, 64)
+	return n
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 func checkResult(t *testing.T, got sdk.RecipientResult, status sdk.Status, code int, enh string) {
 	t.Helper()
 	if got.Status != status || got.Code != code || got.EnhancedCode != enh {
@@ -111,12 +159,9 @@ func checkResult(t *testing.T, got sdk.RecipientResult, status sdk.Status, code 
 }
 
 func TestPlainDelivery(t *testing.T) {
-	h := newSmarthost(t, hostOpts{configure: func(s *smtp.Server) {
-		s.EnableDSN = true
-		s.EnableSMTPUTF8 = true
-	}})
+	h := newSmarthost(t, smtptest.Options{DSN: true, SMTPUTF8: true})
 	e := newEnv(t)
-	e.mustConfigure("smarthost", plainTable(h.addr))
+	e.mustConfigure("smarthost", plainTable(h.Addr))
 
 	body := testBody + "8-bit: \xc3\xa9\r\n"
 	req := request("smarthost", body)
@@ -133,22 +178,22 @@ func TestPlainDelivery(t *testing.T) {
 			t.Errorf("result %+v: want remote 127.0.0.1 without TLS", r)
 		}
 	}
-	msgs := h.messages()
+	msgs := h.Messages()
 	if len(msgs) != 1 {
 		t.Fatalf("smarthost got %d messages", len(msgs))
 	}
 	m := msgs[0]
-	if string(m.body) != body {
-		t.Errorf("body:\n%q\nwant\n%q", m.body, body)
+	if string(m.Data) != body {
+		t.Errorf("body:\n%q\nwant\n%q", m.Data, body)
 	}
-	if m.helo != "relay.test" || m.from != "a@example.org" || !reflect.DeepEqual(m.rcpts, []string{"b@example.net", "c@example.net"}) {
-		t.Errorf("envelope: helo %q from %q rcpts %q", m.helo, m.from, m.rcpts)
+	if m.Helo != "relay.test" || m.From != "a@example.org" || !reflect.DeepEqual(m.To(), []string{"b@example.net", "c@example.net"}) {
+		t.Errorf("envelope: helo %q from %q rcpts %q", m.Helo, m.From, m.To())
 	}
-	o := m.mailOpts
+	o := m.Mail
 	if o.Body != smtp.Body8BitMIME || !o.UTF8 || o.Size != int64(len(body)) || o.EnvelopeID != "env 1" || o.Return != smtp.DSNReturnHeaders {
 		t.Errorf("MAIL options: %+v", o)
 	}
-	ro := m.rcptOpts[0]
+	ro := m.Rcpts[0].Options
 	if !reflect.DeepEqual(ro.Notify, []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyFailure}) ||
 		ro.OriginalRecipientType != smtp.DSNAddressTypeRFC822 || ro.OriginalRecipient != "b+x@example.net" {
 		t.Errorf("RCPT options: %+v", ro)
@@ -160,9 +205,9 @@ func TestPlainDelivery(t *testing.T) {
 }
 
 func TestPerRecipientReplies(t *testing.T) {
-	h := newSmarthost(t, hostOpts{})
+	h := newSmarthost(t, smtptest.Options{})
 	e := newEnv(t)
-	e.mustConfigure("smarthost", plainTable(h.addr))
+	e.mustConfigure("smarthost", plainTable(h.Addr))
 
 	res := e.deliver(request("smarthost", testBody, "tempfail@example.net", "ok@example.net", "reject@example.net"))
 	checkResult(t, res.Recipients[0], sdk.StatusTemporary, 451, "4.3.0")
@@ -171,7 +216,7 @@ func TestPerRecipientReplies(t *testing.T) {
 	if res.Recipients[2].Text != "no such user" || res.Recipients[0].Text != "try again later" {
 		t.Errorf("texts: %q, %q", res.Recipients[0].Text, res.Recipients[2].Text)
 	}
-	if m := h.messages(); len(m) != 1 || !reflect.DeepEqual(m[0].rcpts, []string{"ok@example.net"}) {
+	if m := h.Messages(); len(m) != 1 || !reflect.DeepEqual(m[0].To(), []string{"ok@example.net"}) {
 		t.Errorf("smarthost got %+v", m)
 	}
 
@@ -183,19 +228,18 @@ func TestPerRecipientReplies(t *testing.T) {
 	res = e.deliver(request("smarthost", "X-Fail: data\r\n\r\nx\r\n", "ok@example.net", "reject@example.net"))
 	checkResult(t, res.Recipients[0], sdk.StatusPermanent, 554, "5.6.0")
 	checkResult(t, res.Recipients[1], sdk.StatusPermanent, 550, "5.1.1")
-	if strings.Count(h.trace(), "DATA\r\n") != 2 {
-		t.Errorf("DATA sent %d times, want 2", strings.Count(h.trace(), "DATA\r\n"))
+	if strings.Count(h.Trace(), "DATA\r\n") != 2 {
+		t.Errorf("DATA sent %d times, want 2", strings.Count(h.Trace(), "DATA\r\n"))
 	}
-	if n := h.conns.Load(); n != 1 {
+	if n := h.Conns(); n != 1 {
 		t.Errorf("%d connections, want 1", n)
 	}
 }
 
 func TestTLSAndAuth(t *testing.T) {
-	cert := newTestCert(t)
 	for _, tc := range []struct {
 		name     string
-		host     hostOpts
+		host     smtptest.Options
 		table    map[string]any // Besides host and port.
 		status   sdk.Status
 		code     int
@@ -205,54 +249,53 @@ func TestTLSAndAuth(t *testing.T) {
 	}{
 		{
 			name:  "starttls plain",
-			host:  hostOpts{tls: "starttls", mechanisms: []string{"LOGIN", "PLAIN"}, user: "relay", pass: "s3cret"},
+			host:  smtptest.Options{TLS: smtptest.StartTLS, Mechanisms: []string{"LOGIN", "PLAIN"}, Users: map[string]string{"relay": "s3cret"}},
 			table: map[string]any{"tls": "starttls", "ca_file": "ca.pem", "username": "relay", "password_file": "pw"},
 			code:  250, status: sdk.StatusDelivered, verify: sdk.VerifyPKIX, authMech: "PLAIN",
 		},
 		{
 			name:  "implicit tls login",
-			host:  hostOpts{tls: "tls", mechanisms: []string{"PLAIN", "LOGIN"}, user: "relay", pass: "s3cret"},
+			host:  smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"PLAIN", "LOGIN"}, Users: map[string]string{"relay": "s3cret"}},
 			table: map[string]any{"tls": "tls", "ca_file": "ca.pem", "username": "relay", "password_file": "pw", "mechanisms": []any{"login"}},
 			code:  250, status: sdk.StatusDelivered, verify: sdk.VerifyPKIX, authMech: "LOGIN",
 		},
 		{
 			name:  "wrong password",
-			host:  hostOpts{tls: "tls", mechanisms: []string{"PLAIN"}, user: "relay", pass: "other"},
+			host:  smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"PLAIN"}, Users: map[string]string{"relay": "other"}},
 			table: map[string]any{"tls": "tls", "ca_file": "ca.pem", "username": "relay", "password_file": "pw"},
 			code:  535, status: sdk.StatusTemporary, text: "Authentication failed",
 		},
 		{
 			name:   "no common mechanism",
-			host:   hostOpts{tls: "tls", mechanisms: []string{"PLAIN"}, user: "relay", pass: "s3cret"},
+			host:   smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"PLAIN"}, Users: map[string]string{"relay": "s3cret"}},
 			table:  map[string]any{"tls": "tls", "ca_file": "ca.pem", "username": "relay", "password_file": "pw", "mechanisms": []any{"LOGIN"}},
 			status: sdk.StatusTemporary, text: "none of LOGIN",
 		},
 		{
 			name:   "starttls not offered",
-			host:   hostOpts{},
+			host:   smtptest.Options{},
 			table:  map[string]any{"tls": "starttls"},
 			status: sdk.StatusTemporary, text: "does not offer STARTTLS",
 		},
 		{
 			name:   "untrusted certificate",
-			host:   hostOpts{tls: "starttls"},
+			host:   smtptest.Options{TLS: smtptest.StartTLS},
 			table:  map[string]any{"tls": "starttls"},
 			status: sdk.StatusTemporary, text: "certificate",
 		},
 		{
 			name:   "insecure skip verify",
-			host:   hostOpts{tls: "tls"},
+			host:   smtptest.Options{TLS: smtptest.ImplicitTLS},
 			table:  map[string]any{"tls": "tls", "insecure_skip_verify": true},
 			status: sdk.StatusDelivered, code: 250, verify: sdk.VerifyOpportunistic,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.host.cert = cert
 			h := newSmarthost(t, tc.host)
 			e := newEnv(t)
-			e.file("ca.pem", string(cert.pem))
+			e.file("ca.pem", string(h.CertificatePEM()))
 			e.file("pw", "s3cret\nignored second line\n")
-			table := map[string]any{"host": "127.0.0.1", "port": port(h.addr)}
+			table := map[string]any{"host": "127.0.0.1", "port": port(h.Addr)}
 			for k, v := range tc.table {
 				table[k] = v
 			}
@@ -266,20 +309,20 @@ func TestTLSAndAuth(t *testing.T) {
 					t.Errorf("TLS %+v, want verification %v", r.TLS, tc.verify)
 				}
 			}
-			msgs := h.messages()
+			msgs := h.Messages()
 			if tc.status == sdk.StatusDelivered {
-				if len(msgs) != 1 || string(msgs[0].body) != testBody || msgs[0].authMech != tc.authMech {
+				if len(msgs) != 1 || string(msgs[0].Data) != testBody || msgs[0].AuthMech != tc.authMech {
 					t.Fatalf("smarthost got %d messages (%+v), want 1 after AUTH %q", len(msgs), msgs, tc.authMech)
 				}
 			} else if len(msgs) != 0 {
 				t.Fatalf("smarthost got %d messages, want none", len(msgs))
 			}
-			want := int32(0)
+			want := 0
 			if tc.authMech != "" {
 				want = 1
 			}
-			if n := h.auths.Load(); n != want {
-				t.Errorf("%d AUTH exchanges, want %d", n, want)
+			if n := authenticated(h); n != want {
+				t.Errorf("%d successful AUTH exchanges, want %d", n, want)
 			}
 		})
 	}
@@ -288,7 +331,6 @@ func TestTLSAndAuth(t *testing.T) {
 // TestSASLMechanisms relays through smarthosts offering various mechanisms,
 // over TLS 1.2 and 1.3, with and without configured mechanisms.
 func TestSASLMechanisms(t *testing.T) {
-	cert := newTestCert(t)
 	all := []string{"SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "CRAM-MD5", "PLAIN", "LOGIN"}
 	for _, tc := range []struct {
 		name       string
@@ -315,17 +357,17 @@ func TestSASLMechanisms(t *testing.T) {
 			if tc.pass == "" {
 				tc.pass = "s3cret"
 			}
-			h := newSmarthost(t, hostOpts{tls: "starttls", cert: cert, maxTLS: tc.maxTLS, mechanisms: tc.offered, user: "relay@example.org", pass: tc.pass})
+			h := newSmarthost(t, smtptest.Options{TLS: smtptest.StartTLS, TLSConfig: &tls.Config{MaxVersion: tc.maxTLS}, Mechanisms: tc.offered, Users: map[string]string{"relay@example.org": tc.pass}})
 			e := newEnv(t)
-			e.file("ca.pem", string(cert.pem))
+			e.file("ca.pem", string(h.CertificatePEM()))
 			e.file("pw", "s3cret\n")
-			table := map[string]any{"host": "127.0.0.1", "port": port(h.addr), "ca_file": "ca.pem", "username": "relay@example.org", "password_file": "pw"}
+			table := map[string]any{"host": "127.0.0.1", "port": port(h.Addr), "ca_file": "ca.pem", "username": "relay@example.org", "password_file": "pw"}
 			if tc.configured != nil {
 				table["mechanisms"] = tc.configured
 			}
 			e.mustConfigure("smarthost", table)
 			r := e.deliver(request("smarthost", testBody, "b@example.net")).Recipients[0]
-			msgs := h.messages()
+			msgs := h.Messages()
 			if tc.authMech == "" {
 				checkResult(t, r, sdk.StatusTemporary, 535, "5.7.8")
 				if len(msgs) != 0 {
@@ -333,48 +375,53 @@ func TestSASLMechanisms(t *testing.T) {
 				}
 			} else {
 				checkResult(t, r, sdk.StatusDelivered, 250, "2.0.0")
-				if len(msgs) != 1 || msgs[0].authMech != tc.authMech {
+				if len(msgs) != 1 || msgs[0].AuthMech != tc.authMech {
 					t.Fatalf("smarthost got %+v, want 1 message after AUTH %s", msgs, tc.authMech)
 				}
 			}
-			recs := h.scramRecords()
+			var recs []smtptest.Auth
+			for _, a := range h.Auths() {
+				if strings.HasPrefix(a.Mech, "SCRAM") {
+					recs = append(recs, a)
+				}
+			}
 			if tc.gs2 == "" {
 				if len(recs) != 0 {
 					t.Errorf("SCRAM used: %+v", recs)
 				}
 				return
 			}
-			if len(recs) != 1 || recs[0].gs2 != tc.gs2 {
+			if len(recs) != 1 || recs[0].GS2 != tc.gs2 {
 				t.Fatalf("SCRAM exchanges %+v, want one with gs2 header %q", recs, tc.gs2)
 			}
 			// RFC 5802 §6: with -PLUS, the client sent the binding data the
 			// smarthost derived from its own side of the TLS connection.
 			rec := recs[0]
-			if tc.cbLen > 0 && (len(rec.serverCB) != tc.cbLen || !bytes.Equal(rec.clientCB, rec.serverCB)) {
-				t.Errorf("binding data: client %x, smarthost %x", rec.clientCB, rec.serverCB)
+			if tc.cbLen > 0 && (len(rec.ServerBinding) != tc.cbLen || !bytes.Equal(rec.ClientBinding, rec.ServerBinding)) {
+				t.Errorf("binding data: client %x, smarthost %x", rec.ClientBinding, rec.ServerBinding)
 			}
-			if tc.cbLen == 0 && len(rec.clientCB) != 0 {
-				t.Errorf("binding data %x sent without -PLUS", rec.clientCB)
+			if tc.cbLen == 0 && len(rec.ClientBinding) != 0 {
+				t.Errorf("binding data %x sent without -PLUS", rec.ClientBinding)
 			}
 		})
 	}
 }
 
 func TestConnectionReuse(t *testing.T) {
-	h := newSmarthost(t, hostOpts{})
+	h := newSmarthost(t, smtptest.Options{})
 	e := newEnv(t)
-	e.mustConfigure("smarthost", plainTable(h.addr))
+	e.mustConfigure("smarthost", plainTable(h.Addr))
 	for i := range 10 {
 		res := e.deliver(request("smarthost", testBody, fmt.Sprintf("r%d@example.net", i)))
 		checkResult(t, res.Recipients[0], sdk.StatusDelivered, 250, "2.0.0")
 	}
-	if n := h.conns.Load(); n != 1 {
+	if n := h.Conns(); n != 1 {
 		t.Errorf("%d connections for 10 deliveries, want 1", n)
 	}
-	if n := strings.Count(h.trace(), "RSET\r\n"); n != 9 {
+	if n := strings.Count(h.Trace(), "RSET\r\n"); n != 9 {
 		t.Errorf("%d RSET, want 9", n)
 	}
-	if n := len(h.messages()); n != 10 {
+	if n := len(h.Messages()); n != 10 {
 		t.Errorf("smarthost got %d messages", n)
 	}
 	reused := 0
@@ -391,28 +438,28 @@ func TestConnectionReuse(t *testing.T) {
 func TestStaleConnection(t *testing.T) {
 	// The server drops idle connections after 200ms; the plugin would keep
 	// them 30s.
-	h := newSmarthost(t, hostOpts{readTimeout: 200 * time.Millisecond})
+	h := newSmarthost(t, smtptest.Options{ReadTimeout: 200 * time.Millisecond})
 	e := newEnv(t)
-	e.mustConfigure("smarthost", plainTable(h.addr))
+	e.mustConfigure("smarthost", plainTable(h.Addr))
 	for range 2 {
 		res := e.deliver(request("smarthost", testBody, "b@example.net"))
 		checkResult(t, res.Recipients[0], sdk.StatusDelivered, 250, "2.0.0")
 		time.Sleep(400 * time.Millisecond)
 	}
-	if n := h.conns.Load(); n != 2 {
+	if n := h.Conns(); n != 2 {
 		t.Errorf("%d connections, want 2", n)
 	}
 }
 
 func TestIdleTimeout(t *testing.T) {
-	h := newSmarthost(t, hostOpts{})
+	h := newSmarthost(t, smtptest.Options{})
 	e := newEnv(t)
-	table := plainTable(h.addr)
+	table := plainTable(h.Addr)
 	table["idle_timeout"] = "100ms"
 	e.mustConfigure("smarthost", table)
 	e.deliver(request("smarthost", testBody, "b@example.net"))
 	deadline := time.Now().Add(3 * time.Second)
-	for !strings.Contains(h.trace(), "QUIT\r\n") {
+	for !strings.Contains(h.Trace(), "QUIT\r\n") {
 		if time.Now().After(deadline) {
 			t.Fatal("idle connection not closed with QUIT")
 		}
@@ -420,15 +467,32 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	res := e.deliver(request("smarthost", testBody, "b@example.net"))
 	checkResult(t, res.Recipients[0], sdk.StatusDelivered, 250, "2.0.0")
-	if n := h.conns.Load(); n != 2 {
+	if n := h.Conns(); n != 2 {
 		t.Errorf("%d connections, want 2", n)
 	}
 }
 
 func TestParallelDeliveries(t *testing.T) {
-	h := newSmarthost(t, hostOpts{dataDelay: 100 * time.Millisecond})
+	// Each message is held 100ms at its end, while the test counts how
+	// many are there at once.
+	var mu sync.Mutex
+	active, maxActive := 0, 0
+	h := newSmarthost(t, smtptest.Options{Reply: func(c *smtptest.Command) error {
+		if c.Stage != smtptest.StageData {
+			return nil
+		}
+		mu.Lock()
+		active++
+		maxActive = max(maxActive, active)
+		mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		active--
+		mu.Unlock()
+		return nil
+	}})
 	e := newEnv(t)
-	table := plainTable(h.addr)
+	table := plainTable(h.Addr)
 	table["max_connections"] = int64(3)
 	e.mustConfigure("smarthost", table)
 
@@ -449,48 +513,47 @@ func TestParallelDeliveries(t *testing.T) {
 			checkResult(t, res.Recipients[0], sdk.StatusDelivered, 250, "2.0.0")
 		}
 	}
-	h.mu.Lock()
-	maxActive := h.maxActive
-	h.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
 	if maxActive != 3 {
 		t.Errorf("%d deliveries at once, want 3", maxActive)
 	}
-	if n := h.conns.Load(); n != 3 {
+	if n := h.Conns(); n != 3 {
 		t.Errorf("%d connections, want 3", n)
 	}
 }
 
 func TestInstances(t *testing.T) {
-	h1 := newSmarthost(t, hostOpts{})
-	h2 := newSmarthost(t, hostOpts{})
+	h1 := newSmarthost(t, smtptest.Options{})
+	h2 := newSmarthost(t, smtptest.Options{})
 	e := newEnv(t)
-	e.mustConfigure("one", plainTable(h1.addr))
-	e.mustConfigure("two", plainTable(h2.addr))
+	e.mustConfigure("one", plainTable(h1.Addr))
+	e.mustConfigure("two", plainTable(h2.Addr))
 	e.deliver(request("one", testBody, "b@example.net"))
 	e.deliver(request("two", testBody, "b@example.net"))
-	if len(h1.messages()) != 1 || len(h2.messages()) != 1 {
-		t.Fatalf("smarthosts got %d and %d messages", len(h1.messages()), len(h2.messages()))
+	if len(h1.Messages()) != 1 || len(h2.Messages()) != 1 {
+		t.Fatalf("smarthosts got %d and %d messages", len(h1.Messages()), len(h2.Messages()))
 	}
 
 	// Configuring "one" again points it at h2 and closes its old connection.
-	e.mustConfigure("one", plainTable(h2.addr))
+	e.mustConfigure("one", plainTable(h2.Addr))
 	deadline := time.Now().Add(3 * time.Second)
-	for !strings.Contains(h1.trace(), "QUIT\r\n") {
+	for !strings.Contains(h1.Trace(), "QUIT\r\n") {
 		if time.Now().After(deadline) {
 			t.Fatal("old pool's connection not closed")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	e.deliver(request("one", testBody, "b@example.net"))
-	if len(h1.messages()) != 1 || len(h2.messages()) != 2 {
-		t.Fatalf("after reconfiguring, smarthosts got %d and %d messages", len(h1.messages()), len(h2.messages()))
+	if len(h1.Messages()) != 1 || len(h2.Messages()) != 2 {
+		t.Fatalf("after reconfiguring, smarthosts got %d and %d messages", len(h1.Messages()), len(h2.Messages()))
 	}
 
 	if _, err := e.c.Transport().Deliver(testCtx(t), request("three", testBody, "b@example.net")); err == nil {
 		t.Error("delivery through an unconfigured instance did not fail")
 	}
 	// CheckOnly validates without putting the instance in force.
-	err := e.c.Configure(testCtx(t), &sdk.Configuration{Kind: sdk.KindTransport, Instance: "four", Table: plainTable(h1.addr), Hostname: "relay.test", CheckOnly: true})
+	err := e.c.Configure(testCtx(t), &sdk.Configuration{Kind: sdk.KindTransport, Instance: "four", Table: plainTable(h1.Addr), Hostname: "relay.test", CheckOnly: true})
 	if err != nil {
 		t.Fatalf("check only: %v", err)
 	}
@@ -553,17 +616,13 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestMessageRequirements(t *testing.T) {
-	cert := newTestCert(t)
-	plain := newSmarthost(t, hostOpts{configure: func(s *smtp.Server) { s.MaxMessageBytes = 1000 }})
-	rich := newSmarthost(t, hostOpts{tls: "starttls", cert: cert, configure: func(s *smtp.Server) {
-		s.EnableREQUIRETLS = true
-		s.EnableBINARYMIME = true
-	}})
+	plain := newSmarthost(t, smtptest.Options{MaxMessageBytes: 1000})
+	rich := newSmarthost(t, smtptest.Options{TLS: smtptest.StartTLS, REQUIRETLS: true, BINARYMIME: true})
 	e := newEnv(t)
-	e.file("ca.pem", string(cert.pem))
-	e.mustConfigure("plain", plainTable(plain.addr))
-	e.mustConfigure("rich", map[string]any{"host": "127.0.0.1", "port": port(rich.addr), "ca_file": "ca.pem"})
-	e.mustConfigure("unverified", map[string]any{"host": "127.0.0.1", "port": port(rich.addr), "insecure_skip_verify": true})
+	e.file("ca.pem", string(rich.CertificatePEM()))
+	e.mustConfigure("plain", plainTable(plain.Addr))
+	e.mustConfigure("rich", map[string]any{"host": "127.0.0.1", "port": port(rich.Addr), "ca_file": "ca.pem"})
+	e.mustConfigure("unverified", map[string]any{"host": "127.0.0.1", "port": port(rich.Addr), "insecure_skip_verify": true})
 
 	binary := "Content-Type: application/octet-stream\r\n\r\n\x00\xff\n.\r\n.\r\nbare\rend"
 	for _, tc := range []struct {
@@ -599,16 +658,17 @@ func TestMessageRequirements(t *testing.T) {
 			if tc.instance == "rich" {
 				h = rich
 			}
-			msgs := h.messages()
+			msgs := h.Messages()
 			m := msgs[len(msgs)-1]
-			if string(m.body) != tc.body || m.mailOpts.RequireTLS != tc.opts.RequireTLS || string(m.mailOpts.Body) != tc.opts.Body {
-				t.Errorf("smarthost got body %q, options %+v", m.body, m.mailOpts)
+			if string(m.Data) != tc.body || m.Mail.RequireTLS != tc.opts.RequireTLS || string(m.Mail.Body) != tc.opts.Body {
+				t.Errorf("smarthost got body %q, options %+v", m.Data, m.Mail)
 			}
 		})
 	}
 	// A verified TLS server without REQUIRETLS.
-	rich2 := newSmarthost(t, hostOpts{tls: "starttls", cert: cert})
-	e.mustConfigure("norequiretls", map[string]any{"host": "127.0.0.1", "port": port(rich2.addr), "ca_file": "ca.pem"})
+	rich2 := newSmarthost(t, smtptest.Options{TLS: smtptest.StartTLS})
+	e.file("rich2.pem", string(rich2.CertificatePEM()))
+	e.mustConfigure("norequiretls", map[string]any{"host": "127.0.0.1", "port": port(rich2.Addr), "ca_file": "rich2.pem"})
 	req := request("norequiretls", testBody, "b@example.net")
 	req.Options.RequireTLS = true
 	checkResult(t, e.deliver(req).Recipients[0], sdk.StatusPermanent, 0, "5.7.30")
@@ -627,27 +687,27 @@ func TestScripted(t *testing.T) {
 		}
 		return "250 ok"
 	}
-	addr, dot := rawServer(t, "220 scripted ESMTP", no8bit)
+	scripted := smtptest.NewScript(t, "220 scripted ESMTP", no8bit)
 	e := newEnv(t)
-	e.mustConfigure("no8bit", plainTable(addr))
+	e.mustConfigure("no8bit", plainTable(scripted.Addr))
 
 	// Declared 8BITMIME but 7-bit: sent as is.
 	req := request("no8bit", testBody, "b@example.net")
 	req.Options.Body = "8BITMIME"
 	checkResult(t, e.deliver(req).Recipients[0], sdk.StatusDelivered, 250, "2.0.0")
-	if !<-dot {
+	if !(<-scripted.Messages).Ended {
 		t.Fatal("7-bit message not ended with a dot")
 	}
 	// Truly 8-bit: the transaction is aborted without the dot.
 	req = request("no8bit", testBody+"caf\xc3\xa9\r\n", "b@example.net")
 	req.Options.Body = "8BITMIME"
 	checkResult(t, e.deliver(req).Recipients[0], sdk.StatusPermanent, 0, "5.6.3")
-	if <-dot {
+	if (<-scripted.Messages).Ended {
 		t.Fatal("8-bit message was ended with a dot, so delivered")
 	}
 
 	// Greeting refused: temporary, with the reply.
-	addr, _ = rawServer(t, "554 5.3.2 not now", func(string) string { return "221 bye" })
+	addr := smtptest.NewScript(t, "554 5.3.2 not now", func(string) string { return "221 bye" }).Addr
 	e.mustConfigure("refuse", plainTable(addr))
 	checkResult(t, e.deliver(request("refuse", testBody, "b@example.net")).Recipients[0], sdk.StatusTemporary, 554, "5.3.2")
 
@@ -667,7 +727,7 @@ func TestScripted(t *testing.T) {
 		}
 		return no8bit(cmd)
 	}
-	addr, _ = rawServer(t, "220 old", old)
+	addr = smtptest.NewScript(t, "220 old", old).Addr
 	e.mustConfigure("old", plainTable(addr))
 	r := e.deliver(request("old", testBody, "b@example.net")).Recipients[0]
 	checkResult(t, r, sdk.StatusPermanent, 550, "5.7.1")
@@ -676,7 +736,7 @@ func TestScripted(t *testing.T) {
 	}
 
 	// A server that breaks the protocol: temporary.
-	addr, _ = rawServer(t, "220 x", func(cmd string) string { return "hello?" })
+	addr = smtptest.NewScript(t, "220 x", func(cmd string) string { return "hello?" }).Addr
 	e.mustConfigure("broken", plainTable(addr))
 	checkResult(t, e.deliver(request("broken", testBody, "b@example.net")).Recipients[0], sdk.StatusTemporary, 0, "4.4.2")
 }
@@ -693,7 +753,7 @@ func TestConnectionFailures(t *testing.T) {
 	checkResult(t, e.deliver(request("gone", testBody, "b@example.net")).Recipients[0], sdk.StatusTemporary, 0, "4.4.1")
 
 	// A server that never answers: the command timeout ends the attempt.
-	silent, _ := rawServer(t, "220 x", func(string) string { time.Sleep(2 * time.Second); return "" })
+	silent := smtptest.NewScript(t, "220 x", func(string) string { time.Sleep(2 * time.Second); return "" }).Addr
 	table := plainTable(silent)
 	table["command_timeout"] = "200ms"
 	e.mustConfigure("silent", table)
@@ -706,7 +766,7 @@ func TestConnectionFailures(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
-	silent, _ := rawServer(t, "220 x", func(string) string { time.Sleep(3 * time.Second); return "" })
+	silent := smtptest.NewScript(t, "220 x", func(string) string { time.Sleep(3 * time.Second); return "" }).Addr
 	tr := newTransport(slog.New(slog.DiscardHandler))
 	table := plainTable(silent)
 	table["host"] = "127.0.0.1"
