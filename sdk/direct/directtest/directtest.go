@@ -1,239 +1,117 @@
 // Package directtest provides loopback servers for testing direct delivery:
 // a DNS resolver answering from test zones, with the AD bit (RFC 4035
-// §3.2.3) for "signed" names; SMTP receivers (go-smtp) on distinct loopback
-// addresses sharing one port; an HTTPS server for MTA-STS policies (RFC 8461
-// §3.3); and a test CA issuing their certificates.
+// §3.2.3) for "signed" names; SMTP receivers on distinct loopback addresses
+// sharing one port; an HTTPS server for MTA-STS policies (RFC 8461 §3.3);
+// and a test CA issuing their certificates. It is built on sdk/dnstest and
+// sdk/smtptest, which serve tests of other kinds.
 package directtest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
+	"encoding/hex"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
+
+	"github.com/switchyard-mta/switchyard/sdk/dnstest"
+	"github.com/switchyard-mta/switchyard/sdk/smtptest"
 )
 
-// DNS is a recursive resolver on loopback answering from its records.
+// DNS is a recursive resolver on loopback answering from its records. Each
+// name is a zone of its own on a dnstest.Server, signed or not.
 type DNS struct {
 	Addr string // host:port, for dnsresolve.New.
 
-	mu       sync.Mutex
-	rrs      []dns.RR
-	signed   map[string]bool
-	servfail map[string]bool
+	srv     *dnstest.Server
+	t       testing.TB // Of NewDNS, for the methods without one.
+	mu      sync.Mutex
+	records map[string][]string // Zone lines, by lowercase owner name.
+	signed  map[string]bool
 }
 
 // NewDNS starts a resolver serving zone lines ("name. MX 10 host.") over UDP
-// and TCP. Names listed in signed (absolute, lowercase) are answered with the
-// AD bit when every name of the answer's CNAME chain is signed.
+// and TCP. Names listed in signed (absolute) are answered with the AD bit
+// when every name of the answer's CNAME chain is signed.
 func NewDNS(t testing.TB, zone []string, signed ...string) *DNS {
 	t.Helper()
-	s := &DNS{signed: map[string]bool{}, servfail: map[string]bool{}}
+	s := &DNS{srv: dnstest.NewServer(t), t: t, records: map[string][]string{}, signed: map[string]bool{}}
+	s.Addr = s.srv.Addr
 	s.Add(t, zone...)
 	s.Sign(signed...)
-	var pc net.PacketConn
-	var ln net.Listener
-	for range 20 {
-		var err error
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		pc, ln = nil, nil
-	}
-	if ln == nil {
-		t.Fatal("no free port for udp and tcp")
-	}
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: s}, {Listener: ln, Handler: s}} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go srv.ActivateAndServe()
-		<-started
-		t.Cleanup(func() { srv.Shutdown() })
-	}
-	s.Addr = pc.LocalAddr().String()
 	return s
 }
 
 // Add adds zone lines.
 func (s *DNS) Add(t testing.TB, zone ...string) {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, line := range zone {
 		rr, err := dns.NewRR(line)
-		if err != nil {
+		if err != nil || rr == nil {
 			t.Fatalf("%s: %v", line, err)
 		}
-		s.rrs = append(s.rrs, rr)
+		name := dns.CanonicalName(rr.Header().Name)
+		s.mu.Lock()
+		s.records[name] = append(s.records[name], line)
+		s.mu.Unlock()
+		s.update(name)
 	}
 }
 
 // Remove removes the records of name (absolute).
 func (s *DNS) Remove(name string) {
+	name = dns.CanonicalName(name)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	kept := s.rrs[:0]
-	for _, rr := range s.rrs {
-		if !strings.EqualFold(rr.Header().Name, name) {
-			kept = append(kept, rr)
-		}
-	}
-	s.rrs = kept
+	delete(s.records, name)
+	s.mu.Unlock()
+	s.update(name)
 }
 
 // Sign marks names as signed.
 func (s *DNS) Sign(names ...string) {
+	for _, n := range names {
+		n = dns.CanonicalName(n)
+		s.mu.Lock()
+		s.signed[n] = true
+		s.mu.Unlock()
+		s.update(n)
+	}
+}
+
+// update puts the zone of name in force: its records, or none.
+func (s *DNS) update(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, n := range names {
-		s.signed[strings.ToLower(n)] = true
-	}
+	s.srv.SetZone(s.t, dnstest.Zone{Origin: name, Signed: s.signed[name], Records: strings.Join(s.records[name], "\n")})
 }
 
 // ServFail makes queries for names fail with SERVFAIL.
 func (s *DNS) ServFail(names ...string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, n := range names {
-		s.servfail[strings.ToLower(n)] = true
+		s.srv.SetFault(n, dnstest.ServFail)
 	}
 }
 
-// ServeDNS implements dns.Handler.
-func (s *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	q := req.Question[0]
-	resp := new(dns.Msg)
-	resp.SetReply(req)
-	resp.RecursionAvailable = true
-	if opt := req.IsEdns0(); opt != nil {
-		resp.SetEdns0(1232, opt.Do())
-	}
-	cur := strings.ToLower(q.Name)
-	if s.servfail[cur] {
-		resp.Rcode = dns.RcodeServerFailure
-		w.WriteMsg(resp)
-		return
-	}
-	ad := true
-	for range 10 {
-		ad = ad && s.signed[cur]
-		var cname dns.RR
-		exists := false
-		for _, rr := range s.rrs {
-			if !strings.EqualFold(rr.Header().Name, cur) {
-				continue
-			}
-			exists = true
-			if rr.Header().Rrtype == q.Qtype {
-				resp.Answer = append(resp.Answer, rr)
-			} else if rr.Header().Rrtype == dns.TypeCNAME {
-				cname = rr
-			}
-		}
-		if !exists {
-			resp.Rcode = dns.RcodeNameError
-		}
-		if len(resp.Answer) > 0 && resp.Answer[len(resp.Answer)-1].Header().Rrtype == q.Qtype || cname == nil {
-			break
-		}
-		resp.Answer = append(resp.Answer, cname)
-		cur = strings.ToLower(cname.(*dns.CNAME).Target)
-	}
-	resp.AuthenticatedData = ad
-	w.WriteMsg(resp)
-}
-
-// CA is a test certificate authority.
-type CA struct {
-	Cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	Pool *x509.CertPool // Holds Cert.
-	PEM  []byte         // Cert in PEM, for a ca_file.
-}
+// CA is a test certificate authority; Issue with a nil CA makes
+// self-signed certificates.
+type CA = smtptest.CA
 
 // NewCA returns a new CA.
-func NewCA(t testing.TB) *CA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "directtest CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &CA{Cert: cert, key: key, Pool: pool, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// Issue returns a certificate for names signed by the CA, or self-signed if
-// ca is nil.
-func (ca *CA) Issue(t testing.TB, names ...string) tls.Certificate {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	parent, signer := tmpl, key
-	if ca != nil {
-		parent, signer = ca.Cert, ca.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
+func NewCA(t testing.TB) *CA { return smtptest.NewCA(t) }
 
 // TLSA311 returns the data of a "3 1 1" TLSA record for cert: the SHA-256
 // digest of its SubjectPublicKeyInfo (RFC 7671 §5.1), in hex.
 func TLSA311(cert tls.Certificate) string {
 	sum := sha256.Sum256(cert.Leaf.RawSubjectPublicKeyInfo)
-	const hexdigits = "0123456789abcdef"
-	var b strings.Builder
-	for _, c := range sum {
-		b.WriteByte(hexdigits[c>>4])
-		b.WriteByte(hexdigits[c&15])
-	}
-	return b.String()
+	return hex.EncodeToString(sum[:])
 }
 
 // Listen listens on TCP port of each of ips (loopback addresses such as
@@ -282,83 +160,46 @@ type Message struct {
 	TLS  bool
 }
 
-// Receiver is an SMTP server recording messages. Recipients starting with
-// "reject" get 550 5.1.1, "tempfail" 451 4.3.0.
+// Receiver is an SMTP server (a smtptest.Server) recording messages.
+// Recipients starting with "reject" get 550 5.1.1, "tempfail" 451 4.3.0.
 type Receiver struct {
 	Addr string
-	mu   sync.Mutex
-	msgs []Message
+	srv  *smtptest.Server
 }
 
 // NewReceiver serves SMTP on l until the test ends.
 func NewReceiver(t testing.TB, l net.Listener, o ReceiverOptions) *Receiver {
-	rv := &Receiver{Addr: l.Addr().String()}
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &session{rv: rv, conn: c, mailErr: o.MailError}, nil
-	}))
-	srv.Domain = "receiver.test"
-	srv.ErrorLog = log.New(io.Discard, "", 0)
-	srv.EnableREQUIRETLS = true
-	srv.EnableSMTPUTF8 = true
+	t.Helper()
+	so := smtptest.Options{
+		Listener:   l,
+		Domain:     "receiver.test",
+		SMTPUTF8:   true,
+		REQUIRETLS: true,
+		Reply: func(c *smtptest.Command) error {
+			if c.Stage == smtptest.StageMail && o.MailError != nil {
+				return o.MailError
+			}
+			return smtptest.RejectByName(c)
+		},
+	}
 	if o.Cert != nil {
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*o.Cert}}
+		so.TLS, so.Certificate = smtptest.StartTLS, o.Cert
 		if o.BrokenTLS {
-			srv.TLSConfig.MinVersion, srv.TLSConfig.MaxVersion = tls.VersionTLS10, tls.VersionTLS10
+			so.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10}
 		}
 	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return rv
+	srv := smtptest.NewServer(t, so)
+	return &Receiver{Addr: srv.Addr, srv: srv}
 }
 
 // Messages returns the messages received so far.
 func (rv *Receiver) Messages() []Message {
-	rv.mu.Lock()
-	defer rv.mu.Unlock()
-	return append([]Message(nil), rv.msgs...)
-}
-
-type session struct {
-	rv      *Receiver
-	conn    *smtp.Conn
-	msg     Message
-	mailErr *smtp.SMTPError
-}
-
-func (s *session) Mail(from string, _ *smtp.MailOptions) error {
-	if s.mailErr != nil {
-		return s.mailErr
+	var out []Message
+	for _, m := range rv.srv.Messages() {
+		out = append(out, Message{From: m.From, To: m.To(), Data: string(m.Data), TLS: m.TLS != nil})
 	}
-	s.msg = Message{From: from}
-	return nil
+	return out
 }
-
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	switch {
-	case strings.HasPrefix(to, "reject"):
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-	case strings.HasPrefix(to, "tempfail"):
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-	}
-	s.msg.To = append(s.msg.To, to)
-	return nil
-}
-
-func (s *session) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.msg.Data = string(b)
-	_, s.msg.TLS = s.conn.TLSConnectionState()
-	s.rv.mu.Lock()
-	s.rv.msgs = append(s.rv.msgs, s.msg)
-	s.rv.mu.Unlock()
-	return nil
-}
-
-func (s *session) Reset()        {}
-func (s *session) Logout() error { return nil }
 
 // PolicyServer serves MTA-STS policies over HTTPS at
 // /.well-known/mta-sts.txt, by Host (RFC 8461 §3.3).
