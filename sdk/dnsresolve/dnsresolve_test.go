@@ -4,187 +4,66 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/switchyard-mta/switchyard/sdk/dane"
+	"github.com/switchyard-mta/switchyard/sdk/dnstest"
 )
 
 const tlsaHex = "8d02536c887482bc34ff54e41d2ba659bf85b341a0a20afadb5813dcfbcf286d"
 
-var zoneText = []string{
-	"example.org. MX 10 mx2.example.org.",
-	"example.org. MX 10 mx3.example.org.",
-	"example.org. MX 5 mx1.example.org.",
-	"example.org. MX 20 MX4.Example.org.",
-	"mx1.example.org. A 127.0.0.1",
-	"mx1.example.org. AAAA ::1",
-	"mx1.example.org. TXT \"v=STSv1; \" \"id=20260101\"",
-	"_25._tcp.mx1.example.org. TLSA 3 1 1 " + tlsaHex,
-	"_25._tcp.mx1.example.org. TLSA 2 0 2 00ff",
-	"_25._tcp.mx1.example.org. TLSA 0 1 1 abcd",
-	"_25._tcp.alias.example.org. CNAME _25._tcp.mx1.example.org.",
-	"nomx.example.org. A 127.0.0.2",
-	"nullmx.example.org. MX 0 .",
-	"unsigned.example. MX 10 mx.unsigned.example.",
-	"mx.unsigned.example. A 127.0.0.4",
-	"alias.example.org. CNAME mx1.example.org.",
-	"alias2.example.org. CNAME alias.example.org.",
-	"cnamemx.example.org. CNAME example.org.",
-	"unsignedalias.example.org. CNAME mx1.example.org.",
-	"tounsigned.example.org. CNAME mx.unsigned.example.",
-	"nochase.example.org. CNAME alias.example.org.",
-	"loop1.example.org. CNAME loop2.example.org.",
-	"loop2.example.org. CNAME loop1.example.org.",
-	"dangling.example.org. CNAME missing.example.org.",
-	"servfail.example.org. A 127.0.0.5",
-	"drop.example.org. A 127.0.0.6",
-	"big.example.org. MX 10 mx1.example.org.",
-	"big.example.org. A 127.0.0.7",
-	"xn--bcher-kva.example. MX 10 xn--bcher-kva.example.",
-	"xn--bcher-kva.example. A 127.0.0.8",
+// zones are answered by the test server; "signed" ones with the AD bit.
+var zones = []dnstest.Zone{
+	{Origin: "example.org.", Signed: true, Records: `
+		@ MX 10 mx2
+		@ MX 10 mx3
+		@ MX 5 mx1
+		@ MX 20 MX4.Example.org.
+		mx1 A 127.0.0.1
+		mx1 AAAA ::1
+		mx1 TXT "v=STSv1; " "id=20260101"
+		_25._tcp.mx1 TLSA 3 1 1 ` + tlsaHex + `
+		_25._tcp.mx1 TLSA 2 0 2 00ff
+		_25._tcp.mx1 TLSA 0 1 1 abcd
+		_25._tcp.alias CNAME _25._tcp.mx1
+		nomx A 127.0.0.2
+		nullmx MX 0 .
+		alias CNAME mx1
+		alias2 CNAME alias
+		cnamemx CNAME @
+		tounsigned CNAME mx.unsigned.example.
+		nochase CNAME alias
+		loop1 CNAME loop2
+		loop2 CNAME loop1
+		dangling CNAME missing
+		servfail A 127.0.0.5
+		drop A 127.0.0.6
+		big MX 10 mx1
+		big A 127.0.0.7
+	`},
+	{Origin: "unsignedalias.example.org.", Records: "@ CNAME mx1.example.org."},
+	{Origin: "unsigned.example.", Records: "@ MX 10 mx\nmx A 127.0.0.4\n"},
+	{Origin: "xn--bcher-kva.example.", Signed: true, Records: "@ MX 10 @\n@ A 127.0.0.8\n"},
 }
 
-// testServer is a recursive resolver on loopback answering from zoneText.
-type testServer struct {
-	rrs      []dns.RR
-	signed   map[string]bool // Answers touching only these names get the AD bit.
-	servfail map[string]bool
-	drop     map[string]bool // Never answered.
-	truncate map[string]bool // Truncated over UDP.
-	nochase  map[string]bool // Chains starting here stop after one CNAME.
-
-	mu      sync.Mutex
-	tcp     int      // Queries received over TCP.
-	lastOPT *dns.OPT // EDNS0 record of the last query.
+// newTestServer starts a resolver on loopback answering from zones.
+func newTestServer(t *testing.T) *dnstest.Server {
+	s := dnstest.NewServer(t, zones...)
+	s.SetFault("servfail.example.org.", dnstest.ServFail)
+	s.SetFault("drop.example.org.", dnstest.Drop)
+	s.SetFault("big.example.org.", dnstest.Truncate)
+	s.SetFault("nochase.example.org.", dnstest.CNAMEOnly) // The chain ends in a new query.
+	return s
 }
 
-func set(names ...string) map[string]bool {
-	m := map[string]bool{}
-	for _, n := range names {
-		m[n] = true
-	}
-	return m
-}
-
-// newTestServer starts a UDP and TCP server on the same loopback port.
-func newTestServer(t *testing.T) (*testServer, string) {
-	t.Helper()
-	s := &testServer{
-		signed: set("example.org.", "mx1.example.org.", "alias.example.org.", "alias2.example.org.",
-			"nochase.example.org.", "_25._tcp.mx1.example.org.", "_25._tcp.alias.example.org.",
-			"nullmx.example.org.", "nomx.example.org.", "missing.example.org.", "dangling.example.org.",
-			"big.example.org.", "cnamemx.example.org.", "tounsigned.example.org.", "xn--bcher-kva.example."),
-		servfail: set("servfail.example.org."),
-		drop:     set("drop.example.org."),
-		truncate: set("big.example.org."),
-		nochase:  set("nochase.example.org."),
-	}
-	for _, line := range zoneText {
-		rr, err := dns.NewRR(line)
-		if err != nil {
-			t.Fatalf("%s: %v", line, err)
-		}
-		s.rrs = append(s.rrs, rr)
-	}
-	var pc net.PacketConn
-	var ln net.Listener
-	for range 20 {
-		var err error
-		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err = net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			break
-		}
-		pc.Close()
-		pc, ln = nil, nil
-	}
-	if ln == nil {
-		t.Fatal("no free port for udp and tcp")
-	}
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: s}, {Listener: ln, Handler: s}} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go srv.ActivateAndServe()
-		<-started
-		t.Cleanup(func() { srv.Shutdown() })
-	}
-	return s, pc.LocalAddr().String()
-}
-
-func (s *testServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	q := req.Question[0]
-	qname := strings.ToLower(q.Name)
-	tcp := w.LocalAddr().Network() == "tcp"
-	s.mu.Lock()
-	s.lastOPT = req.IsEdns0()
-	if tcp {
-		s.tcp++
-	}
-	s.mu.Unlock()
-	if s.drop[qname] {
-		return
-	}
-	resp := new(dns.Msg)
-	resp.SetReply(req)
-	resp.RecursionAvailable = true
-	if opt := req.IsEdns0(); opt != nil {
-		resp.SetEdns0(udpSize, opt.Do())
-	}
-	switch {
-	case s.servfail[qname]:
-		resp.Rcode = dns.RcodeServerFailure
-	case s.truncate[qname] && !tcp:
-		resp.Truncated = true
-	default:
-		ad := true
-		cur := qname
-		for range 10 {
-			ad = ad && s.signed[cur]
-			var cname dns.RR
-			exists := false
-			for _, rr := range s.rrs {
-				if !strings.EqualFold(rr.Header().Name, cur) {
-					continue
-				}
-				exists = true
-				if rr.Header().Rrtype == q.Qtype {
-					resp.Answer = append(resp.Answer, rr)
-				} else if rr.Header().Rrtype == dns.TypeCNAME {
-					cname = rr
-				}
-			}
-			if !exists {
-				resp.Rcode = dns.RcodeNameError
-			}
-			if len(resp.Answer) > 0 && resp.Answer[len(resp.Answer)-1].Header().Rrtype == q.Qtype || cname == nil {
-				break
-			}
-			resp.Answer = append(resp.Answer, cname)
-			cur = strings.ToLower(cname.(*dns.CNAME).Target)
-			if s.nochase[qname] {
-				break
-			}
-		}
-		resp.AuthenticatedData = ad
-	}
-	w.WriteMsg(resp)
-}
-
-func newTestResolver(t *testing.T) (*testServer, *Resolver) {
-	s, addr := newTestServer(t)
+func newTestResolver(t *testing.T) (*dnstest.Server, *Resolver) {
+	s := newTestServer(t)
+	addr := s.Addr
 	r, err := New(addr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -342,23 +221,19 @@ func TestQueryAndTransport(t *testing.T) {
 	if _, _, err := r.LookupIP(context.Background(), "mx1.example.org"); err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	opt, tcp := s.lastOPT, s.tcp
-	s.mu.Unlock()
+	qs := s.Queries()
+	opt := qs[len(qs)-1].OPT
 	if opt == nil || !opt.Do() || opt.UDPSize() != udpSize {
 		t.Errorf("query edns0 %v, want DO and size %d", opt, udpSize)
 	}
-	if tcp != 0 {
-		t.Errorf("%d tcp queries without truncation", tcp)
+	if n := tcpQueries(s); n != 0 {
+		t.Errorf("%d tcp queries without truncation", n)
 	}
 	if _, _, err := r.LookupIP(context.Background(), "big.example.org"); err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	tcp = s.tcp
-	s.mu.Unlock()
-	if tcp != 2 {
-		t.Errorf("%d tcp queries after truncated A and AAAA answers, want 2", tcp)
+	if n := tcpQueries(s); n != 2 {
+		t.Errorf("%d tcp queries after truncated A and AAAA answers, want 2", n)
 	}
 
 	// The timeout bounds a lookup; a cancelled context fails as temporary.
@@ -374,6 +249,16 @@ func TestQueryAndTransport(t *testing.T) {
 	if _, _, err := r.LookupMX(ctx, "example.org"); !errors.Is(err, ErrTemporary) {
 		t.Errorf("cancelled: %v", err)
 	}
+}
+
+func tcpQueries(s *dnstest.Server) int {
+	n := 0
+	for _, q := range s.Queries() {
+		if q.TCP {
+			n++
+		}
+	}
+	return n
 }
 
 func TestNew(t *testing.T) {
