@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
+	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 )
 
@@ -17,6 +18,8 @@ var (
 	errAuthInvalid = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	// RFC 4954 §6: also for a mechanism whose plugin is down.
 	errAuthTemp = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Temporary authentication failure"}
+	// RFC 4954 §6: 538 5.7.11, encryption required for the mechanism.
+	errAuthNeedsTLS = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for authentication"}
 	// Sent before closing the connection (RFC 5321 §3.8).
 	errAuthTooMany = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many failed authentications, try again later"}
 )
@@ -25,16 +28,47 @@ var (
 // submission listeners only; go-smtp advertises and allows them only over
 // TLS, so the -PLUS variants are always among them.
 func (s *session) AuthMechanisms() []string {
-	if !s.srv.submission() {
+	defer guard.Recover(s.log, "smtp session", nil)
+	s.ehlo = true
+	if !s.srv.submission() || !s.isTLS() {
 		return nil
 	}
 	return s.srv.cfg.SASL.Mechanisms(s.isTLS())
 }
 
-// Auth starts an exchange: a built-in PLAIN or LOGIN, or a plugin's.
-func (s *session) Auth(mech string) (gosasl.Server, error) {
+// Auth starts an exchange: a built-in PLAIN or LOGIN, or a plugin's. A
+// panic in it, or in the exchange, fails that AUTH with errAuthTemp.
+func (s *session) Auth(mech string) (_ gosasl.Server, err error) {
+	defer panicReply(&err, errAuthTemp)
+	defer guard.Recover(s.log, "smtp session", &err)
+	ss, err := s.auth(mech)
+	if err != nil {
+		return nil, err
+	}
+	return guardedSASL{ss, s.log}, nil
+}
+
+// guardedSASL recovers a panic in an exchange's step.
+type guardedSASL struct {
+	gosasl.Server
+	log *slog.Logger
+}
+
+func (g guardedSASL) Next(response []byte) (challenge []byte, done bool, err error) {
+	defer panicReply(&err, errAuthTemp)
+	defer guard.Recover(g.log, "smtp session", &err)
+	return g.Server.Next(response)
+}
+
+func (s *session) auth(mech string) (gosasl.Server, error) {
 	if !s.srv.submission() {
 		return nil, smtp.ErrAuthUnsupported
+	}
+	if !s.isTLS() {
+		// go-smtp lets AUTH through without TLS (AllowInsecureAuth, set
+		// so that it asks AuthMechanisms on every EHLO): passwords only
+		// over TLS (RFC 4954 §4).
+		return nil, errAuthNeedsTLS
 	}
 	s.endExchange() // One the client cancelled with "*" (RFC 4954 §4).
 	ss := s.srv.cfg.SASL

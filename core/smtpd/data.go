@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
@@ -23,6 +24,9 @@ var (
 	// SMTP smuggling: a bare CR or LF may end a line, or the message, for
 	// the next hop but not for us. RFC 5321 §2.3.8 allows only CRLF.
 	errBareCRLF = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Bare LF or CR in message (SMTP smuggling)"}
+	// RFC 3463 X.6.0: other media error; NUL is not text (RFC 5321 §4.5.2
+	// allows it nowhere, RFC 3030 §3 only with BINARYMIME, not offered).
+	errNUL = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "NUL in message"}
 	// RFC 5321 §4.2.2 (552: exceeded storage allocation), RFC 3463 §3.4
 	// (X.3.4: message too big for system).
 	errTooLarge = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "Message too large"}
@@ -41,7 +45,9 @@ func (e errWrite) Unwrap() error { return e.err }
 
 // Data spools the message, checks it and hands it to the queue. go-smtp
 // sends the returned error as the reply, a 250 included.
-func (s *session) Data(r io.Reader) error {
+func (s *session) Data(r io.Reader) (err error) {
+	defer panicReply(&err, errInternal)
+	defer guard.Recover(s.log, "smtp session", &err)
 	start := s.start
 	if start.IsZero() {
 		start = time.Now()
@@ -65,10 +71,16 @@ func (s *session) Data(r io.Reader) error {
 // deliver does Data's work; size counts the message as received, without
 // the Received header.
 func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id string) {
-	// go-smtp sets the read deadline per command line only: renew it per
-	// read, so that ReadTimeout bounds each block of the message rather than
-	// all of it, as RFC 5321 §4.5.3.2 times DATA.
-	r = &deadlineReader{r: r, conn: s.sc.Conn(), timeout: s.srv.cfg.ReadTimeout}
+	// go-smtp sets the read deadline per command line only: renew it as
+	// the message comes, so that ReadTimeout bounds each block of it rather
+	// than all of it, as RFC 5321 §4.5.3.2 times DATA. go-smtp passes BDAT
+	// chunks through a pipe, DATA through its dot-unstuffing reader.
+	_, bdat := r.(*io.PipeReader)
+	dr := &deadlineReader{r: r, conn: s.sc.Conn(), timeout: s.srv.cfg.ReadTimeout, every: 1}
+	if !bdat {
+		dr.every = 64
+	}
+	r = dr
 
 	sp := s.srv.cfg.Queue.NewSpool()
 	defer sp.Discard() // Does nothing once Add took it.
@@ -76,12 +88,20 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 		s.log.Error("spooling message", slog.Any("err", err))
 		return s.drain(r, errQueue), 0, ""
 	}
-	size, err := copyMessage(sp, r)
+	size, err := copyMessage(sp, r, !bdat)
 	var we errWrite
+	var unframed errUnframed
 	switch {
 	case err == nil:
-	case errors.Is(err, errBareCRLF):
-		return s.drain(r, errBareCRLF), size, ""
+	case err == errBareCRLF || err == errNUL:
+		return err.(*smtp.SMTPError), size, ""
+	case errors.As(err, &unframed):
+		// What follows the client's end of data cannot be read in step
+		// with it: end the connection after the reply, which go-smtp
+		// sends once its reader fails.
+		s.log.Info("message refused, end of data after bare CR: closing", slog.Int("code", unframed.reply.Code))
+		s.hangUp()
+		return unframed.reply, size, ""
 	case errors.As(err, &we):
 		s.log.Error("spooling message", slog.Any("err", err))
 		return s.drain(r, errQueue), size, ""
@@ -173,7 +193,10 @@ func (s *session) readFailed(err error) *smtp.SMTPError {
 	case err == smtp.ErrDataTooLarge:
 		return errTooLarge // go-smtp reads the rest of the message.
 	case errors.Is(err, smtp.ErrTooLongLine):
-		return errLineTooLong // go-smtp closes the connection.
+		// go-smtp would send this reply, then its own "500 5.4.0 Too long
+		// line" as it reads the next command: hang up after the first.
+		s.conn.HangupAfterReply()
+		return errLineTooLong
 	case errors.Is(err, smtp.ErrDataReset):
 		return errConnection // BDAT aborted by RSET; nobody reads this.
 	}
@@ -182,58 +205,96 @@ func (s *session) readFailed(err error) *smtp.SMTPError {
 	return errConnection
 }
 
-// copyMessage copies the message from r to w, and fails with errBareCRLF
-// on a CR not followed by LF or an LF not preceded by CR, or with errWrite.
-// n counts the bytes read.
+// copyMessage copies the message from r, go-smtp's reader of DATA (dotted:
+// dot-stuffed, ending at CRLF "." CRLF) or of BDAT chunks, to w. It checks
+// what the reader returns: a CR not followed by LF or an LF not preceded by
+// CR refuses the message with errBareCRLF, a NUL with errNUL (RFC 3030
+// §3: only BINARYMIME, which is not offered, allows it). A refused message is
+// read to its end, not written. n counts the bytes read; errWrite marks a
+// failure of w.
 //
-// The check runs on what go-smtp's DATA reader returns, which it returns in
-// full buffers. That reader does not see the end of data in CR CR LF "."
-// CR LF (a bare CR ending the last line): such a client waits for a reply
-// until ReadTimeout closes the connection, rather than getting a 500. The
-// message is refused either way, and nothing after the dot is read as a
-// command.
-func copyMessage(w io.Writer, r io.Reader) (n int64, err error) {
+// go-smtp's DATA reader returns only full buffers and misses the end of data
+// after a bare CR (CR CR LF "." CR LF): the client would wait for a reply
+// until ReadTimeout. So DATA is read a byte at a time, which costs little as
+// that reader goes byte by byte anyway, and once the message is refused, a
+// CR LF "." CR LF the reader passed on (rather than ending at it) is taken
+// as the client's end: copyMessage returns errUnframed wrapping the
+// refusal, and the caller must hang up, as what the client sends next
+// cannot be read in step. (A refused message whose content has a line of
+// a stuffed single dot ends there too, a refusal all the same.)
+func copyMessage(w io.Writer, r io.Reader, dotted bool) (n int64, err error) {
 	buf := make([]byte, 32<<10)
-	cr := false // The previous byte was CR.
+	step := len(buf)
+	if dotted {
+		step = 1
+	}
+	var refused *smtp.SMTPError
+	fill := 0        // Bytes of buf waiting for w.
+	cr := false      // The previous byte was CR.
+	var last [4]byte // The 4 bytes before, newest last.
 	for {
-		k, rerr := r.Read(buf)
+		k, rerr := r.Read(buf[fill:min(fill+step, len(buf))])
 		n += int64(k)
-		for _, c := range buf[:k] {
-			if (c == '\n') != cr {
-				if rerr != nil && rerr != io.EOF {
-					return n, rerr // Draining would fail too.
+		for _, c := range buf[fill : fill+k] {
+			if refused == nil {
+				switch {
+				case c == 0:
+					refused = errNUL
+				case (c == '\n') != cr:
+					refused = errBareCRLF
 				}
-				return n, errBareCRLF
+			} else if dotted && c == '\n' && last == [4]byte{'\r', '\n', '.', '\r'} {
+				return n, errUnframed{refused}
 			}
 			cr = c == '\r'
+			last = [4]byte{last[1], last[2], last[3], c}
 		}
-		if k > 0 {
-			if _, err := w.Write(buf[:k]); err != nil {
+		if refused == nil {
+			fill += k
+		}
+		if fill == len(buf) || fill > 0 && rerr != nil {
+			if _, err := w.Write(buf[:fill]); err != nil {
 				return n, errWrite{err}
 			}
+			fill = 0
 		}
-		if rerr == io.EOF {
-			if cr {
-				return n, errBareCRLF // Possible with BDAT.
-			}
-			return n, nil
-		} else if rerr != nil {
+		switch {
+		case rerr == nil:
+		case refused != nil && (rerr == io.EOF || rerr == smtp.ErrDataTooLarge):
+			return n, refused // go-smtp reads the rest if too large.
+		case rerr != io.EOF:
 			return n, rerr
+		case cr:
+			return n, errBareCRLF // A BDAT message ending in CR.
+		default:
+			return n, nil
 		}
 	}
 }
 
-// deadlineReader renews the connection's read deadline before each read.
+// errUnframed is copyMessage's refusal of a message whose end go-smtp's
+// reader missed.
+type errUnframed struct{ reply *smtp.SMTPError }
+
+func (e errUnframed) Error() string { return "end of data after bare CR: " + e.reply.Error() }
+
+// deadlineReader renews the connection's read deadline before every
+// every-th read; a read of DATA takes one byte, and renewing costs more.
 type deadlineReader struct {
 	r       io.Reader
 	conn    net.Conn
 	timeout time.Duration
+	every   int
+	reads   int
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
-	if err := r.conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
-		return 0, err
+	if r.reads%r.every == 0 {
+		if err := r.conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+			return 0, err
+		}
 	}
+	r.reads++
 	return r.r.Read(p)
 }
 

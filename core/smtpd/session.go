@@ -2,6 +2,8 @@ package smtpd
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/clientconn"
+	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
@@ -45,6 +48,9 @@ type session struct {
 	conn  *clientconn.Conn
 	log   *slog.Logger
 	relay bool // The client is in the listener's relay networks.
+	// The session's greeting was EHLO: go-smtp asked for AuthMechanisms,
+	// which it does for EHLO only. A HELO after an EHLO goes unnoticed.
+	ehlo bool
 
 	account  string                            // After successful AUTH.
 	exchange atomic.Pointer[sasl.Exchange]     // A plugin's AUTH exchange in progress.
@@ -61,15 +67,44 @@ type session struct {
 
 var _ smtp.AuthSession = (*session)(nil)
 
-func (s *Server) newSession(sc *smtp.Conn) (smtp.Session, error) {
+func (s *Server) newSession(sc *smtp.Conn) (_ smtp.Session, err error) {
+	defer panicReply(&err, errInternal)
+	defer guard.Recover(s.log, "smtp session", &err)
 	c, ok := clientconn.Of(sc.Conn())
 	if !ok {
 		s.log.Error("session on a connection not from Serve", slog.String("remote", sc.Conn().RemoteAddr().String()))
 		return nil, errInternal
 	}
+	if g, ok := c.Conn.(*greetingConn); ok {
+		g.lift() // Under implicit TLS, HELO or EHLO is the first line seen.
+	}
+	// go-smtp echoes the name in its reply; when refused, it forgets it.
+	if err := checkHelo(sc.Hostname()); err != nil {
+		c.Log.Info("greeting refused", slog.String("helo", sc.Hostname()), slog.Int("code", err.Code))
+		return nil, err
+	}
 	relay := slices.ContainsFunc(s.cfg.Listener.RelayPrefixes, func(p netip.Prefix) bool { return p.Contains(c.IP) })
 	c.Log.Debug("session started", slog.Bool("relay", relay))
 	return &session{srv: s, sc: sc, conn: c, log: c.Log, relay: relay}, nil
+}
+
+// panicReply, deferred before guard.Recover in a go-smtp callback, turns
+// the error of a recovered panic into reply: go-smtp would send any other
+// error's text to the client. go-smtp's own recovery would answer 421 and
+// close the connection, uncounted; this fails only the command, with 4xx.
+func panicReply(errp *error, reply *smtp.SMTPError) {
+	if errors.Is(*errp, guard.ErrPanic) {
+		*errp = reply
+	}
+}
+
+// hangUp ends the connection after the next reply and ends reading from the
+// client now, so that a go-smtp read waiting for it fails.
+func (s *session) hangUp() {
+	s.conn.HangupAfterReply()
+	if cr, ok := s.conn.Conn.(interface{ CloseRead() error }); ok {
+		cr.CloseRead()
+	}
 }
 
 // isTLS reports whether the session runs over TLS.
@@ -79,20 +114,33 @@ func (s *session) isTLS() bool {
 }
 
 func (s *session) Reset() {
+	defer guard.Recover(s.log, "smtp session", nil)
 	s.start = time.Time{}
 	s.from = ""
 	s.opts = sdk.DeliverOptions{}
 	s.size = 0
 	s.recipients = nil
 	s.accounts = nil
+	// A HELO or EHLO again: go-smtp resets, then echoes the name, without
+	// asking. One with a NUL or CR is refused here, and the connection
+	// ended before that echo (go-smtp holds its lock: no s.sc.Close).
+	if err := checkHelo(s.sc.Hostname()); err != nil {
+		s.log.Info("greeting refused, closing", slog.String("helo", s.sc.Hostname()), slog.Int("code", err.Code))
+		fmt.Fprintf(s.sc.Conn(), "%d %d.%d.%d %s\r\n", err.Code, err.EnhancedCode[0], err.EnhancedCode[1], err.EnhancedCode[2], err.Message)
+		s.conn.Close()
+	}
 }
 
-func (s *session) Logout() error {
+func (s *session) Logout() (err error) {
+	defer panicReply(&err, errInternal)
+	defer guard.Recover(s.log, "smtp session", &err)
 	s.endExchange()
 	return nil
 }
 
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
+	defer panicReply(&err, errInternal)
+	defer guard.Recover(s.log, "smtp session", &err)
 	s.Reset()
 	if err := s.checkMail(from, opts); err != nil {
 		s.log.Info("sender refused", slog.String("account", s.account), slog.String("from", from), slog.Int("code", err.Code))
@@ -112,6 +160,15 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError {
+	if !s.ehlo && mailHasParams(opts) {
+		return errParamsAfterHELO
+	}
+	if err := checkAddress(from, true, opts.UTF8); err != nil {
+		return err
+	}
+	if len(opts.EnvelopeID) > maxEnvID {
+		return errEnvIDTooLong
+	}
 	if s.srv.submission() {
 		if s.account == "" {
 			return errAuthRequired
@@ -128,9 +185,15 @@ func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError
 	return nil
 }
 
-func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	account, err := s.checkRcpt(to)
-	if err != nil {
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
+	defer panicReply(&err, errInternal)
+	defer guard.Recover(s.log, "smtp session", &err)
+	if err := s.checkRcptSyntax(to, opts); err != nil {
+		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
+		return err
+	}
+	account, serr := s.checkRcpt(to)
+	if err := serr; err != nil {
 		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
 		return err
 	}
@@ -143,6 +206,20 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.recipients = append(s.recipients, r)
 	s.accounts = append(s.accounts, account)
+	return nil
+}
+
+// checkRcptSyntax checks what go-smtp's parser lets through.
+func (s *session) checkRcptSyntax(to string, opts *smtp.RcptOptions) *smtp.SMTPError {
+	if !s.ehlo && rcptHasParams(opts) {
+		return errParamsAfterHELO
+	}
+	if err := checkAddress(to, false, s.opts.SMTPUTF8); err != nil {
+		return err
+	}
+	if opts.OriginalRecipient != "" {
+		return checkORcpt(string(opts.OriginalRecipientType), opts.OriginalRecipient)
+	}
 	return nil
 }
 

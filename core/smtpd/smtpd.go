@@ -44,6 +44,10 @@ const (
 	// the next command.
 	defaultReadTimeout  = 5 * time.Minute
 	defaultWriteTimeout = time.Minute
+	// Time to the first command line: a client sends it right after the
+	// greeting; RFC 5321 §4.5.3.2.1 gives the client 5 minutes to wait for
+	// the greeting, not the server to wait for a client.
+	defaultGreetingTimeout = 30 * time.Second
 )
 
 // maxLineLength bounds command and message lines: twice the 1000 octets of
@@ -69,9 +73,13 @@ type Config struct {
 	MaxRecipients  int           // Per transaction. Zero: 1000.
 	ReadTimeout    time.Duration // Per command line and per message chunk. Zero: 5m.
 	WriteTimeout   time.Duration // Per reply. Zero: 1m.
-	Log            *slog.Logger  // Nil: discard.
-	Accounts       Accounts
-	Auth           PasswordChecker // Required for submission listeners.
+	// GreetingTimeout bounds the time from connecting (the TLS handshake
+	// of a submissions listener included) to the first complete command
+	// line; go-smtp then answers 421 4.4.2 and closes. Zero: 30s.
+	GreetingTimeout time.Duration
+	Log             *slog.Logger // Nil: discard.
+	Accounts        Accounts
+	Auth            PasswordChecker // Required for submission listeners.
 	// SASL orders the mechanisms offered on submission listeners and runs
 	// those of plugins. Nil: the built-in PLAIN and LOGIN only.
 	SASL *sasl.Server
@@ -162,6 +170,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = defaultWriteTimeout
 	}
+	if cfg.GreetingTimeout <= 0 {
+		cfg.GreetingTimeout = defaultGreetingTimeout
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -180,7 +191,10 @@ func New(cfg Config) (*Server, error) {
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLS
-	srv.AllowInsecureAuth = false // No plaintext passwords without TLS (RFC 4954 §4).
+	// go-smtp asks a session for its AUTH mechanisms on EHLO only where it
+	// allows AUTH: allowing it everywhere tells EHLO from HELO. The session
+	// offers and accepts AUTH over TLS only (RFC 4954 §4).
+	srv.AllowInsecureAuth = true
 	srv.MaxMessageBytes = cfg.MaxMessageSize
 	// Recipients beyond the limit get 452 4.5.3 from go-smtp (RFC 5321
 	// §4.5.3.1.10), which also advertises LIMITS RCPTMAX (RFC 9422).
@@ -203,8 +217,9 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.ctx.Err() != nil {
 		return smtp.ErrServerClosed
 	}
-	l = clientconn.NewListener(l, s.log)
-	if s.cfg.Listener.Kind == config.KindSubmissions {
+	implicitTLS := s.cfg.Listener.Kind == config.KindSubmissions
+	l = greetingListener{clientconn.NewListener(l, s.log), s.cfg.GreetingTimeout, implicitTLS}
+	if implicitTLS {
 		l = tls.NewListener(l, s.cfg.TLS) // RFC 8314 §3.3
 	}
 	if err := s.smtp.Serve(l); err != nil {
@@ -234,6 +249,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.smtp.Shutdown(ctx)
 	s.cancel()
 	return err
+}
+
+// greetingListener watches each connection's greeting (greetingConn).
+type greetingListener struct {
+	*clientconn.Listener
+	timeout     time.Duration
+	implicitTLS bool
+}
+
+func (l greetingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	c := nc.(*clientconn.Conn)
+	watchGreeting(c, l.timeout, l.implicitTLS)
+	return c, nil
 }
 
 // submission reports whether the listener is for message submission.
