@@ -189,7 +189,7 @@ func NewServer(t testing.TB, o Options) *Server {
 		srv.Domain = "smtptest.test"
 	}
 	srv.ErrorLog = log.New(io.Discard, "", 0)
-	srv.Debug = lockedWriter{&s.mu, &s.trace}
+	srv.Debug = traceWriter{s}
 	srv.ReadTimeout = o.ReadTimeout
 	srv.MaxMessageBytes = o.MaxMessageBytes
 	srv.AllowInsecureAuth = o.AllowInsecureAuth
@@ -356,15 +356,13 @@ func (ss *session) Reset() {
 
 func (ss *session) Logout() error { return nil }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
+// traceWriter appends to the server's trace, go-smtp's Debug output.
+type traceWriter struct{ s *Server }
 
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+func (w traceWriter) Write(p []byte) (int, error) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	return w.s.trace.Write(p)
 }
 
 type countingListener struct {
