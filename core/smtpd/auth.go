@@ -177,6 +177,7 @@ func (s *session) authenticate(mech, authzid, login, password string) error {
 	if err != nil {
 		return err
 	}
+	defer att.Abandon() // After a panic; does nothing once att ended.
 	ctx, cancel := context.WithTimeout(s.srv.ctx, authTimeout)
 	defer cancel()
 	account, reason, err := sasl.CheckPassword(ctx, s.srv.cfg.Accounts, s.srv.cfg.Auth, authzid, login, password)

@@ -1,0 +1,149 @@
+package smtpd
+
+import (
+	"io"
+	"net"
+	"net/textproto"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/core/config"
+)
+
+// step is one line sent (raw: no CRLF added) and the reply expected:
+// code and, if set, the start of its text (the enhanced code).
+type step struct {
+	send string
+	code int
+	text string
+}
+
+// converse connects to ts and runs steps after the greeting; a step with
+// code 0 expects the connection to close (EOF) without further reply.
+func converse(t *testing.T, ts *testServer, steps []step) {
+	t.Helper()
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	tc := textproto.NewConn(nc)
+	if _, _, err := tc.ReadResponse(220); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range steps {
+		if st.send != "" {
+			if _, err := io.WriteString(nc, st.send); err != nil {
+				t.Fatalf("sending %q: %v", st.send, err)
+			}
+		}
+		if st.code == 0 {
+			if line, err := tc.ReadLine(); err != io.EOF {
+				t.Fatalf("after %q: read %q, %v; want EOF", st.send, line, err)
+			}
+			return
+		}
+		code, msg, err := tc.ReadResponse(st.code)
+		if err != nil || !strings.HasPrefix(msg, st.text) {
+			t.Fatalf("%q: reply %d %q (%v), want %d %s", st.send, code, msg, err, st.code, st.text)
+		}
+	}
+}
+
+const (
+	ehlo     = "EHLO client.test\r\n"
+	mailOK   = "MAIL FROM:<someone@remote.example>\r\n"
+	rcptOK   = "RCPT TO:<other@elsewhere.example>\r\n"
+	long64   = "a234567890123456789012345678901234567890123456789012345678901234" // 64 octets.
+	label63  = "d23456789012345678901234567890123456789012345678901234567890123"  // 63 octets.
+	domain63 = label63 + "." + label63 + "." + label63 + "." + label63           // 255 octets.
+)
+
+// Each form of input go-smtp lets through is refused with its reply, and the
+// session stays usable (NOOP) unless it must end.
+func TestStrictInput(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"NUL in DATA", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""}, {"DATA\r\n", 354, ""},
+			{"Subject: x\r\n\r\na\x00b\r\n.\r\n", 554, "5.6.0"}, {"NOOP\r\n", 250, ""}}},
+		{"NUL in BDAT", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""},
+			{"BDAT 5 LAST\r\na\x00b\r\n", 554, "5.6.0"}, {"NOOP\r\n", 250, ""}}},
+		// go-smtp's reader misses this end of data: the client must get
+		// its reply now, not at ReadTimeout (10s here, past the 5s limit).
+		{"bare CR before end of data", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""}, {"DATA\r\n", 354, ""},
+			{"Subject: x\r\n\r\nbody\r\r\n.\r\n", 500, "5.5.2"}, {"", 0, ""}}},
+		{"non-ASCII sender without SMTPUTF8", []step{{ehlo, 250, ""}, {"MAIL FROM:<jörg@remote.example>\r\n", 553, "5.6.7"}, {"NOOP\r\n", 250, ""}}},
+		{"non-ASCII recipient without SMTPUTF8", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<jörg@elsewhere.example>\r\n", 553, "5.6.7"}}},
+		{"non-ASCII domain without SMTPUTF8", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@bücher.example>\r\n", 553, "5.6.7"}}},
+		{"non-ASCII with SMTPUTF8", []step{{ehlo, 250, ""}, {"MAIL FROM:<jörg@bücher.example> SMTPUTF8\r\n", 250, ""}, {"RCPT TO:<jörg@elsewhere.example>\r\n", 250, ""}}},
+		{"invalid UTF-8 sender", []step{{ehlo, 250, ""}, {"MAIL FROM:<j\xffrg@remote.example> SMTPUTF8\r\n", 501, "5.1.7"}}},
+		{"invalid UTF-8 recipient", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> SMTPUTF8\r\n", 250, ""}, {"RCPT TO:<\xc3@elsewhere.example>\r\n", 501, "5.1.3"}}},
+		{"local part of 64", []step{{ehlo, 250, ""}, {"MAIL FROM:<" + long64 + "@remote.example>\r\n", 250, ""}}},
+		{"local part over 64", []step{{ehlo, 250, ""}, {"MAIL FROM:<" + long64 + "x@remote.example>\r\n", 501, "5.1.7"}}},
+		{"recipient local part over 64", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<" + long64 + "x@elsewhere.example>\r\n", 501, "5.1.3"}}},
+		{"domain of 255", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@" + domain63 + ">\r\n", 250, ""}}},
+		{"domain over 255", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@" + domain63 + "x>\r\n", 501, "5.1.7"}}},
+		{"recipient domain over 255", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@x" + domain63 + ">\r\n", 501, "5.1.3"}}},
+		{"ENVID of 100", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> ENVID=" + strings.Repeat("e", 100) + "\r\n", 250, ""}}},
+		{"ENVID over 100", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> ENVID=" + strings.Repeat("e", 101) + "\r\n", 501, "5.5.4"}}},
+		{"ORCPT of 500", []step{{ehlo, 250, ""}, {mailOK, 250, ""},
+			{"RCPT TO:<a@elsewhere.example> ORCPT=rfc822;" + strings.Repeat("o", 500-len("rfc822;")-len("@x")) + "@x\r\n", 250, ""}}},
+		{"ORCPT over 500", []step{{ehlo, 250, ""}, {mailOK, 250, ""},
+			{"RCPT TO:<a@elsewhere.example> ORCPT=rfc822;" + strings.Repeat("o", 501-len("rfc822;")-len("@x")) + "@x\r\n", 501, "5.5.4"}}},
+		{"ORCPT with a control", []step{{ehlo, 250, ""}, {mailOK, 250, ""},
+			{"RCPT TO:<a@elsewhere.example> ORCPT=utf-8;a\\x{01}b@x\r\n", 501, "5.5.4"}}},
+		{"MAIL parameter after HELO", []step{{"HELO client.test\r\n", 250, ""}, {"MAIL FROM:<a@remote.example> BODY=8BITMIME\r\n", 555, "5.5.4"}, {mailOK, 250, ""}}},
+		{"RCPT parameter after HELO", []step{{"HELO client.test\r\n", 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@elsewhere.example> NOTIFY=NEVER\r\n", 555, "5.5.4"}}},
+		{"MAIL parameter after EHLO again", []step{{"HELO client.test\r\n", 250, ""}, {ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> BODY=8BITMIME\r\n", 250, ""}}},
+		{"NUL in sender", []step{{ehlo, 250, ""}, {"MAIL FROM:<a\x00b@remote.example>\r\n", 554, "5.6.0"}}},
+		{"bare CR in sender", []step{{ehlo, 250, ""}, {"MAIL FROM:<a\rb@remote.example>\r\n", 500, "5.5.2"}}},
+		{"NUL in recipient", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@else\x00where.example>\r\n", 554, "5.6.0"}}},
+		{"bare CR in recipient", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@else\rwhere.example>\r\n", 500, "5.5.2"}}},
+		{"bad domain syntax", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote..example>\r\n", 501, "5.1.7"}}},
+		{"NUL in EHLO", []step{{"EHLO cli\x00ent\r\n", 501, "5.5.2"}, {ehlo, 250, ""}}},
+		{"bare CR in EHLO", []step{{"EHLO cli\rent\r\n", 501, "5.5.2"}, {"HELO client.test\r\n", 250, ""}}},
+		// go-smtp echoes a second greeting without asking: the session
+		// refuses it before the echo and closes.
+		{"bare CR in second EHLO", []step{{ehlo, 250, ""}, {"EHLO cli\rent\r\n", 501, "5.5.2"}, {"", 0, ""}}},
+		// One reply, then the connection closes: not go-smtp's second one.
+		{"over-long DATA line", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""}, {"DATA\r\n", 354, ""},
+			{"Subject: x\r\n\r\n" + strings.Repeat("x", 3000) + "\r\n.\r\n", 500, "5.5.2"}, {"", 0, ""}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, config.KindSMTP, relayLoopback)
+			converse(t, ts, tc.steps)
+			if strings.Contains(tc.name, "DATA") || strings.Contains(tc.name, "BDAT") || strings.Contains(tc.name, "end of data") {
+				if n := len(ts.queue.messages()); n != 0 {
+					t.Fatalf("%d messages queued", n)
+				}
+			}
+		})
+	}
+}
+
+// The checks accept what they must: a clean message after EHLO, with
+// parameters, through DATA and BDAT.
+func TestStrictInputAccepts(t *testing.T) {
+	ts := startServer(t, config.KindSMTP, relayLoopback)
+	converse(t, ts, []step{
+		{ehlo, 250, ""},
+		{"MAIL FROM:<\"a b\"@remote.example> BODY=8BITMIME SIZE=100 ENVID=x+2By\r\n", 250, ""},
+		{"RCPT TO:<other@[192.0.2.1]> NOTIFY=FAILURE ORCPT=rfc822;other@elsewhere.example\r\n", 250, ""},
+		{"DATA\r\n", 354, ""},
+		{"Subject: x\r\n\r\n..stuffed\r\n..\r\n.\r\n", 250, ""},
+		{mailOK, 250, ""},
+		{rcptOK, 250, ""},
+		{"BDAT 14 LAST\r\nSubject: y\r\n\r\n", 250, ""},
+	})
+	msgs := ts.queue.messages()
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages queued, want 2", len(msgs))
+	}
+	if !strings.HasSuffix(msgs[0].data, "\r\n\r\n.stuffed\r\n.\r\n") {
+		t.Errorf("DATA message %q", msgs[0].data)
+	}
+}
