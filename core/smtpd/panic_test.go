@@ -85,4 +85,3 @@ func checkPanicLogged(t *testing.T, ts *testServer, before int64) {
 		t.Errorf("panic not logged with its stack:\n%s", logs)
 	}
 }
-

@@ -58,7 +58,7 @@ const (
 	rcptOK   = "RCPT TO:<other@elsewhere.example>\r\n"
 	long64   = "a234567890123456789012345678901234567890123456789012345678901234" // 64 octets.
 	label63  = "d23456789012345678901234567890123456789012345678901234567890123"  // 63 octets.
-	domain63 = label63 + "." + label63 + "." + label63 + "." + label63           // 255 octets.
+	domain63 = label63 + "." + label63 + "." + label63 + "." + label63            // 255 octets.
 )
 
 // Each form of input go-smtp lets through is refused with its reply, and the
