@@ -2,7 +2,9 @@ package smtpd
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -17,27 +19,36 @@ import (
 // client dribbling one byte every few seconds would otherwise hold the
 // connection for ever (slowloris). Until lifted, every read deadline asked
 // for is clamped to the absolute greeting deadline; the TLS handshake of an
-// implicit-TLS listener runs below it, and so counts within it.
+// implicit-TLS listener runs above it, and so counts within it.
 //
 // It sits under clientconn.Conn (and under TLS), so it sees plaintext only on
 // connections that do not start with TLS: there it lifts itself on the first
 // LF read, the end of the first command line. Under implicit TLS it sees
 // ciphertext, and the session lifts it on HELO or EHLO (newSession).
+//
+// At the deadline it answers 421 itself and closes: go-smtp, given the
+// timeout, would first run the partial line it has as a command (bufio
+// returns it without the error), then answer its own 421.
 type greetingConn struct {
 	net.Conn
 	log      *slog.Logger
 	deadline time.Time
-	scan     bool // Look for the first LF: the bytes read are plaintext.
+	scan     bool      // Look for the first LF: the bytes read are plaintext.
+	reply    string    // The 421 (RFC 5321 §4.2.2, §3.8).
+	tls      *tls.Conn // Over it, for implicit TLS; the reply goes there.
 
-	mu     sync.Mutex
-	lifted bool
-	asked  time.Time // The read deadline last asked for.
-	logged bool
+	mu        sync.Mutex
+	lifted    bool
+	asked     time.Time // The read deadline last asked for.
+	deadlines int       // Calls of SetReadDeadline.
 }
 
 // watchGreeting puts a greetingConn with the given timeout under c.
-func watchGreeting(c *clientconn.Conn, timeout time.Duration, implicitTLS bool) *greetingConn {
-	g := &greetingConn{Conn: c.Conn, log: c.Log, deadline: time.Now().Add(timeout), scan: !implicitTLS}
+func watchGreeting(c *clientconn.Conn, hostname string, timeout time.Duration, implicitTLS bool) *greetingConn {
+	g := &greetingConn{
+		Conn: c.Conn, log: c.Log, deadline: time.Now().Add(timeout), scan: !implicitTLS,
+		reply: "421 4.4.2 " + hostname + " Timeout waiting for command, closing\r\n",
+	}
 	g.Conn.SetReadDeadline(g.deadline)
 	c.Conn = g
 	return g
@@ -52,10 +63,20 @@ func (g *greetingConn) Read(p []byte) (int, error) {
 	}
 	if g.scan && bytes.IndexByte(p[:n], '\n') >= 0 {
 		g.liftLocked()
-	} else if errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(g.deadline) && !g.logged {
-		// go-smtp answers 421 4.4.2 and closes (RFC 5321 §4.2.2, §3.8).
-		g.logged = true
+	} else if errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(g.deadline) {
 		g.log.Info("greeting timeout: no command line in time")
+		switch {
+		case g.tls == nil:
+			io.WriteString(g.Conn, g.reply)
+		case g.deadlines >= 2:
+			// go-smtp sets a deadline before the handshake and before
+			// each line: the handshake is done, and Write will not wait
+			// for its lock, held by whoever is in the handshake.
+			g.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(g.tls, g.reply)
+		}
+		g.Conn.Close()
+		return 0, net.ErrClosed // go-smtp ends quietly.
 	}
 	return n, err
 }
@@ -65,6 +86,7 @@ func (g *greetingConn) SetReadDeadline(t time.Time) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.asked = t
+	g.deadlines++
 	if !g.lifted && (t.IsZero() || t.After(g.deadline)) {
 		t = g.deadline
 	}

@@ -217,11 +217,11 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.ctx.Err() != nil {
 		return smtp.ErrServerClosed
 	}
-	implicitTLS := s.cfg.Listener.Kind == config.KindSubmissions
-	l = greetingListener{clientconn.NewListener(l, s.log), s.cfg.GreetingTimeout, implicitTLS}
-	if implicitTLS {
-		l = tls.NewListener(l, s.cfg.TLS) // RFC 8314 §3.3
+	gl := greetingListener{Listener: clientconn.NewListener(l, s.log), hostname: s.cfg.Hostname, timeout: s.cfg.GreetingTimeout}
+	if s.cfg.Listener.Kind == config.KindSubmissions {
+		gl.tls = s.cfg.TLS // RFC 8314 §3.3
 	}
+	l = gl
 	if err := s.smtp.Serve(l); err != nil {
 		return fmt.Errorf("smtpd: listener %s: %w", s.cfg.Listener.Name, err)
 	}
@@ -251,11 +251,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// greetingListener watches each connection's greeting (greetingConn).
+// greetingListener watches each connection's greeting (greetingConn) and,
+// with tls set, serves it over TLS from the start.
 type greetingListener struct {
 	*clientconn.Listener
-	timeout     time.Duration
-	implicitTLS bool
+	hostname string
+	timeout  time.Duration
+	tls      *tls.Config
 }
 
 func (l greetingListener) Accept() (net.Conn, error) {
@@ -264,8 +266,12 @@ func (l greetingListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	c := nc.(*clientconn.Conn)
-	watchGreeting(c, l.timeout, l.implicitTLS)
-	return c, nil
+	g := watchGreeting(c, l.hostname, l.timeout, l.tls != nil)
+	if l.tls == nil {
+		return c, nil
+	}
+	g.tls = tls.Server(c, l.tls)
+	return g.tls, nil
 }
 
 // submission reports whether the listener is for message submission.
