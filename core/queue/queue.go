@@ -55,7 +55,8 @@ var (
 
 // Router picks the transport for a delivery attempt to the recipients at
 // toDomain, after attempts earlier attempts. core/route implements it. Route
-// is called with the queue's lock held: it must be quick.
+// is called with the queue's lock held: it must be quick. A panic in Route
+// is recovered (core/guard): the attempt fails temporarily.
 type Router interface {
 	Route(account, from, toDomain string, attempts int) (transport string)
 }
@@ -63,6 +64,8 @@ type Router interface {
 // Deliverer makes a delivery attempt through the named transport. An error
 // means the transport is unavailable (not configured, plugin down): every
 // recipient of the request then fails temporarily with the error's text.
+// A panic in Deliver is recovered (core/guard) and fails every recipient of
+// the request temporarily.
 type Deliverer interface {
 	Deliver(ctx context.Context, transport string, req *sdk.DeliverRequest) (*sdk.DeliverResult, error)
 }
@@ -97,7 +100,8 @@ type Options struct {
 	// Notify, if set, is called for recipients that failed permanently or
 	// were delayed, before their state is stored: a DSN it queues is not lost
 	// if the process dies (it may be sent twice). It is called from the
-	// delivery goroutine.
+	// delivery goroutine. A panic in it is recovered (core/guard): its
+	// recipients stay pending, and a later attempt makes the notice again.
 	Notify func(ctx context.Context, n Notice)
 
 	segmentSize int64 // Size past which a new segment is started; tests set it. Default 64 MiB.

@@ -3,6 +3,7 @@ package queue
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
@@ -28,6 +30,9 @@ type job struct {
 	domain string
 	due    time.Time
 	index  int // In Queue.due; -1 if not there.
+	// routeErr is why the attempt being started has no transport: the
+	// Router panicked. The attempt then fails temporarily.
+	routeErr error
 }
 
 // dest is what MaxPerDestination limits.
@@ -109,18 +114,12 @@ func (q *Queue) dispatch() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		q.mu.Lock()
-		now := time.Now()
-		for q.running < q.opts.MaxParallel && q.due.Len() > 0 {
-			j := q.due[0]
-			if wait := j.due.Sub(now); wait > 0 {
-				timer.Reset(wait)
-				break
-			}
-			heap.Pop(&q.due)
-			q.startLocked(j, q.route(j))
+		if err := q.startDue(timer); err != nil {
+			// A bug in the scheduler, logged by guard: the job it was
+			// starting waits for a restart; the others go on, after a pause
+			// that keeps a repeated panic from spinning.
+			timer.Reset(time.Second)
 		}
-		q.mu.Unlock()
 		select {
 		case <-q.ctx.Done():
 			return
@@ -130,13 +129,37 @@ func (q *Queue) dispatch() {
 	}
 }
 
-// route returns the transport for j's next attempt.
-func (q *Queue) route(j *job) string {
-	if q.opts.Router == nil {
-		return "direct"
+// startDue starts the due jobs while delivery slots are free, and sets
+// timer for the next one. A panic is its error, and releases the lock.
+func (q *Queue) startDue(timer *time.Timer) (err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	defer guard.Recover(q.log, "queue scheduler", &err)
+	now := time.Now()
+	for q.running < q.opts.MaxParallel && q.due.Len() > 0 {
+		j := q.due[0]
+		if wait := j.due.Sub(now); wait > 0 {
+			timer.Reset(wait)
+			break
+		}
+		heap.Pop(&q.due)
+		var transport string
+		transport, j.routeErr = q.route(j)
+		q.startLocked(j, transport)
 	}
+	return nil
+}
+
+// route returns the transport for j's next attempt. A panic of the Router
+// is returned as the error: the attempt fails temporarily, and the message
+// is tried again after the backoff.
+func (q *Queue) route(j *job) (transport string, err error) {
+	if q.opts.Router == nil {
+		return "direct", nil
+	}
+	defer guard.Recover(q.log, "routing", &err)
 	m := j.e.msg
-	return q.opts.Router.Route(m.Account, m.From, j.domain, q.attempts(j))
+	return q.opts.Router.Route(m.Account, m.From, j.domain, q.attempts(j)), nil
 }
 
 // attempts returns the number of earlier attempts of j's recipients.
@@ -158,8 +181,6 @@ func (q *Queue) startLocked(j *job, transport string) {
 		q.waiting[d] = append(q.waiting[d], j)
 		return
 	}
-	q.active[d]++
-	q.running++
 	m := j.e.msg
 	req := &sdk.DeliverRequest{
 		Instance: transport,
@@ -176,13 +197,17 @@ func (q *Queue) startLocked(j *job, transport string) {
 			idx = append(idx, i)
 		}
 	}
+	q.active[d]++
+	q.running++
 	q.wg.Add(1)
-	go q.deliver(j, d, req, idx, m.Segment, m.Offset)
+	go q.deliver(j, d, req, idx, m.Segment, m.Offset, j.routeErr)
+	j.routeErr = nil
 }
 
 // deliver makes one delivery attempt of the content at offset in segment
-// seg (0: in its own file) and records its result.
-func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg, offset int64) {
+// seg (0: in its own file) and records its result. With routeErr, the
+// attempt fails with it, without a Deliver call.
+func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg, offset int64, routeErr error) {
 	defer q.wg.Done()
 	start := time.Now()
 	id := j.e.msg.ID
@@ -190,7 +215,9 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg,
 	var res *sdk.DeliverResult
 	if err == nil {
 		defer release()
-		res, err = q.attempt(req, content)
+		if err = routeErr; err == nil {
+			res, err = q.attempt(req, content)
+		}
 	}
 	results := resultsFor(req, res, err)
 	if q.ctx.Err() != nil && !slices.ContainsFunc(results, func(r sdk.RecipientResult) bool { return r.Status != sdk.StatusTemporary }) {
@@ -210,33 +237,40 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg,
 		rcpts[i] = j.e.msg.Recipients[k]
 	}
 	q.mu.Unlock()
-	var failed, delayed []Rcpt
-	pending := false
+	var failed, delayed []int // Indexes in rcpts.
 	for i := range rcpts {
 		q.outcome(&rcpts[i], results[i], now)
-		switch rcpts[i].State {
-		case Failed:
-			failed = append(failed, rcpts[i])
-		case Pending:
-			pending = true
-			if rcpts[i].Attempts == q.opts.DelayAfter {
-				delayed = append(delayed, rcpts[i])
-			}
+		switch {
+		case rcpts[i].State == Failed:
+			failed = append(failed, i)
+		case rcpts[i].State == Pending && rcpts[i].Attempts == q.opts.DelayAfter:
+			delayed = append(delayed, i)
 		}
 	}
 	if q.opts.Notify != nil {
 		m := j.e.msg // Fields other than Recipients and the location do not change.
-		for _, n := range []Notice{{Recipients: failed}, {Delayed: true, Recipients: delayed}} {
-			if len(n.Recipients) == 0 {
+		for _, group := range []struct {
+			delayed bool
+			rcpts   []int
+		}{{false, failed}, {true, delayed}} {
+			if len(group.rcpts) == 0 {
 				continue
+			}
+			n := Notice{Delayed: group.delayed, QueueID: req.QueueID, Account: m.Account, From: m.From, Options: m.Options, Queued: m.Queued}
+			for _, i := range group.rcpts {
+				n.Recipients = append(n.Recipients, rcpts[i])
 			}
 			if content != nil {
 				n.Message = io.NewSectionReader(content, 0, content.Size())
 			}
-			n.QueueID, n.Account, n.From, n.Options, n.Queued = req.QueueID, m.Account, m.From, m.Options, m.Queued
-			q.opts.Notify(context.WithoutCancel(q.ctx), n)
+			if q.notify(n) != nil {
+				for _, i := range group.rcpts {
+					q.redo(&rcpts[i], group.delayed, now)
+				}
+			}
 		}
 	}
+	pending := slices.ContainsFunc(rcpts, func(r Rcpt) bool { return r.State == Pending })
 	relocated := false
 	if pending && seg != 0 && content != nil {
 		relocated = q.relocate(j.e, seg, content)
@@ -344,12 +378,38 @@ func (q *Queue) writeFile(id int64, r io.Reader) error {
 	return err
 }
 
-// attempt calls the Deliverer with the message's content.
-func (q *Queue) attempt(req *sdk.DeliverRequest, content io.Reader) (*sdk.DeliverResult, error) {
+// attempt calls the Deliverer with the message's content. A panic of the
+// Deliverer is returned as the error: every recipient fails temporarily.
+func (q *Queue) attempt(req *sdk.DeliverRequest, content io.Reader) (res *sdk.DeliverResult, err error) {
+	defer guard.Recover(q.log, "delivery", &err)
 	req.Message = content
 	ctx, cancel := context.WithTimeout(q.ctx, q.opts.DeliverTimeout)
 	defer cancel()
 	return q.opts.Deliverer.Deliver(ctx, req.Instance, req)
+}
+
+// notify calls Options.Notify with n. A panic of Notify (composing or
+// queueing the DSN) is returned as the error.
+func (q *Queue) notify(n Notice) (err error) {
+	defer guard.Recover(q.log, "delivery status notification", &err)
+	q.opts.Notify(context.WithoutCancel(q.ctx), n)
+	return nil
+}
+
+// redo makes r pending again after the notice of the attempt just made
+// could not be made, due after the backoff of a temporary failure, so that
+// a later attempt makes the notice: a DSN is not lost to a panic. A failure
+// keeps its attempt counted: the next attempt fails again, as the remote
+// answers as before or the attempts are used up, and a repeated panic
+// backs off further. A delay does not: the next attempt is again the one
+// after which it is reported.
+func (q *Queue) redo(r *Rcpt, delayed bool, now time.Time) {
+	next := r.Attempts
+	if delayed {
+		r.Attempts--
+	}
+	r.State = Pending
+	r.NextAttempt = now.Add(q.backoff(next))
 }
 
 // releaseLocked frees a delivery slot of d and starts the next job held
@@ -377,6 +437,10 @@ func (q *Queue) releaseLocked(d dest) {
 // resultsFor returns one result per recipient of req, in order, with a
 // known Status.
 func resultsFor(req *sdk.DeliverRequest, res *sdk.DeliverResult, err error) []sdk.RecipientResult {
+	if errors.Is(err, guard.ErrPanic) {
+		// The panic is logged; the result may reach the sender in a DSN.
+		return sdk.ResultAll(req, sdk.StatusTemporary, 0, "", guard.ErrPanic.Error()).Recipients
+	}
 	if err != nil {
 		return sdk.ResultAll(req, sdk.StatusTemporary, 0, "", err.Error()).Recipients
 	}

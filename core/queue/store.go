@@ -12,6 +12,7 @@ import (
 
 	"github.com/mjl-/bstore"
 
+	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
@@ -139,7 +140,7 @@ func (c *committer) run() {
 		c.ops = spare[:0]
 		c.mu.Unlock()
 		if len(ops) > 0 {
-			c.commit(ops)
+			c.commitGuarded(ops)
 		}
 		clear(ops) // Drop references to messages.
 		spare = ops
@@ -149,8 +150,41 @@ func (c *committer) run() {
 	}
 }
 
+// commitGuarded is commit, but a panic in it (a bug, a corrupt database)
+// fails the changes of ops instead of the process. Waiters not yet answered
+// get the error, so a listener answers with a temporary failure; a change
+// is only acknowledged once it is durable, and may be durable without
+// being acknowledged, as after a crash. bstore rolls back a transaction
+// interrupted by a panic.
+func (c *committer) commitGuarded(ops []op) {
+	err := c.tryCommit(ops)
+	if err == nil {
+		return
+	}
+	lost := 0
+	for _, o := range ops {
+		if o.done != nil {
+			o.done <- err
+		} else {
+			lost++
+		}
+	}
+	if lost > 0 {
+		// As for a failed write: after a restart the messages are
+		// attempted again from their stored state.
+		c.log.Error("storing delivery state", slog.Int("changes", lost), slog.Any("err", err))
+	}
+}
+
+// tryCommit calls commit, returning a panic as its error.
+func (c *committer) tryCommit(ops []op) (err error) {
+	defer guard.Recover(c.log, "queue commit", &err)
+	c.commit(ops)
+	return nil
+}
+
 // commit makes ops durable, reports to the waiters and removes the files of
-// removed messages. What records name is durable before the records are
+// removed messages. A waiter answered gets its op's done cleared. What records name is durable before the records are
 // written, in one transaction: the content appended to a segment, and the
 // directory entries of message files.
 func (c *committer) commit(ops []op) {
@@ -200,6 +234,7 @@ func (c *committer) commit(ops []op) {
 	for i, o := range ops {
 		if o.done != nil {
 			o.done <- errs[i]
+			ops[i].done = nil
 		} else if errs[i] != nil {
 			// The change is lost: after a restart the message is attempted
 			// again from its previous state.
