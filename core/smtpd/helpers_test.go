@@ -30,9 +30,9 @@ const testHost = "mx.example.test"
 // once per test binary.
 var testCert = testcert.Once(testHost)
 
-func serverTLS(t *testing.T) *tls.Config { return testCert(t).ServerConfig() }
+func serverTLS(t testing.TB) *tls.Config { return testCert(t).ServerConfig() }
 
-func clientTLS(t *testing.T) *tls.Config { return testCert(t).ClientConfig() }
+func clientTLS(t testing.TB) *tls.Config { return testCert(t).ClientConfig() }
 
 // fakeAccounts: alice (alice@example.org, login "alice" or the address)
 // and bob (bob@example.org); example.org is the local domain.
@@ -117,7 +117,7 @@ type fakeQueue struct {
 	msgs []queued
 }
 
-func newFakeQueue(t *testing.T) *fakeQueue {
+func newFakeQueue(t testing.TB) *fakeQueue {
 	t.Helper()
 	dir := t.TempDir()
 	q, err := queue.Open(context.Background(), dir, queue.Options{})
@@ -157,7 +157,7 @@ func (q *fakeQueue) messages() []queued {
 
 // spoolFiles lists the files left in the queue directory but its database:
 // spill files of spools that were not discarded.
-func (q *fakeQueue) spoolFiles(t *testing.T) []string {
+func (q *fakeQueue) spoolFiles(t testing.TB) []string {
 	t.Helper()
 	var names []string
 	err := filepath.WalkDir(q.dir, func(path string, de fs.DirEntry, err error) error {
@@ -206,7 +206,7 @@ func TestMain(m *testing.M) {
 }
 
 // startServer serves a listener of kind on 127.0.0.1:0 until the test ends.
-func startServer(t *testing.T, kind string, modify func(*Config)) *testServer {
+func startServer(t testing.TB, kind string, modify func(*Config)) *testServer {
 	t.Helper()
 	st, err := passwords()
 	if err != nil {
