@@ -326,7 +326,7 @@ func TestSASLSwaks(t *testing.T) {
 				password += "x"
 			}
 			cmd := exec.Command(swaks, "--server", host, "--port", port, "--tls", "--auth", mech,
-				"--auth-user", "alice@example.org", "--auth-password", password,
+				"--auth-user", "alice@example.org", "--auth-password="+password,
 				"--from", "alice@example.org", "--to", "bob@example.org", "--timeout", "20")
 			out, err := cmd.CombinedOutput()
 			if right && (err != nil || !strings.Contains(string(out), "<~  235 ")) {
