@@ -39,6 +39,7 @@ func runServe(c *cmdContext) error {
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ignoreHangup(ctx, log)
 	err = server.Run(ctx, cfg, log, c.stdout)
 	var ce config.Errors
 	if errors.As(err, &ce) {
@@ -47,13 +48,39 @@ func runServe(c *cmdContext) error {
 	return err
 }
 
+// ignoreHangup logs and ignores SIGHUP until ctx ends: its default would
+// end the server without a word, and reloading is not done yet.
+func ignoreHangup(ctx context.Context, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Warn("SIGHUP ignored: reloading the configuration is not supported; restart to apply changes")
+			}
+		}
+	}()
+}
+
 func runConfigCheck(c *cmdContext) error {
 	if len(c.args) > 0 {
 		return usageErr("unexpected arguments %q", c.args)
 	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
+	cfg, err := config.LoadChecked(c.configPath)
+	if cfg == nil {
+		return &ctl.UsageError{Msg: "invalid configuration:\n" + err.Error()}
+	}
+	// Every error in one run: the file's, the listeners', the plugins'.
+	var errs config.Errors
+	errors.As(err, &errs)
+	if ctl.Running(filepath.Join(cfg.DataDir, ctl.SocketName)) {
+		fmt.Fprintf(c.stdout, "listeners not checked: a server runs on this data directory and holds them\n")
+	} else {
+		errs = append(errs, server.CheckListeners(cfg)...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -63,11 +90,13 @@ func runConfigCheck(c *cmdContext) error {
 		m.Close()
 	}
 	if err != nil {
-		return &ctl.UsageError{Msg: "invalid configuration:\n" + server.WithLines(cfg, err).Error()}
+		errs = append(errs, server.WithLines(cfg, err)...)
+	} else if _, err := server.SASL(cfg, m); err != nil {
+		// [auth] mechanisms must name what the plugins described.
+		errs = append(errs, config.Error{File: cfg.File, Msg: err.Error()})
 	}
-	// [auth] mechanisms must name what the plugins described.
-	if _, err := server.SASL(cfg, m); err != nil {
-		return &ctl.UsageError{Msg: "invalid configuration:\n" + err.Error()}
+	if errs = errs.Sorted(); len(errs) > 0 {
+		return &ctl.UsageError{Msg: "invalid configuration:\n" + errs.Error()}
 	}
 	fmt.Fprintf(c.stdout, "%s: ok\n", cfg.File)
 	return nil

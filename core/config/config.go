@@ -57,6 +57,32 @@ type Limits struct {
 	// Defaults 5m and 1m (RFC 5321 §4.5.3.2 suggests at least 5 minutes).
 	ReadTimeout  Duration `toml:"read_timeout"`
 	WriteTimeout Duration `toml:"write_timeout"`
+	// GreetingTimeout bounds the time from connecting (a TLS handshake
+	// included) to the client's first command line; a client that sends
+	// none in time is answered 421 4.4.2 (SMTP) or BYE (IMAP) and
+	// disconnected. Default 30s.
+	GreetingTimeout Duration `toml:"greeting_timeout"`
+
+	// MaxConnections caps the connections open at once on all listeners
+	// together; one over it is answered 421 4.7.0 (SMTP) or BYE [UNAVAILABLE]
+	// (IMAP) and closed. Default 2000.
+	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerIP caps the connections one client has open at once
+	// on a listener; an IPv6 client counts by its /64. Default 20; 0: no cap.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+	// ConnectionRatePerIP caps one client's new connections a minute on a
+	// listener: a burst of this many, then this many a minute. Default 600;
+	// 0: no cap.
+	ConnectionRatePerIP int `toml:"connection_rate_per_ip"`
+	// ExemptNetworks are held to neither per-client cap (max_connections
+	// still applies), e.g. ["127.0.0.0/8", "::1"]; a bare IP is one
+	// address. Default none: loopback is not exempt unless listed.
+	ExemptNetworks []string `toml:"exempt_networks"`
+	// ExemptRelayNetworks also exempts each smtp listener's relay_networks
+	// on that listener. Default false.
+	ExemptRelayNetworks bool `toml:"exempt_relay_networks"`
+
+	ExemptPrefixes []netip.Prefix `toml:"-"` // Parsed ExemptNetworks.
 }
 
 // Queue tunes the outgoing queue.
@@ -126,8 +152,26 @@ type Listener struct {
 	// Postfix's mynetworks (smtp listeners only), e.g. "10.0.0.0/8"; a bare
 	// IP is a /32 or /128. Default none.
 	RelayNetworks []string `toml:"relay_networks"`
+	// MaxConnections, MaxConnectionsPerIP and ConnectionRatePerIP override
+	// those of [limits] for this listener; MaxConnections then caps this
+	// listener within the total. Unset: those of [limits] (MaxConnections:
+	// only the total).
+	MaxConnections      *int `toml:"max_connections"`
+	MaxConnectionsPerIP *int `toml:"max_connections_per_ip"`
+	ConnectionRatePerIP *int `toml:"connection_rate_per_ip"`
 
 	RelayPrefixes []netip.Prefix `toml:"-"` // Parsed RelayNetworks.
+	// Conns are the effective connection caps of this listener: the
+	// overrides, else [limits]. Zero: no cap.
+	Conns ConnLimits `toml:"-"`
+}
+
+// ConnLimits are the effective connection caps of a listener.
+type ConnLimits struct {
+	MaxConnections int            // This listener's own cap within the total; 0: none.
+	MaxPerIP       int            // Open at once per client.
+	RatePerIP      int            // New connections a minute per client.
+	Exempt         []netip.Prefix // Held to neither per-client cap.
 }
 
 // Plugin is one plugin binary, started once as one process.

@@ -307,6 +307,27 @@ relay_networks = ["10.0.0.0/8", "10.0.0.0/33", "host"]
 			},
 		},
 		{
+			name: "connection limits",
+			src: `[limits]
+max_connections = 0
+max_connections_per_ip = -1
+exempt_networks = ["127.0.0.1/40"]
+[[listeners]]
+name = "a"
+kind = "smtp"
+address = "127.0.0.1:25"
+max_connections = 0
+connection_rate_per_ip = -5
+`,
+			want: []string{
+				"mta.toml:+2: limits.max_connections: must be positive, is 0",
+				"mta.toml:+3: limits.max_connections_per_ip: must be 0 (no cap) or more, is -1",
+				`mta.toml:+4: limits.exempt_networks[0]: netip.ParsePrefix("127.0.0.1/40"): prefix length out of range`,
+				"mta.toml:+9: listeners[0].max_connections: must be 1 or more, is 0",
+				"mta.toml:+10: listeners[0].connection_rate_per_ip: must be 0 or more, is -5",
+			},
+		},
+		{
 			name: "tls required",
 			src:  "hostname = \"a\"\n[[listeners]]\nname = \"s\"\nkind = \"submissions\"\naddress = \":1465\"\n",
 			full: true,
@@ -429,6 +450,40 @@ relay_networks = ["10.0.0.0/8", "192.168.1.5", "::1", "2001:db8::/32", "10.1.2.3
 	}
 	if c.ListenerByName("submission") != nil {
 		t.Errorf("ListenerByName of a missing listener is not nil")
+	}
+}
+
+func TestConnLimits(t *testing.T) {
+	src := base + `[limits]
+max_connections_per_ip = 5
+exempt_networks = ["127.0.0.0/8"]
+exempt_relay_networks = true
+[[listeners]]
+name = "mx"
+kind = "smtp"
+address = "127.0.0.1:1025"
+relay_networks = ["10.0.0.0/8"]
+connection_rate_per_ip = 0
+[[listeners]]
+name = "sub"
+kind = "submission"
+address = "127.0.0.1:1587"
+max_connections = 100
+max_connections_per_ip = 50
+`
+	c, err := Parse("mta.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.MaxConnections != DefaultMaxConnections || c.Limits.GreetingTimeout != DefaultGreetingTimeout {
+		t.Errorf("defaults: %d, %v", c.Limits.MaxConnections, c.Limits.GreetingTimeout)
+	}
+	loop, ten := netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")
+	if got, want := c.ListenerByName("mx").Conns, (ConnLimits{MaxPerIP: 5, Exempt: []netip.Prefix{loop, ten}}); !reflect.DeepEqual(got, want) {
+		t.Errorf("mx: got %+v, want %+v", got, want)
+	}
+	if got, want := c.ListenerByName("sub").Conns, (ConnLimits{MaxConnections: 100, MaxPerIP: 50, RatePerIP: DefaultConnRatePerIP, Exempt: []netip.Prefix{loop}}); !reflect.DeepEqual(got, want) {
+		t.Errorf("sub: got %+v, want %+v", got, want)
 	}
 }
 

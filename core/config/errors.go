@@ -1,6 +1,8 @@
 package config
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -42,6 +44,25 @@ func (es Errors) Error() string {
 		lines[i] = e.Error()
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Sorted returns es in file order with one error per key, the first: the
+// core and the plugin host may both find the same problem.
+func (es Errors) Sorted() Errors {
+	var out Errors
+	seen := map[Error]bool{}
+	for _, e := range es {
+		k := e
+		if k.Key != "" {
+			k.Msg = ""
+		}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, e)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Error) int { return cmp.Compare(a.Line, b.Line) })
+	return out
 }
 
 // Unwrap returns the errors, for errors.As.

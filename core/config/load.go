@@ -25,6 +25,10 @@ const (
 	DefaultMaxAttempts       = 9
 	DefaultMaxParallel       = 64
 	DefaultMaxPerDestination = 16
+	DefaultGreetingTimeout   = Duration(30 * time.Second)
+	DefaultMaxConnections    = 2000
+	DefaultMaxConnsPerIP     = 20
+	DefaultConnRatePerIP     = 600 // A minute.
 )
 
 // Load reads, checks and completes the configuration file at path: defaults
@@ -47,6 +51,26 @@ func Load(path string) (*Config, error) {
 // Parse is Load for a file's content src: path names the file in errors
 // and gives the directory relative paths resolve against; it is not read.
 func Parse(path string, src []byte) (*Config, error) {
+	c, err := parse(path, src)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// LoadChecked is Load for `mta config check`, which goes on checking what
+// it can (the plugins' tables) after errors in the file: unless the file
+// cannot be read or decoded, the Config is returned with the Errors found,
+// complete as far as they allow.
+func LoadChecked(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(path, src)
+}
+
+func parse(path string, src []byte) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -60,7 +84,7 @@ func Parse(path string, src []byte) (*Config, error) {
 	errs = append(errs, c.complete(md.IsDefined)...)
 	if len(errs) > 0 {
 		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
-		return nil, errs
+		return c, errs
 	}
 	return c, nil
 }
@@ -169,6 +193,7 @@ func (c *Config) complete(defined func(key ...string) bool) Errors {
 	}{
 		{&c.Limits.ReadTimeout, DefaultReadTimeout, "read_timeout"},
 		{&c.Limits.WriteTimeout, DefaultWriteTimeout, "write_timeout"},
+		{&c.Limits.GreetingTimeout, DefaultGreetingTimeout, "greeting_timeout"},
 	} {
 		if !defined("limits", t.key) {
 			*t.f = t.def
@@ -176,6 +201,16 @@ func (c *Config) complete(defined func(key ...string) bool) Errors {
 			v.add("limits."+t.key, "must be positive")
 		}
 	}
+	setInt(&c.Limits.MaxConnections, DefaultMaxConnections, "limits", "max_connections")
+	setCap := func(f *int, def int, key ...string) {
+		if !defined(key...) {
+			*f = def
+		} else if *f < 0 {
+			v.add(keyString(join(nil, key)), "must be 0 (no cap) or more, is %d", *f)
+		}
+	}
+	setCap(&c.Limits.MaxConnectionsPerIP, DefaultMaxConnsPerIP, "limits", "max_connections_per_ip")
+	setCap(&c.Limits.ConnectionRatePerIP, DefaultConnRatePerIP, "limits", "connection_rate_per_ip")
 	if !defined("queue", "backoff_scale") {
 		c.Queue.BackoffScale = DefaultBackoffScale
 	} else if !(c.Queue.BackoffScale > 0) {

@@ -31,6 +31,7 @@ func (v *checker) check() {
 	} else if err := checkDomain(c.Hostname, false); err != nil {
 		v.add("hostname", "%v", err)
 	}
+	v.limits()
 	v.listeners()
 	v.tls()
 	v.plugins()
@@ -97,16 +98,56 @@ func (v *checker) listeners() {
 		if len(l.RelayNetworks) > 0 && l.Kind != KindSMTP {
 			v.add(key+".relay_networks", "only for kind %q", KindSMTP)
 		}
-		l.RelayPrefixes = nil
-		for j, s := range l.RelayNetworks {
-			p, err := parsePrefix(s)
-			if err != nil {
-				v.add(fmt.Sprintf("%s.relay_networks[%d]", key, j), "%v", err)
-				continue
-			}
-			l.RelayPrefixes = append(l.RelayPrefixes, p)
-		}
+		l.RelayPrefixes = v.prefixes(key+".relay_networks", l.RelayNetworks)
+		v.connLimits(key, l)
 	}
+}
+
+// limits parses [limits] exempt_networks.
+func (v *checker) limits() {
+	v.c.Limits.ExemptPrefixes = v.prefixes("limits.exempt_networks", v.c.Limits.ExemptNetworks)
+}
+
+// connLimits sets l.Conns from its overrides and [limits].
+func (v *checker) connLimits(key string, l *Listener) {
+	lim := v.c.Limits
+	l.Conns = ConnLimits{MaxPerIP: lim.MaxConnectionsPerIP, RatePerIP: lim.ConnectionRatePerIP}
+	for _, o := range []struct {
+		p   *int
+		f   *int
+		key string
+		min int
+	}{
+		{l.MaxConnections, &l.Conns.MaxConnections, "max_connections", 1},
+		{l.MaxConnectionsPerIP, &l.Conns.MaxPerIP, "max_connections_per_ip", 0},
+		{l.ConnectionRatePerIP, &l.Conns.RatePerIP, "connection_rate_per_ip", 0},
+	} {
+		if o.p == nil {
+			continue
+		}
+		if *o.p < o.min {
+			v.add(key+"."+o.key, "must be %d or more, is %d", o.min, *o.p)
+		}
+		*o.f = *o.p
+	}
+	l.Conns.Exempt = lim.ExemptPrefixes
+	if lim.ExemptRelayNetworks && len(l.RelayPrefixes) > 0 {
+		l.Conns.Exempt = append(slices.Clip(l.Conns.Exempt), l.RelayPrefixes...)
+	}
+}
+
+// prefixes parses the networks at key.
+func (v *checker) prefixes(key string, nets []string) []netip.Prefix {
+	var ps []netip.Prefix
+	for j, s := range nets {
+		p, err := parsePrefix(s)
+		if err != nil {
+			v.add(fmt.Sprintf("%s[%d]", key, j), "%v", err)
+			continue
+		}
+		ps = append(ps, p)
+	}
+	return ps
 }
 
 func checkHostPort(addr string) error {

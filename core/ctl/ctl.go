@@ -115,6 +115,16 @@ func (s *Server) handle(c net.Conn) {
 // ErrNotRunning is returned by Call when no server listens on the socket.
 var ErrNotRunning = errors.New("ctl: no server running")
 
+// Running reports whether a server listens on the control socket at path.
+func Running(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
 // Call runs req on the server listening at path and writes its output to
 // out. It returns ErrNotRunning if there is none, the command's error
 // otherwise (a *UsageError for input errors).

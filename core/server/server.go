@@ -19,6 +19,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/certs"
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/connlimit"
 	"github.com/switchyard-mta/switchyard/core/ctl"
 	"github.com/switchyard-mta/switchyard/core/imapd"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
@@ -41,6 +42,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 			closers[i]()
 		}
 	}()
+
+	// Bind first: a listener that cannot bind stops the start before
+	// anything else opens.
+	bs, err := bind(cfg)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() {
+		for _, b := range bs {
+			b.ln.Close()
+		}
+	})
 
 	var tlsConfig *tls.Config
 	if cfg.TLS.SelfSigned || cfg.TLS.Cert != "" {
@@ -105,58 +118,66 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		Serve(net.Listener) error
 		Close() error
 	}
-	var servers []listener
+	servers := make([]listener, len(bs))
 	authLimit := authlimit.New()
-	for _, l := range cfg.Listeners {
-		var srv listener
+	for i, b := range bs {
+		l := *b.cfg
 		var err error
 		switch l.Kind {
 		case config.KindIMAP, config.KindIMAPS:
-			srv, err = imapd.New(imapd.Config{
-				Listener:       l,
-				TLS:            tlsConfig,
-				MaxMessageSize: int64(cfg.Limits.MaxMessageSize),
-				Log:            log,
-				Accounts:       cfg,
-				Auth:           st,
-				AuthLimit:      authLimit,
-				SASL:           auth,
-				Store:          st,
+			servers[i], err = imapd.New(imapd.Config{
+				Listener:        l,
+				TLS:             tlsConfig,
+				MaxMessageSize:  int64(cfg.Limits.MaxMessageSize),
+				GreetingTimeout: time.Duration(cfg.Limits.GreetingTimeout),
+				Log:             log,
+				Accounts:        cfg,
+				Auth:            st,
+				AuthLimit:       authLimit,
+				SASL:            auth,
+				Store:           st,
 			})
 		default:
-			srv, err = smtpd.New(smtpd.Config{
-				Hostname:       cfg.Hostname,
-				Listener:       l,
-				TLS:            tlsConfig,
-				MaxMessageSize: int64(cfg.Limits.MaxMessageSize),
-				MaxRecipients:  cfg.Limits.MaxRecipients,
-				ReadTimeout:    time.Duration(cfg.Limits.ReadTimeout),
-				WriteTimeout:   time.Duration(cfg.Limits.WriteTimeout),
-				Log:            log,
-				Accounts:       cfg,
-				Auth:           st,
-				SASL:           auth,
-				AuthLimit:      authLimit,
-				Queue:          q,
-				Local:          loc,
+			servers[i], err = smtpd.New(smtpd.Config{
+				Hostname:        cfg.Hostname,
+				Listener:        l,
+				TLS:             tlsConfig,
+				MaxMessageSize:  int64(cfg.Limits.MaxMessageSize),
+				MaxRecipients:   cfg.Limits.MaxRecipients,
+				ReadTimeout:     time.Duration(cfg.Limits.ReadTimeout),
+				WriteTimeout:    time.Duration(cfg.Limits.WriteTimeout),
+				GreetingTimeout: time.Duration(cfg.Limits.GreetingTimeout),
+				Log:             log,
+				Accounts:        cfg,
+				Auth:            st,
+				SASL:            auth,
+				AuthLimit:       authLimit,
+				Queue:           q,
+				Local:           loc,
 			})
 		}
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", l.Name, err)
 		}
-		ln, err := net.Listen("tcp", l.Address)
-		if err != nil {
-			return fmt.Errorf("listener %s: %w", l.Name, err)
-		}
-		servers = append(servers, srv)
-		go srv.Serve(ln)
-		fmt.Fprintf(out, "%-12s %-12s %s\n", l.Name, l.Kind, ln.Addr())
 	}
 	closers = append(closers, func() {
 		for _, s := range servers {
 			s.Close()
 		}
 	})
+	gate := connlimit.NewGate(cfg.Limits.MaxConnections)
+	serveErr := make(chan error, len(servers))
+	for i, b := range bs {
+		ln := limit(gate, b, cfg.Hostname, tlsConfig, log)
+		go func() {
+			// Serve returns nil once closed; anything else ends the server.
+			if err := servers[i].Serve(ln); err != nil {
+				log.Error("listener failed", slog.String("listener", b.cfg.Name), slog.Any("err", err))
+				serveErr <- err
+			}
+		}()
+		fmt.Fprintf(out, "%-12s %-12s %s\n", b.cfg.Name, b.cfg.Kind, b.ln.Addr())
+	}
 
 	h := &Handles{Config: cfg, Store: st, Queue: q, Plugins: plugins}
 	cs, err := ctl.Listen(filepath.Join(cfg.DataDir, ctl.SocketName), h.Handle, log)
@@ -167,9 +188,14 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	fmt.Fprintf(out, "%-12s %-12s %s\n", "control", "unix", filepath.Join(cfg.DataDir, ctl.SocketName))
 	log.Info("serving", slog.String("hostname", cfg.Hostname), slog.String("config", cfg.File))
 
-	<-ctx.Done()
-	log.Info("shutting down")
-	return nil
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+		return nil
+	case err := <-serveErr:
+		log.Error("shutting down after a listener failed")
+		return err
+	}
 }
 
 // initialPasswords gives every account without a password a random one,
@@ -197,7 +223,7 @@ func initialPasswords(ctx context.Context, cfg *config.Config, st *store.Store, 
 
 // WithLines adds file and line to the configuration errors among err,
 // which may join several (pluginhost.Start).
-func WithLines(cfg *config.Config, err error) error {
+func WithLines(cfg *config.Config, err error) config.Errors {
 	errs := []error{err}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/switchyard-mta/switchyard/test/mtatest"
 )
 
 // TestConfigCheck: `mta config check` exits 0 for a valid file, and 2 with
@@ -24,7 +26,7 @@ max_recipients = 100
 [[listeners]]
 name = "submission"
 kind = "submission"
-address = "127.0.0.1:1"
+address = %q
 [plugins.transport-submission]
 path = %q
 [transports.smarthost]
@@ -39,7 +41,7 @@ transport = "smarthost"
 [accounts.alice]
 domain = "example.org"
 addresses = ["alice@example.org"]
-`, bin.Plugins["transport-submission"])
+`, mtatest.FreeAddr(), bin.Plugins["transport-submission"])
 
 	for _, tc := range []struct {
 		name     string
@@ -56,6 +58,7 @@ addresses = ["alice@example.org"]
 		{"plugin-rejects-value", `tls = "none"`, `tls = "ssl"`, `tls = "ssl"`, "transports.smarthost.config.tls: "},
 		{"plugin-rejects-key", `tls = "none"`, "tls = \"none\"\nfrobnicate = true", "frobnicate = true", "transports.smarthost.config.frobnicate: unknown key"},
 		{"plugin-rejects-port", "port = 2525", "port = 99999", "port = 99999", "transports.smarthost.config.port: "},
+		{"plugin-missing", `path = "` + bin.Plugins["transport-submission"] + `"`, `path = "/nonexistent/transport"`, `path = "/nonexistent/transport"`, "plugins.transport-submission.path: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -89,5 +92,21 @@ addresses = ["alice@example.org"]
 				t.Errorf("%d errors reported, want 1:\n%s", n, stderr)
 			}
 		})
+	}
+
+	// Errors of the core's schema and of a plugin's table in one run.
+	cfg := strings.Replace(strings.Replace(valid, "max_recipients = 100", "max_recipients = 0", 1), `tls = "none"`, `tls = "ssl"`, 1)
+	path := filepath.Join(t.TempDir(), "mta.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runMTA(t, "", "config", "check", "-config", path)
+	for _, want := range []string{
+		fmt.Sprintf("%s:%d: limits.max_recipients: must be positive", path, lineOf(cfg, "max_recipients = 0")),
+		fmt.Sprintf("%s:%d: transports.smarthost.config.tls: ", path, lineOf(cfg, `tls = "ssl"`)),
+	} {
+		if code != 2 || !strings.Contains(stderr, want) {
+			t.Errorf("exit %d, want 2 and %q:\n%s%s", code, want, stdout, stderr)
+		}
 	}
 }

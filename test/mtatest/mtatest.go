@@ -206,6 +206,22 @@ func (s *Server) Kill() {
 	<-s.done
 }
 
+// PID is the server's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Signal sends sig to the server.
+func (s *Server) Signal(sig os.Signal) error { return s.cmd.Process.Signal(sig) }
+
+// Exited reports whether the server process has ended.
+func (s *Server) Exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Log is what the server logged so far.
 func (s *Server) Log() string { return s.stderr.String() }
 
