@@ -30,6 +30,7 @@ run: build
 test: build
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
+	cd third_party/go-smtp && $(GO) vet . && $(GO) test .
 
 bench: build
 	$(GO) run ./test/bench

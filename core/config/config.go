@@ -126,11 +126,11 @@ type Auth struct {
 	// Mechanisms are the SASL mechanisms offered, in this order: the
 	// built-in PLAIN and LOGIN, and those of the mechanism plugins (a name
 	// no loaded plugin serves is an error at start). -PLUS variants are
-	// offered only over TLS, and must be listed with their base mechanism
-	// (auth-scram refuses a client that could bind but saw no -PLUS as a
-	// downgrade, RFC 5802 §6). Default: every mechanism the plugins serve,
-	// strongest first (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, SCRAM-SHA-1-PLUS,
-	// SCRAM-SHA-1, CRAM-MD5, then others by name), then PLAIN and LOGIN.
+	// offered only over TLS, and only when listed. Default: every mechanism
+	// the plugins serve but -PLUS, strongest first (SCRAM-SHA-256,
+	// SCRAM-SHA-1, CRAM-MD5, then others by name), then PLAIN and LOGIN:
+	// GNU SASL clients (neomutt) pick a -PLUS offered and cannot complete
+	// it over TLS 1.3, having no tls-exporter binding.
 	Mechanisms []string `toml:"mechanisms"`
 }
 

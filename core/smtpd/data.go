@@ -75,12 +75,7 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 	// the message comes, so that ReadTimeout bounds each block of it rather
 	// than all of it, as RFC 5321 §4.5.3.2 times DATA. go-smtp passes BDAT
 	// chunks through a pipe, DATA through its dot-unstuffing reader.
-	_, bdat := r.(*io.PipeReader)
-	dr := &deadlineReader{r: r, conn: s.sc.Conn(), timeout: s.srv.cfg.ReadTimeout, every: 1}
-	if !bdat {
-		dr.every = 64
-	}
-	r = dr
+	r = &deadlineReader{r: r, conn: s.sc.Conn(), timeout: s.srv.cfg.ReadTimeout}
 
 	sp := s.srv.cfg.Queue.NewSpool()
 	defer sp.Discard() // Does nothing once Add took it.
@@ -88,20 +83,18 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 		s.log.Error("spooling message", slog.Any("err", err))
 		return s.drain(r, errQueue), 0, ""
 	}
-	size, err := copyMessage(sp, r, !bdat)
+	size, err := copyMessage(sp, r)
 	var we errWrite
-	var unframed errUnframed
 	switch {
 	case err == nil:
 	case err == errBareCRLF || err == errNUL:
 		return err.(*smtp.SMTPError), size, ""
-	case errors.As(err, &unframed):
-		// What follows the client's end of data cannot be read in step
-		// with it: end the connection after the reply, which go-smtp
-		// sends once its reader fails.
-		s.log.Info("message refused, end of data after bare CR: closing", slog.Int("code", unframed.reply.Code))
+	case err == smtp.ErrDotBareCR:
+		// What follows cannot be read in step with the client: end the
+		// connection after the reply.
+		s.log.Info("message refused, dot and bare CR at a line start: closing")
 		s.hangUp()
-		return unframed.reply, size, ""
+		return smtp.ErrDotBareCR, size, ""
 	case errors.As(err, &we):
 		s.log.Error("spooling message", slog.Any("err", err))
 		return s.drain(r, errQueue), size, ""
@@ -205,49 +198,31 @@ func (s *session) readFailed(err error) *smtp.SMTPError {
 	return errConnection
 }
 
-// copyMessage copies the message from r, go-smtp's reader of DATA (dotted:
-// dot-stuffed, ending at CRLF "." CRLF) or of BDAT chunks, to w. It checks
+// copyMessage copies the message from r, go-smtp's reader of DATA
+// (dot-stuffed, ending at CRLF "." CRLF) or of BDAT chunks, to w. It checks
 // what the reader returns: a CR not followed by LF or an LF not preceded by
 // CR refuses the message with errBareCRLF, a NUL with errNUL (RFC 3030
 // §3: only BINARYMIME, which is not offered, allows it). A refused message is
 // read to its end, not written. n counts the bytes read; errWrite marks a
 // failure of w.
-//
-// go-smtp's DATA reader returns only full buffers and misses the end of data
-// after a bare CR (CR CR LF "." CR LF): the client would wait for a reply
-// until ReadTimeout. So DATA is read a byte at a time, which costs little as
-// that reader goes byte by byte anyway, and once the message is refused, a
-// CR LF "." CR LF the reader passed on (rather than ending at it) is taken
-// as the client's end: copyMessage returns errUnframed wrapping the
-// refusal, and the caller must hang up, as what the client sends next
-// cannot be read in step. (A refused message whose content has a line of
-// a stuffed single dot ends there too, a refusal all the same.)
-func copyMessage(w io.Writer, r io.Reader, dotted bool) (n int64, err error) {
+func copyMessage(w io.Writer, r io.Reader) (n int64, err error) {
 	buf := make([]byte, 32<<10)
-	step := len(buf)
-	if dotted {
-		step = 1
-	}
 	var refused *smtp.SMTPError
-	fill := 0        // Bytes of buf waiting for w.
-	cr := false      // The previous byte was CR.
-	var last [4]byte // The 4 bytes before, newest last.
+	fill := 0   // Bytes of buf waiting for w.
+	cr := false // The previous byte was CR.
 	for {
-		k, rerr := r.Read(buf[fill:min(fill+step, len(buf))])
+		k, rerr := r.Read(buf[fill:])
 		n += int64(k)
-		for _, c := range buf[fill : fill+k] {
-			if refused == nil {
+		if refused == nil {
+			for _, c := range buf[fill : fill+k] {
 				switch {
 				case c == 0:
 					refused = errNUL
 				case (c == '\n') != cr:
 					refused = errBareCRLF
 				}
-			} else if dotted && c == '\n' && last == [4]byte{'\r', '\n', '.', '\r'} {
-				return n, errUnframed{refused}
+				cr = c == '\r'
 			}
-			cr = c == '\r'
-			last = [4]byte{last[1], last[2], last[3], c}
 		}
 		if refused == nil {
 			fill += k
@@ -272,29 +247,17 @@ func copyMessage(w io.Writer, r io.Reader, dotted bool) (n int64, err error) {
 	}
 }
 
-// errUnframed is copyMessage's refusal of a message whose end go-smtp's
-// reader missed.
-type errUnframed struct{ reply *smtp.SMTPError }
-
-func (e errUnframed) Error() string { return "end of data after bare CR: " + e.reply.Error() }
-
-// deadlineReader renews the connection's read deadline before every
-// every-th read; a read of DATA takes one byte, and renewing costs more.
+// deadlineReader renews the connection's read deadline before every read.
 type deadlineReader struct {
 	r       io.Reader
 	conn    net.Conn
 	timeout time.Duration
-	every   int
-	reads   int
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
-	if r.reads%r.every == 0 {
-		if err := r.conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
-			return 0, err
-		}
+	if err := r.conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+		return 0, err
 	}
-	r.reads++
 	return r.r.Read(p)
 }
 

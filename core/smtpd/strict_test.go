@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"net/textproto"
@@ -72,10 +73,20 @@ func TestStrictInput(t *testing.T) {
 			{"Subject: x\r\n\r\na\x00b\r\n.\r\n", 554, "5.6.0"}, {"NOOP\r\n", 250, ""}}},
 		{"NUL in BDAT", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""},
 			{"BDAT 5 LAST\r\na\x00b\r\n", 554, "5.6.0"}, {"NOOP\r\n", 250, ""}}},
-		// go-smtp's reader misses this end of data: the client must get
-		// its reply now, not at ReadTimeout (10s here, past the 5s limit).
+		// go-smtp upstream's reader missed this end of data: the client
+		// must get its reply now, not at ReadTimeout (10s here, past the 5s
+		// limit), and the session goes on in step.
 		{"bare CR before end of data", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""}, {"DATA\r\n", 354, ""},
-			{"Subject: x\r\n\r\nbody\r\r\n.\r\n", 500, "5.5.2"}, {"", 0, ""}}},
+			{"Subject: x\r\n\r\nbody\r\r\n.\r\n", 500, "5.5.2"}, {"NOOP\r\n", 250, ""}}},
+		// go-smtp upstream dropped the dot and the CR, storing "\r\nX":
+		// for a peer ending lines at CR, the data ended there.
+		{"dot and bare CR at line start", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""}, {"DATA\r\n", 354, ""},
+			{"Subject: x\r\n\r\nbody\r\n.\rMAIL FROM:<smuggled@remote.example>\r\n.\r\n", 500, "5.5.2"}, {"", 0, ""}}},
+		// Upstream read on past this end, to the read timeout.
+		{"dot, bare CR, then end of data", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""}, {"DATA\r\n", 354, ""},
+			{"Subject: x\r\n\r\nbody\r\n.\r\r\n.\r\n", 500, "5.5.2"}, {"", 0, ""}}},
+		{"repeated MAIL parameter", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> BODY=7BIT BODY=8BITMIME\r\n", 501, "5.5.4"}, {mailOK, 250, ""}}},
+		{"repeated RCPT parameter", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@elsewhere.example> NOTIFY=NEVER notify=SUCCESS\r\n", 501, "5.5.4"}, {rcptOK, 250, ""}}},
 		{"non-ASCII sender without SMTPUTF8", []step{{ehlo, 250, ""}, {"MAIL FROM:<jörg@remote.example>\r\n", 553, "5.6.7"}, {"NOOP\r\n", 250, ""}}},
 		{"non-ASCII recipient without SMTPUTF8", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<jörg@elsewhere.example>\r\n", 553, "5.6.7"}}},
 		{"non-ASCII domain without SMTPUTF8", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@bücher.example>\r\n", 553, "5.6.7"}}},
@@ -146,4 +157,41 @@ func TestStrictInputAccepts(t *testing.T) {
 	if !strings.HasSuffix(msgs[0].data, "\r\n\r\n.stuffed\r\n.\r\n") {
 		t.Errorf("DATA message %q", msgs[0].data)
 	}
+}
+
+// AUTH with a response that is not base64 is a syntax error, 501 5.5.2
+// (RFC 4954 §4), whether as initial response or after 334; go-smtp upstream
+// answered 454, a temporary failure clients retry.
+func TestAuthBadBase64(t *testing.T) {
+	ts := startServer(t, config.KindSubmission, nil)
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	tp := textproto.NewConn(nc)
+	expect := func(code int, text string) {
+		t.Helper()
+		if _, msg, err := tp.ReadResponse(code); err != nil || !strings.HasPrefix(msg, text) {
+			t.Fatalf("reply %q (%v), want %d %s", msg, err, code, text)
+		}
+	}
+	expect(220, "")
+	tp.PrintfLine("EHLO client.test")
+	expect(250, "")
+	tp.PrintfLine("STARTTLS")
+	expect(220, "")
+	tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
+	tp = textproto.NewConn(tc)
+	tp.PrintfLine("EHLO client.test")
+	expect(250, "")
+	tp.PrintfLine("AUTH PLAIN !!!")
+	expect(501, "5.5.2")
+	tp.PrintfLine("AUTH PLAIN")
+	expect(334, "")
+	tp.PrintfLine("!!!")
+	expect(501, "5.5.2")
+	tp.PrintfLine("NOOP")
+	expect(250, "")
 }
