@@ -7,13 +7,12 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// Limits of RFC 5321 §4.5.3.1 and RFC 3461.
+// Limits of RFC 5321 §4.5.3.1. Those of RFC 3461 on ENVID and ORCPT, on
+// the values as sent, are go-smtp's (third_party/go-smtp).
 const (
 	maxLocalPart = 64  // Octets; RFC 5321 §4.5.3.1.1.
 	maxDomain    = 255 // Octets; RFC 5321 §4.5.3.1.2.
 	maxLabel     = 63  // Octets; RFC 1035 §2.3.4.
-	maxEnvID     = 100 // Characters; RFC 3461 §4.4.
-	maxORcpt     = 500 // Characters; RFC 3461 §4.2.
 )
 
 // Replies to addresses and parameters go-smtp parsed but did not check.
@@ -26,8 +25,7 @@ var (
 	errAddrNonASCII = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Non-ASCII address without SMTPUTF8"}
 	// RFC 5321 §4.1.1.11: ESMTP parameters need EHLO.
 	errParamsAfterHELO = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "MAIL/RCPT parameters need EHLO"}
-	errEnvIDTooLong    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "ENVID longer than 100 characters"}
-	errORcptInvalid    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Malformed or over-long ORCPT"}
+	errORcptInvalid    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Malformed ORCPT"}
 	// A HELO or EHLO name with a NUL or bare CR would go back into the reply.
 	errBadHelo = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Invalid HELO/EHLO domain"}
 )
@@ -109,25 +107,10 @@ func rcptHasParams(o *smtp.RcptOptions) bool {
 		!o.RequireRecipientValidSince.IsZero() || o.DeliverBy != nil || o.MTPriority != nil
 }
 
-// checkORcpt checks the ORCPT address go-smtp decoded from xtext: no
-// controls, valid UTF-8, and not over 500 characters once encoded again
-// (RFC 3461 §4.2), which is at most as long as the client's encoding.
-func checkORcpt(typ, addr string) *smtp.SMTPError {
-	if !utf8.ValidString(addr) {
-		return errORcptInvalid
-	}
-	n := len(typ) + 1
-	for _, r := range addr {
-		switch {
-		case r < ' ' || r == 0x7f:
-			return errORcptInvalid
-		case r > '~' || r == '+' || r == '=':
-			n += 3 // "+XX" in xtext, or at least as long in utf-8-addr-xtext.
-		default:
-			n++
-		}
-	}
-	if n > maxORcpt {
+// checkORcpt checks the ORCPT address go-smtp decoded from xtext: valid
+// UTF-8 without controls.
+func checkORcpt(addr string) *smtp.SMTPError {
+	if !utf8.ValidString(addr) || strings.ContainsFunc(addr, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return errORcptInvalid
 	}
 	return nil

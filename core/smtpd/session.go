@@ -166,9 +166,6 @@ func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError
 	if err := checkAddress(from, true, opts.UTF8); err != nil {
 		return err
 	}
-	if len(opts.EnvelopeID) > maxEnvID {
-		return errEnvIDTooLong
-	}
 	if s.srv.submission() {
 		if s.account == "" {
 			return errAuthRequired
@@ -218,7 +215,7 @@ func (s *session) checkRcptSyntax(to string, opts *smtp.RcptOptions) *smtp.SMTPE
 		return err
 	}
 	if opts.OriginalRecipient != "" {
-		return checkORcpt(string(opts.OriginalRecipientType), opts.OriginalRecipient)
+		return checkORcpt(opts.OriginalRecipient)
 	}
 	return nil
 }

@@ -101,6 +101,7 @@ func TestStrictInput(t *testing.T) {
 		{"recipient domain over 255", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@x" + domain63 + ">\r\n", 501, "5.1.3"}}},
 		{"ENVID of 100", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> ENVID=" + strings.Repeat("e", 100) + "\r\n", 250, ""}}},
 		{"ENVID over 100", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> ENVID=" + strings.Repeat("e", 101) + "\r\n", 501, "5.5.4"}}},
+		{"ENVID over 100 as sent, not decoded", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> ENVID=" + strings.Repeat("+41", 34) + "\r\n", 501, "5.5.4"}}},
 		{"ORCPT of 500", []step{{ehlo, 250, ""}, {mailOK, 250, ""},
 			{"RCPT TO:<a@elsewhere.example> ORCPT=rfc822;" + strings.Repeat("o", 500-len("rfc822;")-len("@x")) + "@x\r\n", 250, ""}}},
 		{"ORCPT over 500", []step{{ehlo, 250, ""}, {mailOK, 250, ""},

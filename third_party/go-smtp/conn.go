@@ -410,6 +410,12 @@ func (c *Conn) handleMail(arg string) {
 				c.writeResponse(504, EnhancedCode{5, 5, 4}, "ENVID is not implemented")
 				return
 			}
+			// RFC 3461 §4.4: at most 100 characters as sent, xtext
+			// encoded. (Switchyard patch.)
+			if len(value) > 100 {
+				c.writeResponse(501, EnhancedCode{5, 5, 4}, "ENVID longer than 100 characters")
+				return
+			}
 			value, err := decodeXtext(value)
 			if err != nil || value == "" || !isPrintableASCII(value) {
 				c.writeResponse(501, EnhancedCode{5, 5, 4}, "Malformed ENVID parameter value")
@@ -724,6 +730,12 @@ func (c *Conn) handleRcpt(arg string) {
 		case "ORCPT":
 			if !c.server.EnableDSN {
 				c.writeResponse(504, EnhancedCode{5, 5, 4}, "ORCPT is not implemented")
+				return
+			}
+			// RFC 3461 §4.2: at most 500 characters as sent.
+			// (Switchyard patch.)
+			if len(value) > 500 {
+				c.writeResponse(501, EnhancedCode{5, 5, 4}, "ORCPT longer than 500 characters")
 				return
 			}
 			aType, aAddr, err := decodeTypedAddress(value)
