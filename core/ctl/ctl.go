@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/switchyard-mta/switchyard/core/guard"
 )
 
 // SocketName is the control socket's file name in the data directory.
@@ -101,7 +103,7 @@ func (s *Server) handle(c net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out strings.Builder
-	err := s.h(ctx, req, &out)
+	err := s.call(ctx, req, &out)
 	resp := response{Output: out.String()}
 	if err != nil {
 		resp.Error = err.Error()
@@ -110,6 +112,12 @@ func (s *Server) handle(c net.Conn) {
 	}
 	s.log.Info("control command", slog.String("command", strings.Join(req.Args, " ")), slog.Bool("ok", err == nil))
 	json.NewEncoder(c).Encode(resp)
+}
+
+// call runs the handler; a panic in it fails the command, not the server.
+func (s *Server) call(ctx context.Context, req Request, out io.Writer) (err error) {
+	defer guard.Recover(s.log, "control command", &err)
+	return s.h(ctx, req, out)
 }
 
 // ErrNotRunning is returned by Call when no server listens on the socket.

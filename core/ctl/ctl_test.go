@@ -25,6 +25,9 @@ func TestCall(t *testing.T) {
 			return nil
 		case "bad":
 			return &UsageError{Msg: "bad input"}
+		case "panic":
+			var m map[string]int
+			m["x"]++
 		}
 		return errors.New("failed")
 	}
@@ -42,6 +45,13 @@ func TestCall(t *testing.T) {
 	}
 	if err := Call(ctx, path, Request{Args: []string{"other"}}, io.Discard); err == nil || err.Error() != "failed" {
 		t.Fatalf("error: got %v", err)
+	}
+	// A panicking command fails; the server goes on.
+	if err := Call(ctx, path, Request{Args: []string{"panic"}}, io.Discard); err == nil || !strings.Contains(err.Error(), "internal error") {
+		t.Fatalf("panic: got %v", err)
+	}
+	if err := Call(ctx, path, Request{Args: []string{"echo", "after"}}, io.Discard); err != nil {
+		t.Fatalf("after a panic: %v", err)
 	}
 	if _, err := Listen(path, h, slog.New(slog.DiscardHandler)); err == nil {
 		t.Fatal("second server on a live socket started")
