@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	}
 	loc := &local{cfg: cfg, store: st}
 
-	plugins, err := pluginhost.Start(ctx, pluginhost.Options{Config: cfg, Host: &host{cfg: cfg, store: st}, Log: log})
+	plugins, err := pluginhost.Start(ctx, pluginhost.Options{Config: cfg, Host: &host{cfg: cfg, store: st, log: log}, Log: log})
 	if err != nil {
 		return WithLines(cfg, err)
 	}
