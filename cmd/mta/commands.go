@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/ctl"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
@@ -110,16 +112,31 @@ func runAdmin(c *cmdContext) error {
 		return err
 	}
 	req := ctl.Request{Args: append(strings.Fields(c.cmd.words), c.args...)}
-	if c.cmd.words == "account passwd" {
-		pw, err := io.ReadAll(io.LimitReader(c.stdin, 4096))
+	passwd := c.cmd.words == "account passwd"
+	if passwd {
+		if len(c.args) != 1 {
+			return usageErr("usage: mta account passwd ACCOUNT")
+		}
+		if _, ok := cfg.Accounts[c.args[0]]; !ok {
+			return usageErr("no account %q in %s", c.args[0], cfg.File)
+		}
+		pw, err := readPassword(c)
 		if err != nil {
-			return fmt.Errorf("reading password: %w", err)
+			return err
 		}
 		req.Stdin = pw
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	err = ctl.Call(ctx, filepath.Join(cfg.DataDir, ctl.SocketName), req, c.stdout)
+	var ue *ctl.UsageError
+	if passwd && errors.As(err, &ue) && strings.HasPrefix(ue.Msg, "no account") {
+		// In this file, not in the one the server loaded.
+		return usageErr("account %q is in %s but not in the configuration the running server loaded: restart the server (mta serve) to add it", c.args[0], cfg.File)
+	}
+	if passwd && err == nil {
+		fmt.Fprintf(c.stdout, "account %s: password set\n", c.args[0])
+	}
 	if !errors.Is(err, ctl.ErrNotRunning) {
 		return err
 	}
@@ -139,5 +156,40 @@ func runAdmin(c *cmdContext) error {
 			return err
 		}
 	}
-	return h.Handle(ctx, req, c.stdout)
+	if err := h.Handle(ctx, req, c.stdout); err != nil {
+		return err
+	}
+	if passwd {
+		fmt.Fprintf(c.stdout, "account %s: password set\n", c.args[0])
+	}
+	return nil
+}
+
+// readPassword reads a new password: on a terminal it asks twice without
+// echo, else it reads standard input (the first line counts).
+func readPassword(c *cmdContext) ([]byte, error) {
+	f, ok := c.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		pw, err := io.ReadAll(io.LimitReader(c.stdin, 4096))
+		if err != nil {
+			return nil, fmt.Errorf("reading password: %w", err)
+		}
+		return pw, nil
+	}
+	fmt.Fprintf(c.stderr, "New password for %s: ", c.args[0])
+	pw, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(c.stderr)
+	if err != nil {
+		return nil, fmt.Errorf("reading password: %w", err)
+	}
+	fmt.Fprintf(c.stderr, "Again: ")
+	again, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(c.stderr)
+	if err != nil {
+		return nil, fmt.Errorf("reading password: %w", err)
+	}
+	if string(pw) != string(again) {
+		return nil, usageErr("the passwords differ; nothing changed")
+	}
+	return pw, nil
 }

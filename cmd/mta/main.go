@@ -1,7 +1,8 @@
 // Command mta is the Switchyard mail server and its administration tool.
 //
-// Every subcommand takes -config FILE (default ./mta.toml) after its command
-// words, and -h to explain itself. Exit status: 0 success, 1 failure, 2 bad
+// Every subcommand takes -config FILE (default $SWITCHYARD_CONFIG, else
+// /etc/switchyard/mta.toml) after its command words, and -h to explain
+// itself. Exit status: 0 success, 1 failure, 2 bad
 // input (usage, invalid configuration, unknown account).
 package main
 
@@ -12,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -28,8 +30,9 @@ type command struct {
 
 var commands = []command{
 	{"serve", "", "Serve SMTP submission, inbound SMTP and the queue as configured; Ctrl-C stops gracefully.", runServe},
+	{"version", "", "Print the version of mta, the Go version it was built with, and its source revision.", runVersion},
 	{"config check", "", "Validate the configuration, including every plugin's own validation of its tables; exit 2 with every error.", runConfigCheck},
-	{"account passwd", "ACCOUNT", "Set an account's password, read from standard input (first line).", runAdmin},
+	{"account passwd", "ACCOUNT", "Set an account's password: asked twice on a terminal, else the first line of standard input.", runAdmin},
 	{"queue list", "", "List queued messages and the state of each recipient.", runAdmin},
 	{"plugin list", "", "List plugins: what each serves, its state, pid and restart count.", runAdmin},
 	{"dns records", "DOMAIN", "Print the DNS records to publish for a local domain (MX, SPF, DMARC, MTA-STS, TLS-RPT, TLSA) as a commented zone file.", runDNSRecords},
@@ -57,19 +60,30 @@ func main() {
 func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd, rest := findCommand(argv)
 	if cmd == nil {
-		usage(stderr)
-		if len(argv) == 0 || argv[0] == "-h" || argv[0] == "help" || argv[0] == "--help" {
+		if len(argv) > 0 && (argv[0] == "-h" || argv[0] == "help" || argv[0] == "--help") {
+			usage(stderr, "")
 			return 0
 		}
+		if len(argv) == 0 {
+			usage(stderr, "")
+			return 2
+		}
+		if group := strings.Join(argv, " "); isGroup(group) {
+			usage(stderr, group)
+			fmt.Fprintf(stderr, "\nmta %s: which one?\n", group)
+			return 2
+		}
+		usage(stderr, "")
 		fmt.Fprintf(stderr, "\nmta: unknown command %q\n", strings.Join(argv, " "))
 		return 2
 	}
+
 	if cmd.words == "sendmail" {
 		return runSendmail(rest, stdin, stdout, stderr) // Its options are sendmail's.
 	}
 	fs := flag.NewFlagSet("mta "+cmd.words, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "mta.toml", "configuration `file`")
+	configPath := fs.String("config", defaultConfigPath(), "configuration `file`")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: mta %s [-config FILE] %s\n\n%s\n\n", cmd.words, cmd.args, cmd.help)
 		fs.PrintDefaults()
@@ -108,14 +122,81 @@ func findCommand(argv []string) (*command, []string) {
 	return best, argv[n:]
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintf(w, "usage: mta COMMAND [-config FILE] [ARGS]\n\ncommands:\n")
+// usage lists the commands, or those starting with the words of group.
+func usage(w io.Writer, group string) {
+	if group == "" {
+		fmt.Fprintf(w, "usage: mta COMMAND [-config FILE] [ARGS]\n\ncommands:\n")
+	} else {
+		fmt.Fprintf(w, "usage: mta %s COMMAND [-config FILE] [ARGS]\n\ncommands:\n", group)
+	}
 	cs := append([]command(nil), commands...)
 	sort.Slice(cs, func(i, j int) bool { return cs[i].words < cs[j].words })
 	for _, c := range cs {
-		fmt.Fprintf(w, "  %-16s %s\n", c.words, c.help)
+		if group == "" || strings.HasPrefix(c.words, group+" ") {
+			fmt.Fprintf(w, "  %-16s %s\n", c.words, c.help)
+		}
 	}
-	fmt.Fprintf(w, "\n'mta COMMAND -h' explains a command.\n")
+	fmt.Fprintf(w, "\n'mta COMMAND -h' explains a command. The configuration is -config FILE, else $%s, else %s.\n", configEnv, defaultConfig)
+}
+
+// isGroup reports whether words are the first words of commands, such as
+// "account" of "account passwd".
+func isGroup(words string) bool {
+	for _, c := range commands {
+		if strings.HasPrefix(c.words, words+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// The configuration file when -config is not given.
+const (
+	configEnv     = "SWITCHYARD_CONFIG"
+	defaultConfig = "/etc/switchyard/mta.toml"
+)
+
+// defaultConfigPath is $SWITCHYARD_CONFIG, else defaultConfig: the same
+// file from every directory, as a sendmail link run by cron needs.
+func defaultConfigPath() string {
+	if p := os.Getenv(configEnv); p != "" {
+		return p
+	}
+	return defaultConfig
+}
+
+// runVersion prints what the binary was built from.
+func runVersion(c *cmdContext) error {
+	if len(c.args) > 0 {
+		return usageErr("unexpected arguments %q", c.args)
+	}
+	fmt.Fprintln(c.stdout, versionString())
+	return nil
+}
+
+// versionString is the module version (or "(devel)"), the Go version, and
+// the VCS revision the build recorded.
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "mta (unknown version)"
+	}
+	s := "mta " + bi.Main.Version + " " + bi.GoVersion
+	var rev, modified string
+	for _, kv := range bi.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			rev = kv.Value
+		case "vcs.modified":
+			if kv.Value == "true" {
+				modified = "+modified"
+			}
+		}
+	}
+	if rev != "" {
+		s += " " + rev[:min(12, len(rev))] + modified
+	}
+	return s
 }
 
 // usageErr is an input error: exit status 2.

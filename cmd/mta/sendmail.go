@@ -50,7 +50,7 @@ type sendmailArgs struct {
 // parseSendmailArgs parses sendmail's options, which do not follow Go's
 // flag conventions (-oi, -fADDR).
 func parseSendmailArgs(argv []string) (*sendmailArgs, error) {
-	a := &sendmailArgs{config: "mta.toml"}
+	a := &sendmailArgs{config: defaultConfigPath()}
 	value := func(i *int, opt, rest string) (string, error) {
 		if rest != "" {
 			return rest, nil

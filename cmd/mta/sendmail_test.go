@@ -8,14 +8,15 @@ import (
 )
 
 func TestParseSendmailArgs(t *testing.T) {
+	t.Setenv(configEnv, "")
 	tests := []struct {
 		argv    []string
 		want    sendmailArgs
 		wantErr string
 	}{
-		{[]string{"-t", "-oi", "-fbob@example.org", "x@example.net"}, sendmailArgs{config: "mta.toml", fromHeader: true, ignoreDots: true, sender: "bob@example.org", rcpts: []string{"x@example.net"}}, ""},
+		{[]string{"-t", "-oi", "-fbob@example.org", "x@example.net"}, sendmailArgs{config: defaultConfig, fromHeader: true, ignoreDots: true, sender: "bob@example.org", rcpts: []string{"x@example.net"}}, ""},
 		{[]string{"-config", "/etc/mta.toml", "-f", "a@b.example", "-F", "Ann Example", "-odi", "-bm", "y@z.example", "--", "-odd@x.example"}, sendmailArgs{config: "/etc/mta.toml", sender: "a@b.example", fullName: "Ann Example", rcpts: []string{"y@z.example", "-odd@x.example"}}, ""},
-		{[]string{"-i", "-r", "c@d.example"}, sendmailArgs{config: "mta.toml", ignoreDots: true, sender: "c@d.example"}, ""},
+		{[]string{"-i", "-r", "c@d.example"}, sendmailArgs{config: defaultConfig, ignoreDots: true, sender: "c@d.example"}, ""},
 		{[]string{"-f"}, sendmailArgs{}, "option -f needs a value"},
 		{[]string{"-X"}, sendmailArgs{}, "unknown option -X"},
 	}

@@ -1,24 +1,27 @@
 package e2e
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
 	"github.com/switchyard-mta/switchyard/test/mtatest"
 )
 
-// TestCLIUsage: -h explains every command and exits 0; an unknown command
-// exits 2.
+// TestCLIUsage: -h explains every command and exits 0; no command, an
+// unknown one or the first word of some exits 2 with the usage.
 func TestCLIUsage(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		code int
-		want []string // In stderr.
+		want []string // In stdout or stderr.
 	}{
 		{[]string{"-h"}, 0, []string{"usage: mta COMMAND", "serve", "config check", "account passwd", "queue list", "plugin list"}},
 		{[]string{"serve", "-h"}, 0, []string{"usage: mta serve [-config FILE]", "Serve SMTP", "-config file"}},
@@ -27,7 +30,11 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"queue", "list", "-h"}, 0, []string{"usage: mta queue list [-config FILE]", "queued messages", "-config file"}},
 		{[]string{"plugin", "list", "-h"}, 0, []string{"usage: mta plugin list [-config FILE]", "restart count", "-config file"}},
 		{[]string{"frobnicate"}, 2, []string{`unknown command "frobnicate"`, "usage: mta COMMAND"}},
-		{[]string{"queue"}, 2, []string{`unknown command "queue"`}},
+		{nil, 2, []string{"usage: mta COMMAND", "serve", "/etc/switchyard/mta.toml"}},
+		{[]string{"queue"}, 2, []string{"usage: mta queue COMMAND", "queue list", "mta queue: which one?"}},
+		{[]string{"account"}, 2, []string{"usage: mta account COMMAND", "account passwd"}},
+		{[]string{"version"}, 0, []string{"mta ", "go1."}},
+		{[]string{"version", "extra"}, 2, []string{"unexpected arguments"}},
 		{[]string{"queue", "list", "-frobnicate"}, 2, []string{"flag provided but not defined"}},
 		{[]string{"config", "check", "-config", "/nonexistent/mta.toml"}, 2, []string{"/nonexistent/mta.toml"}},
 		{[]string{"serve", "-config", "/nonexistent/mta.toml"}, 2, []string{"/nonexistent/mta.toml"}},
@@ -39,8 +46,8 @@ func TestCLIUsage(t *testing.T) {
 				t.Errorf("exit %d, want %d", code, tc.code)
 			}
 			for _, w := range tc.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr lacks %q", w)
+				if !strings.Contains(stdout+stderr, w) {
+					t.Errorf("output lacks %q", w)
 				}
 			}
 			if t.Failed() {
@@ -87,10 +94,26 @@ transport = "smarthost"
 	if _, err := os.Stat(filepath.Join(srv.Dir, "data", "ctl.sock")); err != nil {
 		t.Fatalf("no control socket: %v", err)
 	}
-	if out, code := passwd("alice", "running-password-1"); code != 0 {
+	if out, code := passwd("alice", "running-password-1"); code != 0 || !strings.Contains(out, "account alice: password set") {
 		t.Fatalf("account passwd (running): exit %d: %s", code, out)
 	}
 	wantAuth("running", "running-password-1", generated)
+
+	// An account added to the file since the server started.
+	cfg, err := os.ReadFile(srv.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	added := string(cfg) + "\n[accounts.carol]\ndomain = \"example.org\"\naddresses = [\"carol@example.org\"]\n"
+	if err := os.WriteFile(srv.ConfigPath, []byte(added), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := passwd("carol", "carol-password-1"); code != 2 || !strings.Contains(out, "restart the server") {
+		t.Errorf("account passwd of an account the server has not loaded: exit %d, want 2 and a restart hint: %s", code, out)
+	}
+	if err := os.WriteFile(srv.ConfigPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if out, code := passwd("nosuch", "running-password-1"); code != 2 || !strings.Contains(out, `no account "nosuch"`) {
 		t.Errorf("account passwd of an unknown account: exit %d, want 2: %s", code, out)
 	}
@@ -142,4 +165,61 @@ transport = "smarthost"
 	if n := sink.WaitCount(1, waitShort); n != 1 {
 		t.Fatalf("sink has %d messages, want 1", n)
 	}
+}
+
+// promptScript runs argv on a pseudo-terminal, answers every prompt ending
+// in ": " with the next of the given lines, and prints what the terminal
+// showed; it exits with argv's status.
+const promptScript = `
+import os, pty, sys
+answers = sys.argv[1].split("\n")
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+seen = b""
+while True:
+    try:
+        data = os.read(fd, 1024)
+    except OSError:
+        break
+    if not data:
+        break
+    seen += data
+    if seen.rstrip().endswith(b":") and answers:
+        os.write(fd, (answers.pop(0) + "\n").encode())
+        seen += b"<answered>"
+sys.stdout.write(seen.decode(errors="replace"))
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+`
+
+// TestPasswdPrompt: on a terminal, account passwd asks twice without echo
+// and says when it is done; two different answers change nothing.
+func TestPasswdPrompt(t *testing.T) {
+	t.Parallel()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed (.ci/run installs it)")
+	}
+	srv := startServer(t, setup{})
+	run := func(answers string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, python, "-c", promptScript, answers, srv.Bin.MTA, "account", "passwd", "-config", srv.ConfigPath, "alice")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("prompt-password-1\nprompt-password-2")
+	if err == nil || !strings.Contains(out, "the passwords differ") {
+		t.Errorf("two different answers: %v\n%s", err, out)
+	}
+	out, err = run("prompt-password-1\nprompt-password-1")
+	if err != nil || strings.Count(out, "<answered>") != 2 || !strings.Contains(out, "account alice: password set") {
+		t.Fatalf("same answer twice: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "prompt-password-1") {
+		t.Errorf("the password was echoed:\n%s", out)
+	}
+	c := dialAuth(t, srv.Listeners["submission"], false, "alice@example.org", "prompt-password-1")
+	c.Close()
 }
