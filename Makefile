@@ -7,7 +7,7 @@ EXAMPLE_BINS := $(addprefix bin/examples/,$(EXAMPLES))
 PROTO := sdk/proto/switchyard/plugin/v1/plugin.proto
 MODULE := github.com/switchyard-mta/switchyard
 
-.PHONY: all build run test bench fuzz proto clean $(PLUGIN_BINS) $(EXAMPLE_BINS) bin/mta
+.PHONY: all build run test bench fuzz proto clean install $(PLUGIN_BINS) $(EXAMPLE_BINS) bin/mta
 
 all: build
 
@@ -49,6 +49,27 @@ proto:
 		--go_out=sdk/pluginpb --go_opt=module=$(MODULE)/sdk/pluginpb \
 		--go-grpc_out=sdk/pluginpb --go-grpc_opt=module=$(MODULE)/sdk/pluginpb \
 		$(PROTO)
+
+# Installs mta, the plugins, a sample configuration and a systemd unit.
+# DESTDIR stages the tree for packaging; the paths written into the files
+# are those without it.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+PLUGINDIR ?= $(PREFIX)/lib/switchyard/plugins
+DOCDIR ?= $(PREFIX)/share/doc/switchyard
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc/switchyard
+STATEDIR ?= /var/lib/switchyard
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@PLUGINDIR@|$(PLUGINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@STATEDIR@|$(STATEDIR)|g'
+
+install: bin/mta $(PLUGIN_BINS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)
+	install -m 0755 bin/mta $(DESTDIR)$(BINDIR)/mta
+	install -m 0755 $(PLUGIN_BINS) $(DESTDIR)$(PLUGINDIR)/
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	$(SUBST) dist/mta.toml.in > $(DESTDIR)$(SYSCONFDIR)/mta.toml.sample
+	$(SUBST) dist/switchyard.service.in > $(DESTDIR)$(UNITDIR)/switchyard.service
 
 clean:
 	rm -rf bin
