@@ -14,20 +14,25 @@ import (
 	"net"
 	"net/mail"
 	"os"
+	"os/user"
 	"strings"
 	"time"
 
 	"github.com/switchyard-mta/switchyard/core/certs"
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/pickup"
 	"github.com/switchyard-mta/switchyard/sdk/smtpclient"
 )
 
 const sendmailUsage = `usage: mta sendmail [-config FILE] [-t] [-i] [-f SENDER] [RECIPIENT ...] < MESSAGE
 
-Submit a message read from standard input, as sendmail does, to the
-submission server configured in [sendmail] (default: this configuration's
-own submission listener), authenticating with the strongest SASL mechanism
-it offers. Lines may end in LF; they are sent with CRLF.
+Submit a message read from standard input, as sendmail does. Without a
+[sendmail] server or username, it goes to the running server through its
+local pickup socket, no password needed: the sender is USER@hostname of the
+Unix user (only root and the server's user may give another with -f).
+Otherwise it goes to the [sendmail] submission server, authenticating with
+the strongest SASL mechanism it offers. Lines may end in LF; they are sent
+with CRLF.
 
   -t         also send to the addresses in To, Cc and Bcc; Bcc is removed
   -i, -oi    a line with a single dot does not end the message
@@ -124,9 +129,18 @@ func runSendmail(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if int64(len(raw)) > int64(cfg.Limits.MaxMessageSize) {
 		return fail(2, "message larger than limits.max_message_size (%v)", cfg.Limits.MaxMessageSize)
 	}
+	// Without a [sendmail] server or login, the message goes to the
+	// running server's pickup socket, as the local user.
+	local := cfg.Sendmail.Server == "" && cfg.Sendmail.Username == ""
 	sender := a.sender
 	if sender == "" {
 		sender = cfg.Sendmail.From
+	}
+	envSender := sender // For pickup: empty is USER@hostname, decided by the server.
+	if sender == "" && local {
+		if u, err := user.Current(); err == nil {
+			sender = u.Username + "@" + cfg.Hostname
+		}
 	}
 	if sender == "" {
 		sender = cfg.Sendmail.Username
@@ -144,6 +158,19 @@ func runSendmail(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	if local {
+		_, err := pickup.Submit(ctx, pickup.SocketPath(cfg.DataDir), pickup.Request{From: envSender, To: rcpts, Message: msg})
+		var ue *pickup.UsageError
+		switch {
+		case errors.Is(err, pickup.ErrNotRunning):
+			return fail(1, "no server runs on %s (start mta serve), and [sendmail] names no server to submit to", cfg.DataDir)
+		case errors.As(err, &ue):
+			return fail(2, "%v", err)
+		case err != nil:
+			return fail(1, "%v", err)
+		}
+		return 0
+	}
 	refused, err := submit(ctx, cfg, sender, rcpts, msg)
 	if err != nil {
 		return fail(1, "%v", err)

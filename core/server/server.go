@@ -22,6 +22,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/connlimit"
 	"github.com/switchyard-mta/switchyard/core/ctl"
 	"github.com/switchyard-mta/switchyard/core/imapd"
+	"github.com/switchyard-mta/switchyard/core/pickup"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/route"
@@ -178,6 +179,24 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		}()
 		fmt.Fprintf(out, "%-12s %-12s %s\n", b.cfg.Name, b.cfg.Kind, b.ln.Addr())
 	}
+
+	// Local submission (mta sendmail) for every local user: the data
+	// directory may be entered, not listed; what is in it is the server's.
+	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	ps, err := pickup.Listen(pickup.SocketPath(cfg.DataDir), pickup.Config{
+		Hostname:       cfg.Hostname,
+		MaxMessageSize: int64(cfg.Limits.MaxMessageSize),
+		Queue:          q,
+		AccountOf:      cfg.AccountByAddress,
+		Log:            log,
+	})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() { ps.Close() })
+	fmt.Fprintf(out, "%-12s %-12s %s\n", "pickup", "unix", pickup.SocketPath(cfg.DataDir))
 
 	h := &Handles{Config: cfg, Store: st, Queue: q, Plugins: plugins}
 	cs, err := ctl.Listen(filepath.Join(cfg.DataDir, ctl.SocketName), h.Handle, log)
