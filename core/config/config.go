@@ -103,7 +103,9 @@ type Queue struct {
 // Sendmail configures `mta sendmail`: the submission server it sends
 // through, and as whom.
 type Sendmail struct {
-	// Server is the submission server, host:port. Default: the first
+	// Server is the submission server, host:port. Without Server and
+	// Username, mta sendmail uses the running server's pickup socket as
+	// the Unix user, with no password. Default with Username: the first
 	// submission or submissions listener of this file, whose self-signed
 	// certificate (tls.self_signed) is then trusted.
 	Server string `toml:"server"`
