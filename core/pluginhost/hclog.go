@@ -17,6 +17,11 @@ import (
 // "exit status 3", when a plugin process ends (go-plugin client.go).
 const exitMessage = "plugin process exited"
 
+// forcedMessage is what go-plugin warns of whenever it kills a process,
+// also one that never started or had already exited; the manager warns
+// itself when a stop had to kill (proc.stop).
+const forcedMessage = "plugin failed to exit gracefully"
+
 // hclogAdapter is the hclog.Logger that go-plugin logs to: its own messages
 // and every line a plugin writes to stderr. It writes through slog; a plugin's
 // JSON lines (sdk.NewLogger) keep their level and attributes.
@@ -56,6 +61,9 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if msg == exitMessage && a.exited != nil {
 		// The manager logs the exit with more context.
 		a.exited(a.argString(args, "error"))
+		level = hclog.Debug
+	}
+	if msg == forcedMessage {
 		level = hclog.Debug
 	}
 	ctx := context.Background()

@@ -201,6 +201,10 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 					return
 				}
 			}
+			if ctx.Err() != nil {
+				perProc[i] = []error{fmt.Errorf("plugin %s: not started: %w", p.name, ctx.Err())}
+				return
+			}
 			r, errs := m.launch(ctx, p)
 			if r != nil {
 				p.up(r)
@@ -233,9 +237,15 @@ func (m *Manager) newProc(cfg *config.Config, name string, pc *config.Plugin) (*
 	if pc == nil || pc.Path == "" {
 		return nil, &ConfigError{Plugin: name, Key: key + ".path", Msg: "required"}
 	}
+	path := resolve(cfg.Dir, pc.Path)
+	if fi, err := os.Stat(path); err != nil {
+		return nil, &ConfigError{Plugin: name, Key: key + ".path", Msg: fmt.Sprintf("cannot run %s: %v", path, errors.Unwrap(err))}
+	} else if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return nil, &ConfigError{Plugin: name, Key: key + ".path", Msg: fmt.Sprintf("%s is not an executable file", path)}
+	}
 	p := &proc{
 		name:  name,
-		path:  resolve(cfg.Dir, pc.Path),
+		path:  path,
 		args:  pc.Args,
 		log:   m.log.With(slog.String("plugin", name)),
 		state: StateStopped,

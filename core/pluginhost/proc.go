@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os/exec"
-	"strconv"
 	"sync"
 	"time"
 
@@ -38,7 +36,7 @@ type proc struct {
 
 // running is a started and configured plugin process.
 type running struct {
-	gp        *plugin.Client
+	proc      *process
 	transport sdk.Transport
 	mechanism sdk.Mechanism // Nil unless the plugin described mechanisms.
 	desc      *sdk.Description
@@ -53,7 +51,6 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 	cc := &plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.PluginSets(nil),
-		Cmd:              exec.Command(p.path, p.args...),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     startTimeout,
@@ -63,13 +60,13 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 		// go-plugin hashes the binary before every start.
 		cc.SecureConfig = &plugin.SecureConfig{Checksum: p.sum, Hash: sha256.New()}
 	}
-	gp := plugin.NewClient(cc)
+	pr := newProcess(cc, p.path, p.args)
 	fail := func(errs ...error) (*running, []error) {
-		gp.Kill()
+		pr.stop()
 		return nil, errs
 	}
 
-	rpc, err := gp.Client()
+	rpc, err := pr.start(ctx)
 	if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 		return fail(fmt.Errorf("plugin %s: %s does not match its sha256 pin: %w", p.name, p.path, err))
 	} else if err != nil {
@@ -95,8 +92,7 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 	if len(errs) > 0 {
 		return fail(errs...)
 	}
-	pid, _ := strconv.Atoi(gp.ID()) // The id of a command is its pid.
-	r := &running{gp: gp, transport: c.Transport(), desc: desc, pid: pid, started: time.Now()}
+	r := &running{proc: pr, transport: c.Transport(), desc: desc, pid: pr.pid, started: time.Now()}
 	if len(desc.Mechanisms) > 0 {
 		r.mechanism = c.Mechanism()
 	}
@@ -137,7 +133,7 @@ func (m *Manager) supervise(p *proc) {
 	backoff := minBackoff
 	for {
 		r := p.current()
-		if !waitExit(m.ctx, r.gp) {
+		if !waitExit(m.ctx, r.proc.gp) {
 			return
 		}
 		ran := time.Since(r.started)
@@ -147,7 +143,7 @@ func (m *Manager) supervise(p *proc) {
 		exit, restarts := p.exited()
 		p.log.Warn("plugin exited", slog.Int("pid", r.pid), slog.String("exit", exit),
 			slog.Int("restarts", restarts), slog.Duration("ran", ran), slog.Duration("restart_in", backoff))
-		r.gp.Kill() // Frees go-plugin's connections; the process is gone.
+		r.proc.stop() // Frees go-plugin's connections and the process's children.
 
 		for {
 			select {
@@ -160,7 +156,7 @@ func (m *Manager) supervise(p *proc) {
 			nr, errs := m.launch(m.ctx, p)
 			if m.ctx.Err() != nil {
 				if nr != nil {
-					nr.gp.Kill()
+					nr.proc.stop()
 				}
 				return
 			}
@@ -252,8 +248,8 @@ func (p *proc) stop() {
 	r := p.cur
 	p.cur, p.state = nil, StateStopped
 	p.mu.Unlock()
-	if r != nil {
-		r.gp.Kill()
+	if r != nil && r.proc.stop() {
+		p.log.Warn("plugin did not exit in time; its process group was killed", slog.Int("pid", r.pid), slog.Duration("waited", stopTimeout))
 	}
 }
 

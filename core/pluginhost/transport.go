@@ -32,7 +32,7 @@ func (m *Manager) Deliver(ctx context.Context, transport string, req *sdk.Delive
 	if err != nil {
 		// Unavailable: the connection broke (the plugin died) or the
 		// transport failed the attempt as a whole.
-		if status.Code(err) == codes.Unavailable || r.gp.Exited() {
+		if status.Code(err) == codes.Unavailable || r.proc.gp.Exited() {
 			return nil, fmt.Errorf("%w: transport %s (plugin %s): %w", ErrUnavailable, transport, p.name, err)
 		}
 		return nil, fmt.Errorf("transport %s (plugin %s): %w", transport, p.name, err)
