@@ -171,7 +171,7 @@ transport = "smarthost"
 // in ": " with the next of the given lines, and prints what the terminal
 // showed; it exits with argv's status.
 const promptScript = `
-import os, pty, sys
+import os, pty, sys, termios, time
 answers = sys.argv[1].split("\n")
 pid, fd = pty.fork()
 if pid == 0:
@@ -186,6 +186,12 @@ while True:
         break
     seen += data
     if seen.rstrip().endswith(b":") and answers:
+        # Answer once echo is off, as a person typing would be too slow to
+        # notice otherwise.
+        for _ in range(500):
+            if not termios.tcgetattr(fd)[3] & termios.ECHO:
+                break
+            time.sleep(0.01)
         os.write(fd, (answers.pop(0) + "\n").encode())
         seen += b"<answered>"
 sys.stdout.write(seen.decode(errors="replace"))
