@@ -81,7 +81,7 @@ type Notice struct {
 	Options    sdk.DeliverOptions
 	Queued     time.Time
 	Message    *io.SectionReader // The content, readable until Notify returns; nil if it could not be opened.
-	Recipients []Rcpt            // The failed or delayed recipients, with their last result.
+	Recipients []Rcpt            // The failed (State Failed) or delayed recipients, with their last result; see Queue.RetryUntil.
 }
 
 // Options configure a queue. Zero values get the defaults given.
@@ -100,9 +100,16 @@ type Options struct {
 	// Notify, if set, is called for recipients that failed permanently or
 	// were delayed, before their state is stored: a DSN it queues is not lost
 	// if the process dies (it may be sent twice). It is called from the
-	// delivery goroutine. A panic in it is recovered (core/guard): its
-	// recipients stay pending, and a later attempt makes the notice again.
-	Notify func(ctx context.Context, n Notice)
+	// delivery goroutine, with a deadline of NotifyTimeout. It returns nil
+	// once the DSN is queued, or if there is none to send; an error (the
+	// disk is full) or a panic (recovered, core/guard) keeps the notice
+	// due, stored: a failed recipient is stored as Failing, a delayed one
+	// with DelayUnreported, and Notify is called again for them after a
+	// backoff (1 minute doubling up to an hour, times BackoffScale), without
+	// another delivery attempt, also after a restart.
+	Notify func(ctx context.Context, n Notice) error
+	// NotifyTimeout is the deadline of one Notify call. Default 1 minute.
+	NotifyTimeout time.Duration
 
 	segmentSize int64 // Size past which a new segment is started; tests set it. Default 64 MiB.
 }
@@ -163,6 +170,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 	}
 	if opts.DeliverTimeout <= 0 {
 		opts.DeliverTimeout = 10 * time.Minute
+	}
+	if opts.NotifyTimeout <= 0 {
+		opts.NotifyTimeout = time.Minute
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -497,7 +507,8 @@ func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
 	return l, nil
 }
 
-// Retry makes the pending recipients of message id due now.
+// Retry makes the pending recipients of message id due now, and its
+// notices that Notify could not queue yet.
 func (q *Queue) Retry(ctx context.Context, id string) error {
 	n, err := parseID(id)
 	if err != nil {
@@ -511,8 +522,12 @@ func (q *Queue) Retry(ctx context.Context, id string) error {
 	}
 	now := time.Now()
 	for i := range e.msg.Recipients {
-		if r := &e.msg.Recipients[i]; r.State == Pending {
+		r := &e.msg.Recipients[i]
+		if r.State == Pending {
 			r.NextAttempt = now
+		}
+		if r.unreported() {
+			r.NotifyAt = now
 		}
 	}
 	for _, j := range e.jobs {

@@ -306,7 +306,7 @@ func TestResults(t *testing.T) {
 			d := &fakeDeliverer{fn: tc.fn}
 			var mu sync.Mutex
 			var failures []Notice
-			q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 3, Notify: func(ctx context.Context, f Notice) {
+			q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 3, Notify: func(ctx context.Context, f Notice) error {
 				if b, err := io.ReadAll(f.Message); err != nil || string(b) != "x\r\n" {
 					t.Errorf("message during Notify: %q, %v", b, err)
 				}
@@ -316,6 +316,7 @@ func TestResults(t *testing.T) {
 				mu.Lock()
 				failures = append(failures, f)
 				mu.Unlock()
+				return nil
 			}})
 			q.Start(context.Background())
 			id := add(t, q, "x\r\n", "rcpt@example.com")
@@ -826,10 +827,11 @@ func TestDelayNotice(t *testing.T) {
 	}}
 	var mu sync.Mutex
 	var notices []Notice
-	q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 4, DelayAfter: 2, BackoffScale: 0.00001, Notify: func(ctx context.Context, n Notice) {
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d, MaxAttempts: 4, DelayAfter: 2, BackoffScale: 0.00001, Notify: func(ctx context.Context, n Notice) error {
 		mu.Lock()
 		defer mu.Unlock()
 		notices = append(notices, n)
+		return nil
 	}})
 	q.Start(context.Background())
 	add(t, q, "x\r\n", "rcpt@example.com")

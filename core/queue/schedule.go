@@ -64,19 +64,21 @@ func (h *jobHeap) Pop() any {
 }
 func (h *jobHeap) fix(j *job) { heap.Fix(h, j.index) }
 
-// scheduleLocked makes m's pending recipients due at their NextAttempt.
+// scheduleLocked makes m's pending recipients due at their NextAttempt,
+// and its notices still due at their NotifyAt.
 func (q *Queue) scheduleLocked(m *Msg) {
 	e := &entry{msg: m, jobs: map[string]*job{}}
 	for _, r := range m.Recipients {
-		if r.State != Pending {
+		at, ok := r.wake()
+		if !ok {
 			continue
 		}
 		j := e.jobs[r.Domain]
 		if j == nil {
-			j = &job{e: e, domain: r.Domain, due: r.NextAttempt}
+			j = &job{e: e, domain: r.Domain, due: at}
 			e.jobs[r.Domain] = j
-		} else if r.NextAttempt.Before(j.due) {
-			j.due = r.NextAttempt
+		} else if at.Before(j.due) {
+			j.due = at
 		}
 	}
 	q.msgs[m.ID] = e
@@ -174,7 +176,10 @@ func (q *Queue) attempts(j *job) int {
 }
 
 // startLocked starts delivery of j through transport, or holds it back
-// until a delivery to the same destination finishes.
+// until a delivery to the same destination finishes. The pending
+// recipients of j are attempted, unless j is due only for a notice that
+// Notify could not queue before (none of them is due): that is made again
+// without a delivery attempt.
 func (q *Queue) startLocked(j *job, transport string) {
 	d := dest{transport, j.domain}
 	if q.active[d] >= q.opts.MaxPerDestination {
@@ -190,24 +195,38 @@ func (q *Queue) startLocked(j *job, transport string) {
 		Options:  m.Options,
 		Size:     m.Size,
 	}
-	var idx []int // Recipients of req, as indexes in m.Recipients.
+	// Without a notice due, the job runs for an attempt, as always.
+	now := time.Now()
+	attempt := !slices.ContainsFunc(m.Recipients, func(r Rcpt) bool {
+		return r.Domain == j.domain && r.unreported() && !r.NotifyAt.After(now)
+	}) || slices.ContainsFunc(m.Recipients, func(r Rcpt) bool {
+		return r.Domain == j.domain && r.State == Pending && !r.NextAttempt.After(now)
+	})
+	var idx []int   // Recipients of req, as indexes in m.Recipients.
+	var notes []int // Other recipients with a notice still due.
 	for i, r := range m.Recipients {
-		if r.Domain == j.domain && r.State == Pending {
+		switch {
+		case r.Domain != j.domain:
+		case attempt && r.State == Pending:
 			req.Recipients = append(req.Recipients, r.Recipient)
 			idx = append(idx, i)
+		case r.unreported():
+			notes = append(notes, i)
 		}
 	}
 	q.active[d]++
 	q.running++
 	q.wg.Add(1)
-	go q.deliver(j, d, req, idx, m.Segment, m.Offset, j.routeErr)
+	go q.deliver(j, d, req, idx, notes, m.Segment, m.Offset, j.routeErr)
 	j.routeErr = nil
 }
 
 // deliver makes one delivery attempt of the content at offset in segment
-// seg (0: in its own file) and records its result. With routeErr, the
-// attempt fails with it, without a Deliver call.
-func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg, offset int64, routeErr error) {
+// seg (0: in its own file), makes the notices due, and records the result.
+// With routeErr, the attempt fails with it, without a Deliver call. Without
+// recipients in req, only the notices still due of the recipients at notes
+// (indexes in the message's Recipients) are made again.
+func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []int, seg, offset int64, routeErr error) {
 	defer q.wg.Done()
 	start := time.Now()
 	id := j.e.msg.ID
@@ -215,7 +234,7 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg,
 	var res *sdk.DeliverResult
 	if err == nil {
 		defer release()
-		if err = routeErr; err == nil {
+		if err = routeErr; err == nil && len(req.Recipients) > 0 {
 			res, err = q.attempt(req, content)
 		}
 	}
@@ -231,53 +250,66 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg,
 
 	// Recipients of j are not changed by others while it runs: the outcome
 	// can be decided before taking the lock, and failures reported first.
+	all := slices.Concat(idx, notes) // Indexes in m.Recipients of rcpts.
 	q.mu.Lock()
-	rcpts := make([]Rcpt, len(idx))
-	for i, k := range idx {
+	rcpts := make([]Rcpt, len(all))
+	for i, k := range all {
 		rcpts[i] = j.e.msg.Recipients[k]
 	}
 	q.mu.Unlock()
 	var failed, delayed []int // Indexes in rcpts.
 	for i := range rcpts {
-		q.outcome(&rcpts[i], results[i], now)
+		r := &rcpts[i]
+		attempted := i < len(idx)
+		if attempted {
+			q.outcome(r, results[i], now)
+		}
 		switch {
-		case rcpts[i].State == Failed:
+		case r.State == Failed || r.State == Failing:
 			failed = append(failed, i)
-		case rcpts[i].State == Pending && rcpts[i].Attempts == q.opts.DelayAfter:
+		case r.State == Pending && (attempted && r.Attempts == q.opts.DelayAfter || r.DelayUnreported):
 			delayed = append(delayed, i)
+		default:
+			// Delivered: a delay notice not yet made has nothing to say.
+			r.DelayUnreported, r.NotifyAt, r.NotifyFailures = false, time.Time{}, 0
 		}
 	}
-	if q.opts.Notify != nil {
-		m := j.e.msg // Fields other than Recipients and the location do not change.
-		for _, group := range []struct {
-			delayed bool
-			rcpts   []int
-		}{{false, failed}, {true, delayed}} {
-			if len(group.rcpts) == 0 {
-				continue
+	m := j.e.msg // Fields other than Recipients and the location do not change.
+	for _, group := range []struct {
+		delayed bool
+		rcpts   []int
+	}{{false, failed}, {true, delayed}} {
+		if len(group.rcpts) == 0 {
+			continue
+		}
+		n := Notice{Delayed: group.delayed, QueueID: req.QueueID, Account: m.Account, From: m.From, Options: m.Options, Queued: m.Queued}
+		for _, i := range group.rcpts {
+			r := &rcpts[i]
+			if !group.delayed {
+				r.State, r.DelayUnreported = Failed, false
 			}
-			n := Notice{Delayed: group.delayed, QueueID: req.QueueID, Account: m.Account, From: m.From, Options: m.Options, Queued: m.Queued}
-			for _, i := range group.rcpts {
-				n.Recipients = append(n.Recipients, rcpts[i])
-			}
-			if content != nil {
-				n.Message = io.NewSectionReader(content, 0, content.Size())
-			}
-			if q.notify(n) != nil {
-				for _, i := range group.rcpts {
-					q.redo(&rcpts[i], group.delayed, now)
-				}
-			}
+			n.Recipients = append(n.Recipients, *r)
+		}
+		if content != nil {
+			n.Message = io.NewSectionReader(content, 0, content.Size())
+		}
+		nerr := q.notify(n)
+		for _, i := range group.rcpts {
+			q.reported(&rcpts[i], nerr == nil, now)
+		}
+		if nerr != nil {
+			q.log.Error("delivery status notification failed, trying again later",
+				slog.String("queueid", req.QueueID), slog.Bool("delayed", group.delayed),
+				slog.Int("recipients", len(group.rcpts)), slog.Time("next", rcpts[group.rcpts[0]].NotifyAt), slog.Any("err", nerr))
 		}
 	}
-	pending := slices.ContainsFunc(rcpts, func(r Rcpt) bool { return r.State == Pending })
+	pending := slices.ContainsFunc(rcpts, func(r Rcpt) bool { return r.State == Pending || r.State == Failing })
 	relocated := false
 	if pending && seg != 0 && content != nil {
 		relocated = q.relocate(j.e, seg, content)
 	}
 
 	q.mu.Lock()
-	m := j.e.msg
 	// If storing the move fails, the segment is kept until the next Open,
 	// which keeps the file or the segment, whichever the record names.
 	var moved int64
@@ -286,11 +318,15 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg,
 		m.Segment, m.Offset = 0, 0
 		j.e.relocating = false
 	}
-	var due time.Time
-	for i, k := range idx {
+	for i, k := range all {
 		m.Recipients[k] = rcpts[i]
-		if r := rcpts[i]; r.State == Pending && (due.IsZero() || r.NextAttempt.Before(due)) {
-			due = r.NextAttempt
+	}
+	var due time.Time
+	for i := range m.Recipients {
+		if r := &m.Recipients[i]; r.Domain == j.domain {
+			if at, ok := r.wake(); ok && (due.IsZero() || at.Before(due)) {
+				due = at
+			}
 		}
 	}
 	if due.IsZero() {
@@ -314,7 +350,9 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx []int, seg,
 	q.releaseLocked(d)
 	q.mu.Unlock()
 	q.kick()
-	q.logAttempt(req, d.domain, results, err, time.Since(start))
+	if len(req.Recipients) > 0 {
+		q.logAttempt(req, d.domain, results, err, time.Since(start))
+	}
 }
 
 // open returns a reader of the size bytes at offset in segment seg, or of
@@ -388,28 +426,58 @@ func (q *Queue) attempt(req *sdk.DeliverRequest, content io.Reader) (res *sdk.De
 	return q.opts.Deliverer.Deliver(ctx, req.Instance, req)
 }
 
-// notify calls Options.Notify with n. A panic of Notify (composing or
-// queueing the DSN) is returned as the error.
+// notify calls Options.Notify with n, if set, under a deadline of
+// NotifyTimeout that Close does not cut short. A panic of Notify (composing
+// or queueing the DSN) is returned as the error.
 func (q *Queue) notify(n Notice) (err error) {
+	if q.opts.Notify == nil {
+		return nil
+	}
 	defer guard.Recover(q.log, "delivery status notification", &err)
-	q.opts.Notify(context.WithoutCancel(q.ctx), n)
-	return nil
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(q.ctx), q.opts.NotifyTimeout)
+	defer cancel()
+	return q.opts.Notify(ctx, n)
 }
 
-// redo makes r pending again after the notice of the attempt just made
-// could not be made, due after the backoff of a temporary failure, so that
-// a later attempt makes the notice: a DSN is not lost to a panic. A failure
-// keeps its attempt counted: the next attempt fails again, as the remote
-// answers as before or the attempts are used up, and a repeated panic
-// backs off further. A delay does not: the next attempt is again the one
-// after which it is reported.
-func (q *Queue) redo(r *Rcpt, delayed bool, now time.Time) {
-	next := r.Attempts
-	if delayed {
-		r.Attempts--
+// reported records whether the notice about r was made (ok), in which case
+// a failure is final, or is still due: then a failure is Failing, a delay
+// DelayUnreported, and Notify is called again after a backoff. A delivery
+// attempt is not made again for it, nor counted.
+func (q *Queue) reported(r *Rcpt, ok bool, now time.Time) {
+	if ok {
+		r.DelayUnreported, r.NotifyAt, r.NotifyFailures = false, time.Time{}, 0
+		return
 	}
-	r.State = Pending
-	r.NextAttempt = now.Add(q.backoff(next))
+	if r.State == Failed {
+		r.State = Failing
+	} else {
+		r.DelayUnreported = true
+	}
+	r.NotifyFailures++
+	r.NotifyAt = now.Add(q.notifyBackoff(r.NotifyFailures))
+}
+
+// notifyBackoff returns the wait before Notify is called again after the
+// given number of failed calls: 1 minute doubling up to an hour, times
+// BackoffScale. A full disk or a failing queue of DSNs is often fixed in
+// minutes; the notice is cheap to make again.
+func (q *Queue) notifyBackoff(failures int) time.Duration {
+	d := time.Minute
+	for i := 1; i < failures && d < time.Hour; i++ {
+		d *= 2
+	}
+	return time.Duration(float64(min(d, time.Hour)) * q.opts.BackoffScale)
+}
+
+// RetryUntil returns when the last delivery attempt of the pending
+// recipient r is due by the retry schedule (Options.MaxAttempts and
+// BackoffScale): the Will-Retry-Until of a delay DSN (RFC 3464 §2.3.8).
+func (q *Queue) RetryUntil(r Rcpt) time.Time {
+	t := r.NextAttempt
+	for k := r.Attempts + 1; k < q.opts.MaxAttempts; k++ {
+		t = t.Add(q.backoff(k))
+	}
+	return t
 }
 
 // releaseLocked frees a delivery slot of d and starts the next job held

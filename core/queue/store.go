@@ -40,7 +40,11 @@ type State int
 const (
 	Pending   State = iota // To be attempted at NextAttempt.
 	Delivered              // Accepted by the destination.
-	Failed                 // Failed permanently; a DSN is due (RFC 3464).
+	Failed                 // Failed permanently, and its DSN (RFC 3464) queued by Notify.
+	// Failing is failed permanently, but Notify could not queue the DSN
+	// yet: it is called again at NotifyAt, without another delivery
+	// attempt, and the recipient is Failed once it succeeds.
+	Failing
 )
 
 func (s State) String() string {
@@ -49,6 +53,8 @@ func (s State) String() string {
 		return "delivered"
 	case Failed:
 		return "failed"
+	case Failing:
+		return "failing"
 	default:
 		return "pending"
 	}
@@ -63,6 +69,32 @@ type Rcpt struct {
 	NextAttempt time.Time // When Pending: when the next attempt is due.
 	LastAttempt time.Time // Zero before the first attempt.
 	Last        sdk.RecipientResult
+	// DelayUnreported is set on a Pending recipient whose delay notice
+	// Notify could not queue: it is called again at NotifyAt, or with the
+	// next attempt, whichever comes first, unless that attempt ends it.
+	DelayUnreported bool
+	NotifyAt        time.Time // When Failing or DelayUnreported: when Notify is called again.
+	NotifyFailures  int       // Failed Notify calls for the notice still due; they back off NotifyAt.
+}
+
+// unreported reports whether a notice about r is due that Notify has not
+// queued yet.
+func (r *Rcpt) unreported() bool {
+	return r.State == Failing || r.State == Pending && r.DelayUnreported
+}
+
+// wake returns when the job of r's domain must run for r: its next
+// attempt, or the next Notify call of a notice still due; false if never.
+func (r *Rcpt) wake() (time.Time, bool) {
+	switch {
+	case r.State == Failing:
+		return r.NotifyAt, true
+	case r.State != Pending:
+		return time.Time{}, false
+	case r.DelayUnreported && r.NotifyAt.Before(r.NextAttempt):
+		return r.NotifyAt, true
+	}
+	return r.NextAttempt, true
 }
 
 // op is a change for the committer: exactly one of insert, update and remove.

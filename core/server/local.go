@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"strings"
 
 	"github.com/switchyard-mta/switchyard/core/config"
-	"github.com/switchyard-mta/switchyard/core/dsn"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
@@ -116,67 +113,4 @@ func (d deliverer) Deliver(ctx context.Context, transport string, req *sdk.Deliv
 		return d.local.Deliver(ctx, req)
 	}
 	return d.plugins.Deliver(ctx, transport, req)
-}
-
-// notifier turns the queue's notices into DSNs (RFC 3464), queued from the
-// null reverse-path to the sender: a local sender gets it in the Inbox
-// through the local transport.
-type notifier struct {
-	cfg   *config.Config
-	queue func() *queue.Queue // Set once the queue is open.
-	log   *slog.Logger
-}
-
-func (n *notifier) notify(ctx context.Context, no queue.Notice) {
-	log := n.log.With(slog.String("queueid", no.QueueID), slog.Bool("delayed", no.Delayed))
-	if no.From == "" {
-		return // Never a DSN about a DSN (RFC 3461 §6.1, RFC 5321 §4.5.5).
-	}
-	kind := dsn.Failure
-	if no.Delayed {
-		kind = dsn.Delay
-	}
-	var rcpts []dsn.Recipient
-	for _, r := range no.Recipients {
-		rcpts = append(rcpts, dsn.Recipient{Recipient: r.Recipient, Result: r.Last, LastAttempt: r.LastAttempt})
-	}
-	var original io.Reader
-	if no.Message != nil {
-		original = no.Message
-	}
-	msg, err := dsn.Compose(dsn.Notification{
-		Kind:         kind,
-		ReportingMTA: n.cfg.Hostname,
-		To:           no.From,
-		EnvelopeID:   no.Options.EnvelopeID,
-		Arrival:      no.Queued,
-		Recipients:   rcpts,
-		Original:     original,
-		Return:       no.Options.DSNReturn,
-	})
-	if errors.Is(err, dsn.ErrNothingToReport) || errors.Is(err, dsn.ErrNullSender) {
-		return
-	}
-	if err != nil {
-		log.Error("composing DSN", slog.Any("err", err))
-		return
-	}
-	q := n.queue()
-	sp := q.NewSpool()
-	if _, err := sp.Write(msg); err != nil {
-		sp.Discard()
-		log.Error("spooling DSN", slog.Any("err", err))
-		return
-	}
-	env := queue.Envelope{Recipients: []sdk.Recipient{{Address: no.From}}, Options: sdk.DeliverOptions{SMTPUTF8: !isASCII(no.From)}}
-	id, err := q.Add(ctx, env, sp)
-	if err != nil {
-		log.Error("queueing DSN", slog.Any("err", err))
-		return
-	}
-	log.Info("DSN queued", slog.String("to", no.From), slog.String("dsnid", id), slog.Int("recipients", len(rcpts)))
-}
-
-func isASCII(s string) bool {
-	return strings.IndexFunc(s, func(r rune) bool { return r >= 0x80 }) < 0
 }

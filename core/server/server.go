@@ -22,6 +22,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/connlimit"
 	"github.com/switchyard-mta/switchyard/core/ctl"
 	"github.com/switchyard-mta/switchyard/core/imapd"
+	"github.com/switchyard-mta/switchyard/core/notify"
 	"github.com/switchyard-mta/switchyard/core/pickup"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
 	"github.com/switchyard-mta/switchyard/core/queue"
@@ -97,7 +98,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	}
 
 	var q *queue.Queue
-	dsns := &notifier{cfg: cfg, queue: func() *queue.Queue { return q }, log: log}
+	dsns := &notify.Notifier{Hostname: cfg.Hostname, Queue: func() *queue.Queue { return q }, Log: log}
 	q, err = queue.Open(ctx, filepath.Join(cfg.DataDir, "queue"), queue.Options{
 		BackoffScale:      cfg.Queue.BackoffScale,
 		MaxAttempts:       cfg.Queue.MaxAttempts,
@@ -106,7 +107,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		Log:               log,
 		Router:            router{cfg: cfg, routes: route.FromConfig(cfg)},
 		Deliverer:         deliverer{local: loc, plugins: plugins},
-		Notify:            dsns.notify,
+		Notify:            dsns.Notify,
 	})
 	if err != nil {
 		return err
