@@ -78,15 +78,21 @@ func (pr *process) start(ctx context.Context) (plugin.ClientProtocol, error) {
 			res.err = ctx.Err()
 		}
 	}
-	if res.err == nil {
-		pr.pid, _ = strconv.Atoi(pr.gp.ID()) // The id of a command is its pid.
+	if res.err != nil {
+		// No handshake, so no graceful exit to wait for: go-plugin has
+		// killed the process, and a child of it may hold its output.
+		pr.killGroup()
+		return nil, res.err
 	}
-	return res.rpc, res.err
+	pr.pid, _ = strconv.Atoi(pr.gp.ID()) // The id of a command is its pid.
+	return res.rpc, nil
 }
 
 // stop ends the process, gracefully if it exits within stopTimeout, and
 // then kills what is left of its process group. It reports whether the
-// process group had to be killed.
+// process group had to be killed. It returns within 2*stopTimeout: if a
+// process that left the group (setsid) still holds the plugin's output
+// then, go-plugin is left waiting for it in the background.
 func (pr *process) stop() (killed bool) {
 	done := make(chan struct{})
 	go func() {
@@ -97,8 +103,11 @@ func (pr *process) stop() (killed bool) {
 	case <-done:
 	case <-time.After(stopTimeout):
 		pr.killGroup()
-		<-done
 		killed = true
+		select {
+		case <-done:
+		case <-time.After(stopTimeout):
+		}
 	}
 	pr.killGroup() // Releases the context; a no-op once the process is reaped.
 	if pr.pid > 0 {
