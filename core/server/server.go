@@ -22,6 +22,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/connlimit"
 	"github.com/switchyard-mta/switchyard/core/ctl"
 	"github.com/switchyard-mta/switchyard/core/imapd"
+	"github.com/switchyard-mta/switchyard/core/localdelivery"
 	"github.com/switchyard-mta/switchyard/core/notify"
 	"github.com/switchyard-mta/switchyard/core/pickup"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
@@ -82,7 +83,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	if err := st.SetAccounts(ctx, accounts, log); err != nil {
 		return err
 	}
-	loc := &local{cfg: cfg, store: st}
+	loc := localdelivery.New(cfg, st)
 
 	plugins, err := pluginhost.Start(ctx, pluginhost.Options{Config: cfg, Host: &host{cfg: cfg, store: st, log: log}, Log: log})
 	if err != nil {
@@ -105,8 +106,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		MaxParallel:       cfg.Queue.MaxParallel,
 		MaxPerDestination: cfg.Queue.MaxPerDestination,
 		Log:               log,
-		Router:            router{cfg: cfg, routes: route.FromConfig(cfg)},
-		Deliverer:         deliverer{local: loc, plugins: plugins},
+		Router:            localdelivery.Router(cfg, route.FromConfig(cfg)),
+		Deliverer:         loc.Deliverer(plugins),
 		Notify:            dsns.Notify,
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/switchyard-mta/switchyard/core/guard"
+	"github.com/switchyard-mta/switchyard/core/localdelivery"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
@@ -109,8 +110,8 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 	// after others succeeded is queued for a retry by the local transport,
 	// so the reply can still be 250 without losing it.
 	var queued []sdk.Recipient
-	var local []string            // Distinct accounts, in order.
-	rcptsOf := map[string][]int{} // Recipient indexes by account.
+	var local []localdelivery.Rcpt // Distinct accounts, in order, with their addresses.
+	rcptsOf := map[string][]int{}  // Recipient indexes by account.
 	remote := 0
 	for i, acc := range s.accounts {
 		if acc == "" {
@@ -119,9 +120,14 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 			continue
 		}
 		if _, ok := rcptsOf[acc]; !ok {
-			local = append(local, acc)
+			local = append(local, localdelivery.Rcpt{Account: acc})
 		}
 		rcptsOf[acc] = append(rcptsOf[acc], i)
+	}
+	for i := range local {
+		for _, k := range rcptsOf[local[i].Account] {
+			local[i].Addresses = append(local[i].Addresses, s.recipients[k].Address)
+		}
 	}
 	delivered, overQuota := 0, 0
 	if len(local) > 0 {
@@ -130,7 +136,7 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 			s.log.Error("reading spooled message", slog.Any("err", err))
 			return errQueue, size, ""
 		}
-		for i, err := range s.srv.cfg.Local.DeliverLocal(ctx, local, msg) {
+		for i, err := range s.srv.cfg.Local.DeliverLocal(ctx, s.from, local, msg) {
 			if err == nil {
 				delivered++
 				continue
@@ -138,8 +144,8 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 			if errors.Is(err, store.ErrQuota) {
 				overQuota++
 			}
-			s.log.Info("local delivery failed", slog.String("account", local[i]), slog.Any("err", err))
-			for _, k := range rcptsOf[local[i]] {
+			s.log.Info("local delivery failed", slog.String("account", local[i].Account), slog.Any("err", err))
+			for _, k := range rcptsOf[local[i].Account] {
 				queued = append(queued, s.recipients[k])
 			}
 		}

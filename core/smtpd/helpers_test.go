@@ -20,6 +20,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/internal/testcert"
 	"github.com/switchyard-mta/switchyard/core/internal/testlog"
+	"github.com/switchyard-mta/switchyard/core/localdelivery"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/store"
 )
@@ -59,20 +60,29 @@ func (fakeAccounts) AccountByAddress(addr string) (string, bool) {
 }
 
 // fakeLocal delivers to local accounts in memory; accounts in fail fail with
-// their error, those in full are over quota at RCPT.
+// their error, those in full are over quota at RCPT. It keeps the envelope
+// sender and the addresses of each account it was asked to deliver to.
 type fakeLocal struct {
 	mu        sync.Mutex
 	fail      map[string]error
 	full      map[string]bool
 	delivered map[string][]byte
+	from      string
+	addresses map[string][]string
 }
 
-func (l *fakeLocal) DeliverLocal(ctx context.Context, accounts []string, msg io.Reader) []error {
-	b, err := io.ReadAll(msg)
-	errs := make([]error, len(accounts))
+func (l *fakeLocal) DeliverLocal(ctx context.Context, from string, rcpts []localdelivery.Rcpt, msg *io.SectionReader) []error {
+	b, err := io.ReadAll(io.NewSectionReader(msg, 0, msg.Size()))
+	errs := make([]error, len(rcpts))
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i, a := range accounts {
+	l.from = from
+	if l.addresses == nil {
+		l.addresses = map[string][]string{}
+	}
+	for i, r := range rcpts {
+		a := r.Account
+		l.addresses[a] = r.Addresses
 		switch {
 		case err != nil:
 			errs[i] = err

@@ -32,6 +32,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/core/localdelivery"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 )
@@ -92,12 +93,15 @@ type Config struct {
 	Local Local
 }
 
-// Local delivers messages to local accounts' Inboxes.
+// Local delivers messages to local accounts' Inboxes;
+// *localdelivery.Local implements it.
 type Local interface {
-	// DeliverLocal delivers msg to the Inbox of each account and returns
+	// DeliverLocal delivers msg to the Inbox of each account of rcpts,
+	// with a Return-Path of from (the envelope sender, empty for the null
+	// reverse-path) and a Delivered-To per address on top, and returns
 	// one error per account, nil where delivered; store.ErrQuota where the
 	// account is over quota.
-	DeliverLocal(ctx context.Context, accounts []string, msg io.Reader) []error
+	DeliverLocal(ctx context.Context, from string, rcpts []localdelivery.Rcpt, msg *io.SectionReader) []error
 	// OverQuota reports whether account cannot take a message of size
 	// bytes (0: unknown) now.
 	OverQuota(ctx context.Context, account string, size int64) bool

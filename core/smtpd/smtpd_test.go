@@ -760,6 +760,19 @@ func TestLocalDelivery(t *testing.T) {
 				t.Fatalf("DATA: %d %s (%v), want %d %s", gotCode, gotEnh, err, tc.wantData, tc.wantEnh)
 			}
 			tc.local.mu.Lock()
+			if tc.local.from != "sender@remote.example" {
+				t.Errorf("local delivery from %q", tc.local.from)
+			}
+			for a, addrs := range tc.local.addresses {
+				// The addresses as given in RCPT TO.
+				want := []string{a + "@example.org"}
+				if a == "bob" && slices.Contains(tc.rcpts, "BOB@example.org") {
+					want = []string{"BOB@example.org"}
+				}
+				if !slices.Equal(addrs, want) {
+					t.Errorf("%s: addresses %v, want %v", a, addrs, want)
+				}
+			}
 			var delivered []string
 			for a, b := range tc.local.delivered {
 				delivered = append(delivered, a)
