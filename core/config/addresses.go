@@ -87,6 +87,17 @@ func (c *Config) MayUseAddress(account, addr string) bool {
 	return ok && a == account
 }
 
+// PostmasterAddress is the address "RCPT TO:<Postmaster>" and the
+// server's own mail stand for: postmaster@ the postmaster account's
+// domain; empty without accounts.
+func (c *Config) PostmasterAddress() string {
+	a := c.Accounts[c.Postmaster]
+	if a == nil {
+		return ""
+	}
+	return "postmaster@" + a.Domain
+}
+
 // ListenerByName returns the listener named name, or nil.
 func (c *Config) ListenerByName(name string) *Listener {
 	for i := range c.Listeners {

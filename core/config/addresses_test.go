@@ -1,6 +1,9 @@
 package config
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 const addressesSrc = `hostname = "mail.example.org"
 [domains."example.org"]
@@ -139,5 +142,41 @@ func TestAddressNFC(t *testing.T) {
 	}
 	if !c.IsLocalDomain("cafe\u0301.example") {
 		t.Error("decomposed domain not local")
+	}
+}
+
+func TestPostmaster(t *testing.T) {
+	src := `hostname = "mail.example.org"
+[domains."example.org"]
+[domains."example.net"]
+[accounts.zed]
+domain = "example.org"
+addresses = ["zed@example.org"]
+[accounts.amy]
+domain = "example.net"
+addresses = ["amy@example.net", "postmaster@example.net"]
+`
+	c, err := Parse("/x/mta.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first account in the file, not in name order.
+	if c.Postmaster != "zed" || c.PostmasterAddress() != "postmaster@example.org" {
+		t.Errorf("postmaster %q %q", c.Postmaster, c.PostmasterAddress())
+	}
+	for addr, want := range map[string]string{"postmaster@example.org": "zed", "PostMaster@EXAMPLE.org": "zed", "postmaster@example.net": "amy"} {
+		if got, _ := c.AccountByAddress(addr); got != want {
+			t.Errorf("%s: %q, want %q", addr, got, want)
+		}
+	}
+	c, err = Parse("/x/mta.toml", []byte("postmaster = \"amy\"\n"+src))
+	if err != nil || c.Postmaster != "amy" {
+		t.Fatalf("explicit: %v %q", err, c.Postmaster)
+	}
+	if got, _ := c.AccountByAddress("postmaster@example.org"); got != "amy" {
+		t.Errorf("explicit: postmaster@example.org is %q", got)
+	}
+	if _, err := Parse("/x/mta.toml", []byte("postmaster = \"nobody\"\n"+src)); err == nil || !strings.Contains(err.Error(), `mta.toml:1: postmaster: no account "nobody"`) {
+		t.Errorf("unknown postmaster: %v", err)
 	}
 }

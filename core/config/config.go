@@ -16,6 +16,11 @@ type Config struct {
 	Hostname string `toml:"hostname"`
 	// DataDir holds the queue, accounts and plugin data. Default "data".
 	DataDir string `toml:"data_dir"`
+	// Postmaster is the account that receives postmaster@ of every local
+	// domain (unless an account lists that address itself) and
+	// "RCPT TO:<Postmaster>" (RFC 5321 §4.5.1), and in whose name the
+	// server sends DSNs. Default: the account defined first in the file.
+	Postmaster string `toml:"postmaster"`
 
 	TLS       TLS                   `toml:"tls"`
 	Limits    Limits                `toml:"limits"`

@@ -41,6 +41,33 @@ func (v *checker) check() {
 	v.routes("routes", c.Routes)
 	v.domains()
 	v.accounts()
+	v.postmaster()
+}
+
+// postmaster resolves the postmaster account and gives it postmaster@ of
+// every local domain that no account lists.
+func (v *checker) postmaster() {
+	c := v.c
+	if c.Postmaster == "" {
+		first := 0
+		for name := range c.Accounts {
+			if line := c.Line("accounts." + quoteKey(name)); c.Postmaster == "" || line < first || line == first && name < c.Postmaster {
+				c.Postmaster, first = name, line
+			}
+		}
+	} else if _, ok := c.Accounts[c.Postmaster]; !ok {
+		v.add("postmaster", "no account %q in [accounts]", c.Postmaster)
+		return
+	}
+	if c.Postmaster == "" {
+		return
+	}
+	for d := range c.Domains {
+		addr := "postmaster@" + d
+		if _, ok := c.addrsFold[addr]; !ok {
+			c.addrs[addr], c.addrsFold[addr] = c.Postmaster, c.Postmaster
+		}
+	}
 }
 
 func (v *checker) sendmail() {

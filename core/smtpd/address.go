@@ -26,6 +26,9 @@ var (
 	// RFC 5321 §4.1.1.11: ESMTP parameters need EHLO.
 	errParamsAfterHELO = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "MAIL/RCPT parameters need EHLO"}
 	errORcptInvalid    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Malformed ORCPT"}
+	// RFC 5321 §4.5.1 requires a postmaster; a server without accounts has
+	// nobody to deliver to.
+	errNoPostmaster = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No postmaster here"}
 	// A HELO or EHLO name with a NUL or bare CR would go back into the reply.
 	errBadHelo = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Invalid HELO/EHLO domain"}
 )

@@ -185,6 +185,12 @@ func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 	defer panicReply(&err, errInternal)
 	defer guard.Recover(s.log, "smtp session", &err)
+	if to == "postmaster" {
+		// RCPT TO:<Postmaster> (RFC 5321 §4.1.1.3), as go-smtp passes it.
+		if to = s.srv.cfg.Accounts.PostmasterAddress(); to == "" {
+			return errNoPostmaster
+		}
+	}
 	if err := s.checkRcptSyntax(to, opts); err != nil {
 		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
 		return err

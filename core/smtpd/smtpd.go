@@ -119,6 +119,9 @@ type Accounts interface {
 	// IsLocalDomain reports whether mail for domain (lower case) is
 	// delivered here.
 	IsLocalDomain(domain string) bool
+	// PostmasterAddress is the address "RCPT TO:<Postmaster>" stands for;
+	// empty if there is none.
+	PostmasterAddress() string
 }
 
 // PasswordChecker checks login passwords; *store.Store implements it.

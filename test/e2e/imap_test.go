@@ -143,6 +143,12 @@ func splitReceived(t *testing.T, stored, sent []byte, n int) []string {
 	if !ok {
 		t.Fatalf("stored message does not end with the bytes sent:\n--- stored\n%s\n--- sent\n%s", stored, sent)
 	}
+	// Local delivery's Return-Path and Delivered-To come first (RFC 5321 §4.4).
+	top := regexp.MustCompile(`^Return-Path: <[^\r\n>]*>\r\n(?:Delivered-To: [^\r\n]+\r\n)+`).Find(prefix)
+	if top == nil {
+		t.Fatalf("stored message does not start with Return-Path and Delivered-To:\n%s", prefix)
+	}
+	prefix = prefix[len(top):]
 	var fields []string
 	for _, f := range regexp.MustCompile(`(?m)^Received: `).Split(string(prefix), -1)[1:] {
 		fields = append(fields, "Received: "+f)

@@ -692,10 +692,19 @@ func (c *Conn) handleRcpt(arg string) {
 	}
 
 	p := parser{s: strings.TrimSpace(arg)}
-	recipient, err := p.parsePath()
-	if err != nil {
-		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
-		return
+	var recipient string
+	if rest, ok := cutPrefixFold(p.s, "<Postmaster>"); ok {
+		// RFC 5321 §4.1.1.3: "<Postmaster>" without a domain names the
+		// server's postmaster; passed on as "postmaster". (Switchyard
+		// patch.)
+		recipient, p.s = "postmaster", rest
+	} else {
+		var err error
+		recipient, err = p.parsePath()
+		if err != nil {
+			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
+			return
+		}
 	}
 
 	if c.server.MaxRecipients > 0 && len(c.recipients) >= c.server.MaxRecipients {
