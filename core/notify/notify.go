@@ -25,7 +25,8 @@ import (
 // Notifier queues DSNs for the queue's notices; its Notify is
 // queue.Options.Notify.
 type Notifier struct {
-	Hostname string              // Our hostname: the Reporting-MTA and the domain of the DSN's From.
+	Hostname string              // Our hostname: the Reporting-MTA.
+	From     string              // The DSN's From address, the postmaster's; empty: postmaster@Hostname.
 	Queue    func() *queue.Queue // Where DSNs are queued: the queue that calls Notify, set once it is open.
 	Log      *slog.Logger        // Nil: discard.
 }
@@ -59,6 +60,7 @@ func (nt *Notifier) Notify(ctx context.Context, n queue.Notice) error {
 	no := dsn.Notification{
 		Kind:         kind,
 		ReportingMTA: nt.Hostname,
+		From:         nt.From,
 		To:           n.From,
 		EnvelopeID:   n.Options.EnvelopeID,
 		Arrival:      n.Queued,

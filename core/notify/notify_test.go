@@ -102,6 +102,7 @@ func section(s string) *io.SectionReader {
 // original message.
 func TestFailure(t *testing.T) {
 	_, c, nt := setup(t)
+	nt.From = "postmaster@example.org"
 	if err := nt.Notify(context.Background(), notice(false, section(original))); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestFailure(t *testing.T) {
 	if m.from != "" || len(m.to) != 1 || m.to[0] != "alice@example.org" || m.utf8 {
 		t.Fatalf("DSN sent from %q to %v (SMTPUTF8 %v)", m.from, m.to, m.utf8)
 	}
-	for _, want := range []string{"Action: failed", "Final-Recipient: rfc822; bob@remote.example", "Diagnostic-Code: smtp; 550 5.1.1 no such user", "Reporting-MTA: dns; mx.example.org", "In-Reply-To: <m1@example.org>", "message/rfc822", "the body"} {
+	for _, want := range []string{"Action: failed", "Final-Recipient: rfc822; bob@remote.example", "Diagnostic-Code: smtp; 550 5.1.1 no such user", "Reporting-MTA: dns; mx.example.org", `From: "Mail Delivery Subsystem" <postmaster@example.org>`, "In-Reply-To: <m1@example.org>", "message/rfc822", "the body"} {
 		if !strings.Contains(m.message, want) {
 			t.Errorf("DSN without %q:\n%s", want, m.message)
 		}

@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	}
 
 	var q *queue.Queue
-	dsns := &notify.Notifier{Hostname: cfg.Hostname, Queue: func() *queue.Queue { return q }, Log: log}
+	dsns := &notify.Notifier{Hostname: cfg.Hostname, From: cfg.PostmasterAddress(), Queue: func() *queue.Queue { return q }, Log: log}
 	q, err = queue.Open(ctx, filepath.Join(cfg.DataDir, "queue"), queue.Options{
 		BackoffScale:      cfg.Queue.BackoffScale,
 		MaxAttempts:       cfg.Queue.MaxAttempts,
