@@ -38,7 +38,7 @@ func runServe(c *cmdContext) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := serverLogger(cfg.Log, c.stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ignoreHangup(ctx, log)
@@ -48,6 +48,17 @@ func runServe(c *cmdContext) error {
 		return &ctl.UsageError{Msg: "invalid configuration:\n" + ce.Error()}
 	}
 	return err
+}
+
+// serverLogger is the logger [log] configures, writing to w.
+func serverLogger(lc config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(lc.Level)) // Checked by config.
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // ignoreHangup logs and ignores SIGHUP until ctx ends: its default would

@@ -22,6 +22,7 @@ type Config struct {
 	// server sends DSNs. Default: the account defined first in the file.
 	Postmaster string `toml:"postmaster"`
 
+	Log       Log                   `toml:"log"`
 	TLS       TLS                   `toml:"tls"`
 	Limits    Limits                `toml:"limits"`
 	Queue     Queue                 `toml:"queue"`
@@ -41,6 +42,16 @@ type Config struct {
 	keys      keyIndex          // Where the file defines its keys, for Line.
 	addrs     map[string]string // Account by address "local@domain" (domain lower case).
 	addrsFold map[string]string // Account by address with a lower-case localpart; "" if ambiguous.
+}
+
+// Log configures what mta serve logs to standard error.
+type Log struct {
+	// Level is "debug", "info", "warn" or "error". Default "info": a line
+	// per connection, transaction and recipient of a delivery attempt.
+	Level string `toml:"level"`
+	// Format is "text" (key=value) or "json" (one object a line). Default
+	// "text".
+	Format string `toml:"format"`
 }
 
 // TLS is the server certificate of all TLS listeners.

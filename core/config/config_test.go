@@ -493,3 +493,14 @@ func TestReservedTransport(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestLogConfig(t *testing.T) {
+	c, err := Parse("mta.toml", []byte(base))
+	if err != nil || c.Log != (Log{Level: "info", Format: "text"}) {
+		t.Fatalf("defaults: %+v %v", c.Log, err)
+	}
+	_, err = Parse("mta.toml", []byte(base+"[log]\nlevel = \"loud\"\nformat = \"xml\"\n"))
+	if err == nil || !strings.Contains(err.Error(), `log.level: must be "debug", "info", "warn" or "error", not "loud"`) || !strings.Contains(err.Error(), `log.format: must be "text" or "json", not "xml"`) {
+		t.Fatalf("got %v", err)
+	}
+}

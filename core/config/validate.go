@@ -31,6 +31,7 @@ func (v *checker) check() {
 	} else if err := checkDomain(c.Hostname, false); err != nil {
 		v.add("hostname", "%v", err)
 	}
+	v.log()
 	v.limits()
 	v.listeners()
 	v.tls()
@@ -127,6 +128,24 @@ func (v *checker) listeners() {
 		}
 		l.RelayPrefixes = v.prefixes(key+".relay_networks", l.RelayNetworks)
 		v.connLimits(key, l)
+	}
+}
+
+func (v *checker) log() {
+	l := &v.c.Log
+	switch l.Level {
+	case "":
+		l.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log.level", "must be \"debug\", \"info\", \"warn\" or \"error\", not %q", l.Level)
+	}
+	switch l.Format {
+	case "":
+		l.Format = "text"
+	case "text", "json":
+	default:
+		v.add("log.format", "must be \"text\" or \"json\", not %q", l.Format)
 	}
 }
 

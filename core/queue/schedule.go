@@ -351,7 +351,7 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 	q.mu.Unlock()
 	q.kick()
 	if len(req.Recipients) > 0 {
-		q.logAttempt(req, d.domain, results, err, time.Since(start))
+		q.logAttempt(req, m.Queued, results, err, time.Since(start))
 	}
 }
 
@@ -560,36 +560,41 @@ func (q *Queue) backoff(attempts int) time.Duration {
 	return time.Duration(float64(d) * q.opts.BackoffScale)
 }
 
-// logAttempt logs one line per delivery attempt.
-func (q *Queue) logAttempt(req *sdk.DeliverRequest, domain string, results []sdk.RecipientResult, err error, duration time.Duration) {
-	var n [3]int
-	var first *sdk.RecipientResult // The first failure, or the first result.
-	for i, r := range results {
-		n[r.Status]++
-		if first == nil || first.Status == sdk.StatusDelivered && r.Status != sdk.StatusDelivered {
-			first = &results[i]
+// logAttempt logs one line per recipient of a delivery attempt, as
+// Postfix does (to=, relay=, delay=, status=): the queue id, sender,
+// recipient, transport, remote host and IP, TLS, reply, the time since the
+// message was queued (delay) and the attempt's duration.
+func (q *Queue) logAttempt(req *sdk.DeliverRequest, queued time.Time, results []sdk.RecipientResult, err error, duration time.Duration) {
+	ctx := context.Background()
+	delay := time.Since(queued)
+	for _, r := range results {
+		status := "deferred"
+		switch r.Status {
+		case sdk.StatusDelivered:
+			status = "sent"
+		case sdk.StatusPermanent:
+			status = "bounced"
 		}
+		attrs := []slog.Attr{
+			slog.String("queueid", req.QueueID),
+			slog.String("from", req.From),
+			slog.String("to", r.Address),
+			slog.String("transport", req.Instance),
+			slog.Int("attempt", req.Attempt),
+			slog.String("status", status),
+		}
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", err))
+		} else {
+			attrs = append(attrs,
+				slog.String("remote", r.RemoteHost),
+				slog.String("ip", r.RemoteIP),
+				slog.String("tls", r.TLS.Verification.String()),
+				slog.Int("code", r.Code),
+				slog.String("enhanced", r.EnhancedCode),
+				slog.String("text", r.Text))
+		}
+		attrs = append(attrs, slog.Duration("delay", delay), slog.Duration("duration", duration))
+		q.log.LogAttrs(ctx, slog.LevelInfo, "delivery", attrs...)
 	}
-	attrs := []slog.Attr{
-		slog.String("queueid", req.QueueID),
-		slog.String("transport", req.Instance),
-		slog.String("domain", domain),
-		slog.Int("attempt", req.Attempt),
-		slog.Int("delivered", n[sdk.StatusDelivered]),
-		slog.Int("temporary", n[sdk.StatusTemporary]),
-		slog.Int("permanent", n[sdk.StatusPermanent]),
-		slog.Duration("duration", duration),
-	}
-	if err != nil {
-		attrs = append(attrs, slog.Any("err", err))
-	} else {
-		attrs = append(attrs,
-			slog.Int("code", first.Code),
-			slog.String("enhanced", first.EnhancedCode),
-			slog.String("text", first.Text),
-			slog.String("remote", first.RemoteHost),
-			slog.String("ip", first.RemoteIP),
-			slog.String("tls", first.TLS.Verification.String()))
-	}
-	q.log.LogAttrs(context.Background(), slog.LevelInfo, "delivery attempt", attrs...)
 }

@@ -94,7 +94,7 @@ transport = "smarthost"
 		t.Fatalf("smtp-sink received %d distinct messages, want %d\nsmtp-source: %s", len(ids), messages, out)
 	}
 	waitQueueEmpty(t, srv)
-	if n := strings.Count(srv.Log(), `msg="delivery attempt"`); n < messages {
+	if n := strings.Count(srv.Log(), `msg=delivery `); n < messages {
 		t.Errorf("%d delivery attempts logged, want ≥ %d", n, messages)
 	}
 }

@@ -21,7 +21,7 @@ var authenticatedRE = regexp.MustCompile(`(?m)^.*msg=authenticated .*listener=su
 
 // deliveryLineRE is the queue's line for a delivery through tob with a
 // verified certificate.
-var deliveryLineRE = regexp.MustCompile(`(?m)^.*msg="delivery attempt" .*transport=tob .*delivered=1 .*tls=pkix$`)
+var deliveryLineRE = regexp.MustCompile(`(?m)^.*msg=delivery .*transport=tob .*status=sent .*tls=pkix `)
 
 // transport-submission relays from server A to server B's submission
 // listener over STARTTLS, verifying B's self-signed certificate through

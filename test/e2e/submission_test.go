@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -187,7 +188,7 @@ transport = "smarthost"
 	if m := sink.Messages()[0]; !slices.Equal(m.Recipients, []string{"somebody@example.net"}) {
 		t.Errorf("transaction recipients %q", m.Recipients)
 	}
-	if !strings.Contains(srv.Log(), "permanent=1") {
+	if !regexp.MustCompile(`msg=delivery .*to=nobody@example.net .*status=bounced `).MatchString(srv.Log()) {
 		t.Errorf("no delivery attempt logged with a permanent failure")
 	}
 }
