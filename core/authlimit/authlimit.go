@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// Limiter counts authentication attempts per remote network: each counts as
-// a failure from its start until it succeeds. Its zero value is not usable;
+// Limiter counts authentication attempts per remote network: an attempt
+// in progress counts as a failure until it ends, so that no more attempts
+// run at once than may still fail. Its zero value is not usable;
 // use New. A nil *Limiter limits nothing.
 type Limiter struct {
 	// FreeFailures are failures answered without delay. Default 2.
@@ -33,9 +34,21 @@ type Limiter struct {
 }
 
 type entry struct {
-	failures int
+	failures int // Ended in failure, within Window.
+	inflight int // Begun, not ended.
 	last     time.Time
+	ended    chan struct{} // Closed, and replaced, when an attempt ends.
 }
+
+// end records that an attempt ended; waiting Begins look again.
+func (e *entry) end() {
+	e.inflight--
+	close(e.ended)
+	e.ended = make(chan struct{})
+}
+
+// maxWait bounds how long Begin waits for attempts in progress to end.
+const maxWait = 30 * time.Second
 
 // maxEntries bounds memory under a flood from many addresses; beyond it,
 // expired entries are dropped, and if that is not enough, all.
@@ -60,39 +73,60 @@ func key(ip netip.Addr) netip.Prefix {
 func (l *Limiter) get(ip netip.Addr) (*entry, netip.Prefix) {
 	k := key(ip)
 	e := l.entries[k]
-	if e != nil && l.now().Sub(e.last) > l.Window {
+	if e != nil && e.inflight == 0 && l.now().Sub(e.last) > l.Window {
 		delete(l.entries, k)
 		e = nil
 	}
 	return e, k
 }
 
-// Begin starts an authentication attempt of ip and counts it as a failure
-// at once, so that parallel guesses are limited as sequential ones are: a
-// check that ran before the count would let N simultaneous attempts through
-// where N-1 sequential ones shut the address out. It reports false, and no
-// attempt, when ip failed too often; the caller should then answer with a
-// temporary error and disconnect. Otherwise the caller ends the attempt
-// with exactly one of Failed, FailAndWait, Succeeded or Abandon.
-func (l *Limiter) Begin(ip netip.Addr) (*Attempt, bool) {
+// Begin starts an authentication attempt of ip. Attempts in progress
+// count as failures: while failures and attempts in progress together
+// reach MaxFailures, Begin waits for one to end (up to maxWait, or until
+// ctx is done), so that N parallel guesses get no more password checks
+// than N sequential ones, while parallel logins that succeed (a client
+// opening several connections) all get through. It reports false, and no
+// attempt, when ip failed too often or the wait ended first; the caller
+// should then answer with a temporary error and disconnect. Otherwise the
+// caller ends the attempt with exactly one of Failed, FailAndWait,
+// Succeeded or Abandon.
+func (l *Limiter) Begin(ctx context.Context, ip netip.Addr) (*Attempt, bool) {
 	if l == nil {
 		return nil, true
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, k := l.get(ip)
-	if e == nil {
-		if len(l.entries) >= maxEntries {
-			l.prune()
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	for {
+		l.mu.Lock()
+		e, k := l.get(ip)
+		if e == nil {
+			if len(l.entries) >= maxEntries {
+				l.prune()
+			}
+			e = &entry{ended: make(chan struct{})}
+			l.entries[k] = e
 		}
-		e = &entry{}
-		l.entries[k] = e
-	} else if e.failures >= l.MaxFailures {
-		return nil, false
+		if e.failures >= l.MaxFailures {
+			l.mu.Unlock()
+			return nil, false
+		}
+		if e.failures+e.inflight < l.MaxFailures {
+			e.inflight++
+			e.last = l.now()
+			a := &Attempt{l: l, key: k, failures: e.failures + e.inflight}
+			l.mu.Unlock()
+			return a, true
+		}
+		ended := e.ended
+		l.mu.Unlock()
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			return nil, false
+		case <-timer.C:
+			return nil, false
+		}
 	}
-	e.failures++
-	e.last = l.now()
-	return &Attempt{l: l, key: k, failures: e.failures}, true
 }
 
 // Attempt is an authentication attempt Begin counted; the first of its
@@ -101,7 +135,7 @@ func (l *Limiter) Begin(ip netip.Addr) (*Attempt, bool) {
 type Attempt struct {
 	l        *Limiter
 	key      netip.Prefix
-	failures int // Of the address, this attempt included, when it began.
+	failures int // Of the address, those in progress and this one included, when it began.
 	done     atomic.Bool
 }
 
@@ -111,6 +145,16 @@ func (a *Attempt) Failed() time.Duration {
 	if a == nil || a.end() {
 		return 0
 	}
+	a.l.mu.Lock()
+	e := a.l.entries[a.key]
+	if e == nil { // Another attempt succeeded meanwhile.
+		e = &entry{inflight: 1, ended: make(chan struct{})}
+		a.l.entries[a.key] = e
+	}
+	e.failures++
+	e.last = a.l.now()
+	e.end()
+	a.l.mu.Unlock()
 	extra := a.failures - a.l.FreeFailures
 	if extra <= 0 {
 		return 0
@@ -142,7 +186,15 @@ func (a *Attempt) Succeeded() {
 	}
 	a.l.mu.Lock()
 	defer a.l.mu.Unlock()
-	delete(a.l.entries, a.key)
+	e := a.l.entries[a.key]
+	if e == nil {
+		return
+	}
+	e.failures = 0
+	e.end()
+	if e.inflight <= 0 {
+		delete(a.l.entries, a.key)
+	}
 }
 
 // Abandon ends an attempt that proved nothing, a temporary failure of the
@@ -153,8 +205,8 @@ func (a *Attempt) Abandon() {
 	}
 	a.l.mu.Lock()
 	defer a.l.mu.Unlock()
-	if e := a.l.entries[a.key]; e != nil && e.failures > 0 {
-		e.failures--
+	if e := a.l.entries[a.key]; e != nil {
+		e.end()
 	}
 }
 
@@ -166,7 +218,7 @@ func (a *Attempt) end() bool {
 func (l *Limiter) prune() {
 	now := l.now()
 	for k, e := range l.entries {
-		if now.Sub(e.last) > l.Window {
+		if e.inflight == 0 && now.Sub(e.last) > l.Window {
 			delete(l.entries, k)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -11,16 +12,19 @@ import (
 // fail begins an attempt of ip and fails it, returning the delay; ok false
 // if the attempt was refused.
 func fail(l *Limiter, ip netip.Addr) (time.Duration, bool) {
-	a, ok := l.Begin(ip)
+	a, ok := l.Begin(context.Background(), ip)
 	if !ok {
 		return 0, false
 	}
 	return a.Failed(), true
 }
 
-// allowed reports whether ip may begin an attempt, without counting one.
+// allowed reports whether ip may begin an attempt now, without counting
+// one; having to wait for attempts in progress is not.
 func allowed(l *Limiter, ip netip.Addr) bool {
-	a, ok := l.Begin(ip)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	a, ok := l.Begin(ctx, ip)
 	a.Abandon()
 	return ok
 }
@@ -63,7 +67,7 @@ func TestLimiter(t *testing.T) {
 		t.Fatal("another address of the same /64 allowed")
 	}
 	now = now.Add(l.Window + time.Second)
-	att, _ := l.Begin(v6same)
+	att, _ := l.Begin(context.Background(), v6same)
 	att.Succeeded()
 	for range 9 {
 		fail(l, v6)
@@ -78,37 +82,79 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
-// Attempts count from their start: of many parallel attempts, at most
-// MaxFailures begin, however they end. The old check-then-count let all
-// of them through.
+// Attempts count from their start: of 60 parallel wrong guesses, at most
+// MaxFailures get to a password check; the rest wait for those to fail and
+// are refused. The old check-then-count let all of them through.
 func TestParallel(t *testing.T) {
 	l := New()
+	l.Delay = 0
 	ip := netip.MustParseAddr("192.0.2.1")
-	var mu sync.Mutex
-	var begun []*Attempt
+	var begun, inflight, most atomic.Int32
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for range 60 {
 		wg.Go(func() {
 			<-start
-			if a, ok := l.Begin(ip); ok {
-				mu.Lock()
-				begun = append(begun, a)
-				mu.Unlock()
+			if a, ok := l.Begin(context.Background(), ip); ok {
+				begun.Add(1)
+				n := inflight.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(time.Millisecond) // The password check.
+				inflight.Add(-1)
+				a.Failed()
+				a.Failed() // Ending twice counts once.
 			}
 		})
 	}
 	close(start)
 	wg.Wait()
-	if len(begun) != l.MaxFailures {
-		t.Fatalf("%d of 60 parallel attempts began, want %d", len(begun), l.MaxFailures)
-	}
-	for _, a := range begun {
-		a.Failed()
-		a.Failed() // Ending twice counts once.
+	if int(begun.Load()) != l.MaxFailures {
+		t.Fatalf("%d of 60 parallel attempts began, want %d", begun.Load(), l.MaxFailures)
 	}
 	if allowed(l, ip) {
 		t.Fatal("allowed after MaxFailures failed")
+	}
+}
+
+// Parallel logins that succeed all get through, though more than
+// MaxFailures start at once: a client opening many connections.
+func TestParallelSuccess(t *testing.T) {
+	l := New()
+	ip := netip.MustParseAddr("192.0.2.1")
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 3 * l.MaxFailures {
+		wg.Go(func() {
+			<-start
+			if a, began := l.Begin(context.Background(), ip); began {
+				time.Sleep(time.Millisecond)
+				a.Succeeded()
+				ok.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if int(ok.Load()) != 3*l.MaxFailures {
+		t.Fatalf("%d of %d parallel good logins got through", ok.Load(), 3*l.MaxFailures)
+	}
+}
+
+// A wait for attempts in progress ends with the context.
+func TestBeginWaitCanceled(t *testing.T) {
+	l := New()
+	ip := netip.MustParseAddr("192.0.2.1")
+	for range l.MaxFailures {
+		if _, ok := l.Begin(context.Background(), ip); !ok {
+			t.Fatal("refused")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, ok := l.Begin(ctx, ip); ok {
+		t.Fatal("began past MaxFailures in progress")
 	}
 }
 
@@ -117,7 +163,7 @@ func TestAbandonSucceed(t *testing.T) {
 	l := New()
 	ip := netip.MustParseAddr("192.0.2.1")
 	for range 3 * l.MaxFailures {
-		a, ok := l.Begin(ip)
+		a, ok := l.Begin(context.Background(), ip)
 		if !ok {
 			t.Fatal("abandoned attempts were counted")
 		}
@@ -127,7 +173,7 @@ func TestAbandonSucceed(t *testing.T) {
 	for range l.MaxFailures - 1 {
 		fail(l, ip)
 	}
-	a, ok := l.Begin(ip)
+	a, ok := l.Begin(context.Background(), ip)
 	if !ok {
 		t.Fatal("last attempt refused")
 	}
@@ -164,7 +210,7 @@ func TestFailAndWait(t *testing.T) {
 				cancel()
 			}
 			defer cancel()
-			a, _ := l.Begin(ip)
+			a, _ := l.Begin(context.Background(), ip)
 			start := time.Now()
 			a.FailAndWait(ctx)
 			if d := time.Since(start); d < tt.min || d > tt.max {
@@ -182,7 +228,7 @@ func TestNil(t *testing.T) {
 	var l *Limiter
 	ip := netip.MustParseAddr("192.0.2.1")
 	for range 20 {
-		a, ok := l.Begin(ip)
+		a, ok := l.Begin(context.Background(), ip)
 		if !ok || a != nil {
 			t.Fatal("nil Limiter refused or made an attempt")
 		}

@@ -145,7 +145,7 @@ func (s *session) finish(log *slog.Logger, att *authlimit.Attempt, o sasl.Outcom
 // credential is checked (core/authlimit), or refuses, and ends the session,
 // when the address failed too often.
 func (s *session) beginAttempt(log *slog.Logger) (*authlimit.Attempt, error) {
-	att, ok := s.srv.cfg.AuthLimit.Begin(s.conn.IP)
+	att, ok := s.srv.cfg.AuthLimit.Begin(s.srv.ctx, s.conn.IP)
 	if !ok {
 		log.Warn("authentication refused: too many failures from this address")
 		s.conn.HangupAfterReply()
