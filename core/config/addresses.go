@@ -3,13 +3,23 @@ package config
 import (
 	"strings"
 
+	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
 )
 
-// foldDomain is the form domains are compared in: Unicode NFC (as IDNA
-// U-labels are, RFC 5891 §5.2) and lower case.
+// foldDomain is the form domains are compared in: IDNA A-labels ("xn--")
+// as their U-labels, Unicode NFC (as U-labels are, RFC 5891 §5.2), lower
+// case, without a trailing dot. So bücher.example, BÜCHER.example. and
+// xn--bcher-kva.example are one domain. A label that is not valid
+// punycode stays as written.
 func foldDomain(d string) string {
-	return strings.ToLower(norm.NFC.String(d))
+	d = strings.ToLower(strings.TrimSuffix(d, "."))
+	if strings.Contains(d, "xn--") {
+		if u, err := idna.Lookup.ToUnicode(d); err == nil {
+			d = u
+		}
+	}
+	return norm.NFC.String(d)
 }
 
 // splitAddress splits an address at its last '@'; both parts are non-empty.

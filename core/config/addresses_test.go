@@ -180,3 +180,25 @@ addresses = ["amy@example.net", "postmaster@example.net"]
 		t.Errorf("unknown postmaster: %v", err)
 	}
 }
+
+// A domain is one domain in U-labels, A-labels, any case, with a trailing
+// dot: with bücher.example configured, mail to its A-label form is local.
+func TestIDNDomain(t *testing.T) {
+	for _, configured := range []string{"bücher.example", "xn--bcher-kva.example"} {
+		c, err := Parse("/x/mta.toml", []byte("hostname = \"h.example\"\n[domains.\""+configured+"\"]\n[accounts.joerg]\ndomain = \""+configured+"\"\naddresses = [\"jörg@"+configured+"\"]\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{"bücher.example", "BÜCHER.example.", "xn--bcher-kva.example", "XN--BCHER-KVA.EXAMPLE"} {
+			if !c.IsLocalDomain(d) {
+				t.Errorf("configured %s: %s not local", configured, d)
+			}
+			if a, ok := c.AccountByAddress("jörg@" + d); !ok || a != "joerg" {
+				t.Errorf("configured %s: jörg@%s is %q", configured, d, a)
+			}
+		}
+		if c.IsLocalDomain("xn--bcher-kvb.example") || c.IsLocalDomain("xn--zz") {
+			t.Errorf("configured %s: another or invalid A-label is local", configured)
+		}
+	}
+}

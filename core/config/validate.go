@@ -386,7 +386,7 @@ func (v *checker) accounts() {
 		if name == "" || strings.ContainsAny(name, "@/\\") || strings.IndexFunc(name, isSpaceOrControl) >= 0 {
 			v.add(key, "invalid account name %q: no '@', '/', '\\', spaces or control characters", name)
 		}
-		a.Domain = strings.ToLower(a.Domain)
+		a.Domain = foldDomain(a.Domain)
 		if a.Domain == "" {
 			v.add(key+".domain", "required")
 		} else if _, ok := c.Domains[a.Domain]; !ok {
