@@ -93,19 +93,46 @@ func FromConfig(c *config.Config) *Table {
 	t := &Table{
 		Accounts: map[string][]config.Route{},
 		Domains:  map[string][]config.Route{},
-		Global:   c.Routes,
+		Global:   normalized(c.Routes),
 	}
 	for name, a := range c.Accounts {
 		if a != nil && len(a.Routes) > 0 {
-			t.Accounts[name] = a.Routes
+			t.Accounts[name] = normalized(a.Routes)
 		}
 	}
 	for name, d := range c.Domains {
 		if d != nil && len(d.Routes) > 0 {
-			t.Domains[Domain(name)] = d.Routes
+			t.Domains[Domain(name)] = normalized(d.Routes)
 		}
 	}
 	return t
+}
+
+// normalized returns routes with their domain patterns normalized, once
+// when the table is built: matching under the queue's lock then converts
+// nothing (normalize of a normalized name allocates nothing).
+func normalized(routes []config.Route) []config.Route {
+	out := make([]config.Route, len(routes))
+	for i, r := range routes {
+		r.FromDomains, r.ToDomains = patterns(r.FromDomains), patterns(r.ToDomains)
+		out[i] = r
+	}
+	return out
+}
+
+func patterns(ps []string) []string {
+	if ps == nil {
+		return nil
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		if sub, ok := strings.CutPrefix(p, "."); ok {
+			out[i] = "." + normalize(sub)
+		} else {
+			out[i] = normalize(p)
+		}
+	}
+	return out
 }
 
 // Domain returns the lookup form of a domain name: lower case, no trailing
