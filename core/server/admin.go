@@ -116,7 +116,10 @@ func (h *Handles) queueList(ctx context.Context, out io.Writer) error {
 				id, queued, from, size = m.ID, m.Queued.Format(time.DateTime), orNull(m.From), fmt.Sprint(m.Size)
 			}
 			next := ""
-			if !r.NextAttempt.IsZero() {
+			switch {
+			case r.State == queue.Failing:
+				next = "DSN " + r.NotifyAt.Format(time.DateTime) // The DSN could not be queued yet.
+			case !r.NextAttempt.IsZero():
 				next = r.NextAttempt.Format(time.DateTime)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, queued, from, size, r.Address, r.State, r.Attempts, next, lastResult(r))
