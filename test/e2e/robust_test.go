@@ -240,3 +240,41 @@ func procStat(pid int) []string {
 	s := string(b) // pid (comm) state ppid ...; comm may hold ')'.
 	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 }
+
+// TestConfigCheckBadPlugin: a plugin that answers the handshake with
+// garbage and leaves a child holding its output makes `mta config check`
+// exit 2 at once, naming the plugin, and leaves no process behind.
+func TestConfigCheckBadPlugin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pids := filepath.Join(dir, "pids")
+	script := filepath.Join(dir, "bad-plugin")
+	src := "#!/bin/sh\necho $$ >> " + pids + "\nsleep 3600 &\necho $! >> " + pids + "\necho garbage\nsleep 3600\n"
+	if err := os.WriteFile(script, []byte(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("hostname = \"mail.example.org\"\ndata_dir = \"data\"\n[plugins.bad]\npath = %q\n", script)
+	path := filepath.Join(dir, "mta.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	stdout, stderr, code := runMTA(t, "", "config", "check", "-config", path)
+	if code != 2 || !strings.Contains(stderr, "plugin bad: starting "+script) {
+		t.Errorf("exit %d, want 2 naming the plugin:\n%s%s", code, stdout, stderr)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("config check took %v", d)
+	}
+	b, err := os.ReadFile(pids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range strings.Fields(string(b)) {
+		pid, _ := strconv.Atoi(f)
+		if !waitFor(5*time.Second, func() bool { return !alive(pid) }) {
+			t.Errorf("process %d left running", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
