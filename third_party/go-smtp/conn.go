@@ -34,6 +34,7 @@ type Conn struct {
 	session    Session
 	locker     sync.Mutex
 	binarymime bool
+	utf8       bool // MAIL had SMTPUTF8. (Switchyard patch.)
 
 	lineLimitReader *lineLimitReader
 	bdatPipe        *io.PipeWriter
@@ -346,6 +347,7 @@ func (c *Conn) handleMail(arg string) {
 	opts := &MailOptions{}
 
 	c.binarymime = false
+	c.utf8 = false
 	// This is where the Conn may put BODY=8BITMIME, but we already
 	// read the DATA as bytes, so it does not effect our processing.
 	for key, value := range args {
@@ -369,6 +371,7 @@ func (c *Conn) handleMail(arg string) {
 				return
 			}
 			opts.UTF8 = true
+			c.utf8 = true
 		case "REQUIRETLS":
 			if !c.server.EnableREQUIRETLS {
 				c.writeResponse(504, EnhancedCode{5, 5, 4}, "REQUIRETLS is not implemented")
@@ -745,6 +748,13 @@ func (c *Conn) handleRcpt(arg string) {
 			// (Switchyard patch.)
 			if len(value) > 500 {
 				c.writeResponse(501, EnhancedCode{5, 5, 4}, "ORCPT longer than 500 characters")
+				return
+			}
+			// Raw UTF-8 is utf-8-addr-unitext, for SMTPUTF8 only (RFC
+			// 6533 §3); otherwise non-ASCII is \x{...}-encoded.
+			// (Switchyard patch.)
+			if !c.utf8 && strings.ContainsFunc(value, func(r rune) bool { return r >= 0x80 }) {
+				c.writeResponse(553, EnhancedCode{5, 6, 7}, "Non-ASCII ORCPT without SMTPUTF8")
 				return
 			}
 			aType, aAddr, err := decodeTypedAddress(value)

@@ -1529,7 +1529,8 @@ func TestServerDSNwithSMTPUTF8(t *testing.T) {
 		}
 	}
 
-	io.WriteString(c, "MAIL FROM:<e=mc2@example.com> ENVID=e+3Dmc2 RET=HDRS\r\n")
+	// Raw UTF-8 in ORCPT needs SMTPUTF8 (RFC 6533 §3). (Switchyard patch.)
+	io.WriteString(c, "MAIL FROM:<e=mc2@example.com> ENVID=e+3Dmc2 RET=HDRS SMTPUTF8\r\n")
 	scanner.Scan()
 	if !strings.HasPrefix(scanner.Text(), "250 ") {
 		t.Fatal("Invalid MAIL response:", scanner.Text())
