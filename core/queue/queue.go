@@ -432,7 +432,9 @@ func (q *Queue) add(ctx context.Context, id int64, env Envelope, s *Spool) (*Msg
 		m.Recipients[i] = Rcpt{Recipient: r, Domain: domainOf(r.Address), NextAttempt: now}
 	}
 	o := op{insert: m}
+	m.MessageID = s.msgID
 	if s.f == nil {
+		m.MessageID = messageID(*s.buf)
 		o.data = *s.buf // The committer appends it to a segment.
 	} else if err := q.moveIn(id, s); err != nil {
 		return nil, err

@@ -351,7 +351,7 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 	q.mu.Unlock()
 	q.kick()
 	if len(req.Recipients) > 0 {
-		q.logAttempt(req, m.Queued, results, err, time.Since(start))
+		q.logAttempt(req, m.Queued, m.MessageID, results, err, time.Since(start))
 	}
 }
 
@@ -561,10 +561,10 @@ func (q *Queue) backoff(attempts int) time.Duration {
 }
 
 // logAttempt logs one line per recipient of a delivery attempt, as
-// Postfix does (to=, relay=, delay=, status=): the queue id, sender,
+// Postfix does (to=, relay=, delay=, status=): the queue id, Message-ID, sender,
 // recipient, transport, remote host and IP, TLS, reply, the time since the
 // message was queued (delay) and the attempt's duration.
-func (q *Queue) logAttempt(req *sdk.DeliverRequest, queued time.Time, results []sdk.RecipientResult, err error, duration time.Duration) {
+func (q *Queue) logAttempt(req *sdk.DeliverRequest, queued time.Time, msgID string, results []sdk.RecipientResult, err error, duration time.Duration) {
 	ctx := context.Background()
 	delay := time.Since(queued)
 	for _, r := range results {
@@ -577,6 +577,7 @@ func (q *Queue) logAttempt(req *sdk.DeliverRequest, queued time.Time, results []
 		}
 		attrs := []slog.Attr{
 			slog.String("queueid", req.QueueID),
+			slog.String("msgid", msgID),
 			slog.String("from", req.From),
 			slog.String("to", r.Address),
 			slog.String("transport", req.Instance),

@@ -8,7 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/textproto"
 	"os"
+	"strings"
 )
 
 // SpoolMemory is how much of a message a Spool holds in memory. A larger
@@ -30,6 +32,29 @@ type Spool struct {
 	size int64
 	err  error // The first write error; later writes and Add fail with it.
 	done bool
+	// msgID is the Message-ID of the header, taken when the content
+	// leaves memory.
+	msgID string
+}
+
+// messageID returns the Message-ID field of the header section that msg
+// starts with (RFC 5322 §3.6.4), for log lines; empty if none. It reads
+// no further than the header's end or 64 KiB, and keeps at most 250
+// printable characters.
+func messageID(msg []byte) string {
+	msg = msg[:min(len(msg), 64<<10)]
+	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
+		msg = msg[:i+4]
+	}
+	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader() // What it read before an error is kept.
+	id := strings.TrimSpace(h.Get("Message-Id"))
+	if strings.ContainsFunc(id, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return ""
+	}
+	if len(id) > 250 {
+		id = id[:250]
+	}
+	return id
 }
 
 // NewSpool returns an empty spool for a message to Add.
@@ -80,6 +105,7 @@ func (s *Spool) spill() error {
 	}
 	s.f = f
 	s.w = bufio.NewWriterSize(f, 64<<10)
+	s.msgID = messageID(*s.buf)
 	_, err = s.w.Write(*s.buf)
 	s.q.putBuf(s.buf)
 	s.buf = nil

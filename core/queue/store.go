@@ -26,6 +26,7 @@ type Msg struct {
 	ID         int64              `bstore:"noauto,typename QueueMsg"` // See Queue.Add for how IDs are assigned.
 	Account    string             // Authenticated sender account; empty for relayed mail.
 	From       string             // MAIL FROM; empty for the null reverse-path.
+	MessageID  string             // Of the header, for log lines; empty if none.
 	Options    sdk.DeliverOptions // ESMTP parameters of the message.
 	Size       int64              // Bytes of content.
 	Segment    int64              // Segment file with the content; 0: a file of its own.
