@@ -139,6 +139,11 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 		for i, err := range s.srv.cfg.Local.DeliverLocal(ctx, s.from, local, msg) {
 			if err == nil {
 				delivered++
+				for _, addr := range local[i].Addresses {
+					// As the queue's delivery lines (core/queue).
+					s.log.Info("delivery", slog.String("from", s.from), slog.String("to", addr), slog.String("transport", "local"),
+						slog.String("status", "sent"), slog.String("account", local[i].Account), slog.String("mailbox", store.Inbox))
+				}
 				continue
 			}
 			if errors.Is(err, store.ErrQuota) {

@@ -759,6 +759,12 @@ func TestLocalDelivery(t *testing.T) {
 			if gotCode != tc.wantData || gotEnh != tc.wantEnh {
 				t.Fatalf("DATA: %d %s (%v), want %d %s", gotCode, gotEnh, err, tc.wantData, tc.wantEnh)
 			}
+			for _, a := range tc.delivered {
+				line := `msg=delivery .*from=sender@remote.example to=(?i:` + a + `@example.org) transport=local status=sent account=` + a + ` mailbox=Inbox`
+				if !regexp.MustCompile(line).MatchString(ts.logs.String()) {
+					t.Errorf("no log line %s", line)
+				}
+			}
 			tc.local.mu.Lock()
 			if tc.local.from != "sender@remote.example" {
 				t.Errorf("local delivery from %q", tc.local.from)
