@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/switchyard-mta/switchyard/core/admin"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/ctl"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
@@ -103,10 +104,14 @@ func runConfigCheck(c *cmdContext) error {
 		m.Close()
 	}
 	if err != nil {
-		errs = append(errs, server.WithLines(cfg, err)...)
+		errs = append(errs, pluginhost.ConfigErrors(cfg, err)...)
 	} else if _, err := server.SASL(cfg, m); err != nil {
 		// [auth] mechanisms must name what the plugins described.
-		errs = append(errs, config.Error{File: cfg.File, Msg: err.Error()})
+		var ce config.Errors
+		if !errors.As(err, &ce) {
+			ce = config.Errors{{File: cfg.File, Msg: err.Error()}}
+		}
+		errs = append(errs, ce...)
 	}
 	if errs = errs.Sorted(); len(errs) > 0 {
 		return &ctl.UsageError{Msg: "invalid configuration:\n" + errs.Error()}
@@ -151,7 +156,7 @@ func runAdmin(c *cmdContext) error {
 	if !errors.Is(err, ctl.ErrNotRunning) {
 		return err
 	}
-	h, err := server.Open(ctx, cfg)
+	h, err := admin.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}

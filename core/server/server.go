@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/switchyard-mta/switchyard/core/admin"
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/certs"
 	"github.com/switchyard-mta/switchyard/core/config"
@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 
 	plugins, err := pluginhost.Start(ctx, pluginhost.Options{Config: cfg, Host: &host{cfg: cfg, store: st, log: log}, Log: log})
 	if err != nil {
-		return WithLines(cfg, err)
+		return pluginhost.ConfigErrors(cfg, err)
 	}
 	closers = append(closers, plugins.Close)
 	auth, err := SASL(cfg, plugins)
@@ -200,7 +200,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	closers = append(closers, func() { ps.Close() })
 	fmt.Fprintf(out, "%-12s %-12s %s\n", "pickup", "unix", pickup.SocketPath(cfg.DataDir))
 
-	h := &Handles{Config: cfg, Store: st, Queue: q, Plugins: plugins}
+	h := &admin.Handles{Config: cfg, Store: st, Queue: q, Plugins: plugins}
 	cs, err := ctl.Listen(filepath.Join(cfg.DataDir, ctl.SocketName), h.Handle, log)
 	if err != nil {
 		return err
@@ -234,29 +234,10 @@ func initialPasswords(ctx context.Context, cfg *config.Config, st *store.Store, 
 		buf := make([]byte, 12)
 		rand.Read(buf)
 		pw := base64.RawURLEncoding.EncodeToString(buf)
-		if err := setPassword(ctx, st, plugins, name, pw); err != nil {
+		if err := admin.SetPassword(ctx, st, plugins, name, pw); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "account %s: generated password %s (shown once; change it with: mta account passwd %s)\n", name, pw, name)
 	}
 	return nil
-}
-
-// WithLines adds file and line to the configuration errors among err,
-// which may join several (pluginhost.Start).
-func WithLines(cfg *config.Config, err error) config.Errors {
-	errs := []error{err}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	}
-	var out config.Errors
-	for _, e := range errs {
-		var ce *pluginhost.ConfigError
-		if errors.As(e, &ce) {
-			out = append(out, cfg.KeyError(ce.Key, ce.Msg))
-		} else {
-			out = append(out, config.Error{File: cfg.File, Msg: e.Error()})
-		}
-	}
-	return out
 }

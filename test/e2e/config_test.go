@@ -58,6 +58,7 @@ addresses = ["alice@example.org"]
 		{"plugin-rejects-value", `tls = "none"`, `tls = "ssl"`, `tls = "ssl"`, "transports.smarthost.config.tls: "},
 		{"plugin-rejects-key", `tls = "none"`, "tls = \"none\"\nfrobnicate = true", "frobnicate = true", "transports.smarthost.config.frobnicate: unknown key"},
 		{"plugin-rejects-port", "port = 2525", "port = 99999", "port = 99999", "transports.smarthost.config.port: "},
+		{"mechanism-not-served", "max_recipients = 100", "max_recipients = 100\n[auth]\nmechanisms = [\"CRAM-MD5\"]", `mechanisms = ["CRAM-MD5"]`, "auth.mechanisms[0]: "},
 		{"plugin-missing", `path = "` + bin.Plugins["transport-submission"] + `"`, `path = "/nonexistent/transport"`, `path = "/nonexistent/transport"`, "plugins.transport-submission.path: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

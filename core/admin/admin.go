@@ -1,4 +1,8 @@
-package server
+// Package admin runs the administrative commands of mta (account passwd,
+// queue list, plugin list) on a server's data: in the running server, which
+// serves them on its control socket (core/ctl), or opened directly when no
+// server runs.
+package admin
 
 import (
 	"context"
@@ -52,7 +56,7 @@ func Open(ctx context.Context, cfg *config.Config) (*Handles, error) {
 func (h *Handles) StartPlugins(ctx context.Context, log *slog.Logger) error {
 	m, err := pluginhost.Start(ctx, pluginhost.Options{Config: h.Config, Log: log})
 	if err != nil {
-		return WithLines(h.Config, err)
+		return pluginhost.ConfigErrors(h.Config, err)
 	}
 	h.Plugins, h.ownPlugins = m, true
 	return nil
@@ -95,7 +99,7 @@ func (h *Handles) passwd(ctx context.Context, args []string, stdin []byte) error
 	if len(pw) < 8 {
 		return &ctl.UsageError{Msg: "password must be at least 8 characters"}
 	}
-	return setPassword(ctx, h.Store, h.Plugins, account, pw)
+	return SetPassword(ctx, h.Store, h.Plugins, account, pw)
 }
 
 func (h *Handles) queueList(ctx context.Context, out io.Writer) error {
@@ -182,4 +186,18 @@ func (h *Handles) pluginList(out io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.Name, version, serves, state, s.PID, s.Restarts, s.Path)
 	}
 	return tw.Flush()
+}
+
+// SetPassword sets account's password with the secrets every mechanism
+// plugin derives from it (none if plugins is nil), so that SCRAM and
+// CRAM-MD5 work with it and the password itself is stored only hashed.
+func SetPassword(ctx context.Context, st *store.Store, plugins *pluginhost.Manager, account, password string) error {
+	var derived map[string][]byte
+	if plugins != nil {
+		var err error
+		if derived, err = plugins.Derive(ctx, account, password); err != nil {
+			return fmt.Errorf("password of %s not changed: %w", account, err)
+		}
+	}
+	return st.SetPassword(ctx, account, password, derived)
 }

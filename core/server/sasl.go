@@ -1,14 +1,12 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
 	"github.com/switchyard-mta/switchyard/core/sasl"
-	"github.com/switchyard-mta/switchyard/core/store"
 )
 
 // SASL returns the mechanisms the listeners offer, from [auth] mechanisms
@@ -34,18 +32,4 @@ func SASL(cfg *config.Config, plugins *pluginhost.Manager) (*sasl.Server, error)
 		}
 	}
 	return nil, out
-}
-
-// setPassword sets account's password with the secrets every mechanism
-// plugin derives from it (none if plugins is nil), so that SCRAM and
-// CRAM-MD5 work with it and the password itself is stored only hashed.
-func setPassword(ctx context.Context, st *store.Store, plugins *pluginhost.Manager, account, password string) error {
-	var derived map[string][]byte
-	if plugins != nil {
-		var err error
-		if derived, err = plugins.Derive(ctx, account, password); err != nil {
-			return fmt.Errorf("password of %s not changed: %w", account, err)
-		}
-	}
-	return st.SetPassword(ctx, account, password, derived)
 }
