@@ -8,8 +8,9 @@
 // The body of a DSN is always 7-bit: a part that would carry 8-bit data,
 // bare line feeds or overlong lines is encoded (quoted-printable or base64,
 // RFC 6533 §6), so the DSN can be relayed to any MTA. Only the To header can
-// hold UTF-8, when the sender's address does; such a DSN needs SMTPUTF8 (RFC
-// 6531). A DSN is sent with the null reverse-path, so that it never causes
+// hold UTF-8, when the sender's address does (and From, if a caller gives
+// one that is not ASCII; the default is at the hostname's A-label); such a
+// DSN needs SMTPUTF8 (RFC 6531). A DSN is sent with the null reverse-path, so that it never causes
 // another (RFC 3461 §6.2, RFC 5321 §4.5.5).
 package dsn
 
@@ -28,6 +29,9 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 
 	"github.com/switchyard-mta/switchyard/sdk"
 )
@@ -68,7 +72,7 @@ func (k Kind) String() string {
 // Notification is what a DSN reports.
 type Notification struct {
 	Kind         Kind
-	ReportingMTA string      // Our hostname, for "Reporting-MTA: dns; <host>". Required.
+	ReportingMTA string      // Our hostname, for "Reporting-MTA: dns; <host>"; a U-label is used as its A-label. Required.
 	From         string      // The DSN's From, named "Mail Delivery Subsystem"; default "postmaster@" + ReportingMTA.
 	To           string      // The original envelope sender, the DSN's recipient. Required.
 	EnvelopeID   string      // DSN ENVID of the original (RFC 3461 §4.4), for Original-Envelope-Id; may be empty.
@@ -77,7 +81,7 @@ type Notification struct {
 	Original     io.Reader   // The original message; nil: no third part, no threading.
 	Return       string      // DSN RET (RFC 3461 §4.3): "FULL" (up to MaxReturn, else headers), "HDRS", or empty: FULL for Failure, HDRS for Delay.
 	Now          time.Time   // Date of the DSN; zero: time.Now().
-	MessageID    string      // Of the DSN, "<id@host>"; empty: random, at ReportingMTA.
+	MessageID    string      // Of the DSN, "<id@host>", ASCII without spaces; empty: random, at ReportingMTA.
 }
 
 // Recipient is one recipient to report on. A queue.Rcpt r converts as
@@ -109,14 +113,31 @@ func Compose(n Notification) ([]byte, error) {
 	if n.ReportingMTA == "" {
 		return nil, errors.New("dsn: reporting MTA required")
 	}
-	if n.From == "" {
-		n.From = "postmaster@" + n.ReportingMTA
-	}
-	// These become header fields as they are: a line break would inject more.
+	// These become header fields as they are: a line break would inject
+	// more, and invalid UTF-8 is no header text (RFC 6532 §3.2) nor can
+	// it be folded or wrapped at a character.
 	for _, s := range []string{n.To, n.From, n.ReportingMTA, n.MessageID} {
 		if strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 			return nil, fmt.Errorf("dsn: control character in %q", s)
 		}
+		if !utf8.ValidString(s) {
+			return nil, fmt.Errorf("dsn: invalid UTF-8 in %q", s)
+		}
+	}
+	if strings.ContainsFunc(n.MessageID, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		return nil, fmt.Errorf("dsn: Message-ID %q is not ASCII without spaces", n.MessageID) // RFC 5322 §3.6.4
+	}
+	if !isASCII(n.ReportingMTA) {
+		// An internationalized hostname as its A-label (RFC 5890 §2.3.2.1):
+		// in From, Message-ID and Reporting-MTA it keeps the DSN 7-bit.
+		a, err := idna.Lookup.ToASCII(n.ReportingMTA)
+		if err != nil {
+			return nil, fmt.Errorf("dsn: reporting MTA %q: %w", n.ReportingMTA, err)
+		}
+		n.ReportingMTA = a
+	}
+	if n.From == "" {
+		n.From = "postmaster@" + n.ReportingMTA
 	}
 	var rcpts []Recipient
 	for _, r := range n.Recipients {

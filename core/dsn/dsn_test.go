@@ -105,8 +105,12 @@ func parse(t *testing.T, out []byte) *dsn {
 	if !isASCII(string(body)) {
 		t.Errorf("body is not 7-bit")
 	}
+	inTo := false // In the To field, folded or not.
 	for line := range strings.Lines(string(head)) {
-		if !isASCII(line) && !strings.HasPrefix(line, "To:") {
+		if line[0] != ' ' && line[0] != '\t' {
+			inTo = strings.HasPrefix(line, "To:")
+		}
+		if !isASCII(line) && !inTo {
 			t.Errorf("header line not 7-bit: %q", line)
 		}
 	}
@@ -352,6 +356,42 @@ func TestCompose(t *testing.T) {
 		{
 			name:    "header injection",
 			n:       notification(func(n *Notification) { n.To = "alice@example.org\r\nBcc: eve@example.com" }),
+			wantErr: errAny,
+		},
+		{
+			// Found by FuzzNotification: a long run of continuation bytes
+			// made the text wrap panic (index -1); as a Message-ID or
+			// default From, the fold loop forever (a seed of the target),
+			// finding no character boundary to split at.
+			name:    "invalid UTF-8 reporting MTA",
+			n:       notification(func(n *Notification) { n.ReportingMTA = strings.Repeat("\x80", 1000) }),
+			wantErr: errAny,
+		},
+		{
+			// Found by FuzzNotification: a U-label hostname (config allows
+			// one) made From and Message-ID 8-bit, for a DSN that a caller
+			// sends without SMTPUTF8 when the sender is ASCII.
+			name: "internationalized reporting MTA as its A-label",
+			n:    notification(func(n *Notification) { n.From, n.MessageID, n.ReportingMTA = "", "", "mx.bücher.example" }),
+			check: func(t *testing.T, d *dsn) {
+				if from, err := d.hdr.AddressList("From"); err != nil || from[0].Address != "postmaster@mx.xn--bcher-kva.example" {
+					t.Errorf("From %q: %v", d.hdr.Get("From"), err)
+				}
+				if v := d.hdr.Get("Message-Id"); !strings.HasSuffix(v, "@mx.xn--bcher-kva.example>") {
+					t.Errorf("Message-ID %q", v)
+				}
+				checkFields(t, "per-message", d.perMsg, textproto.MIMEHeader{"Reporting-Mta": {"dns; mx.xn--bcher-kva.example"}})
+				checkParts(t, d, []part{{}, {ct: "message/delivery-status", cte: "7bit"}, {}})
+			},
+		},
+		{
+			name:    "Message-ID not ASCII",
+			n:       notification(func(n *Notification) { n.MessageID = "<ü@mx.example.org>" }),
+			wantErr: errAny,
+		},
+		{
+			name:    "invalid UTF-8 sender",
+			n:       notification(func(n *Notification) { n.To = "al\xffice@example.org" }),
 			wantErr: errAny,
 		},
 		{

@@ -207,7 +207,8 @@ func isASCII(s string) bool {
 
 // writeField writes a header field, folded at spaces (RFC 5322 §2.2.3) into
 // lines of at most 78 octets where the words allow, and never more than 998
-// (§2.1.1): a longer word is split.
+// (§2.1.1): a longer word is split, between characters: value must be
+// valid UTF-8.
 func writeField(b *bytes.Buffer, name, value string) {
 	const soft, hard = 78, 998
 	n := len(name) + 1 // Octets on the current line.

@@ -101,7 +101,8 @@ type textWriter struct{ strings.Builder }
 
 // para writes s wrapped with the given indent, then an empty line. A word
 // too long for a line gets a line of its own, split at 900 octets so that
-// no line exceeds 998 (RFC 5322 §2.1.1).
+// no line exceeds 998 (RFC 5322 §2.1.1), between characters: s must be
+// valid UTF-8.
 func (t *textWriter) para(indent int, s string) {
 	const width, hard = 76, 900
 	pad := strings.Repeat(" ", indent)
