@@ -155,7 +155,9 @@ func (s *transportServer) Deliver(stream pb.Transport_DeliverServer) error {
 	req.Message = body
 	res, err := s.impl.Deliver(stream.Context(), req)
 	if err != nil {
-		return status.Error(codes.Unavailable, err.Error())
+		// Unknown, not Unavailable: the core reads Unavailable as the
+		// plugin process gone, not as the plugin failing the attempt.
+		return status.Error(codes.Unknown, err.Error())
 	}
 	if res == nil {
 		return status.Error(codes.Internal, "transport returned neither a result nor an error")

@@ -510,7 +510,14 @@ func resultsFor(req *sdk.DeliverRequest, res *sdk.DeliverResult, err error) []sd
 		return sdk.ResultAll(req, sdk.StatusTemporary, 0, "", guard.ErrPanic.Error()).Recipients
 	}
 	if err != nil {
-		return sdk.ResultAll(req, sdk.StatusTemporary, 0, "", err.Error()).Recipients
+		// An error with a text for senders (pluginhost's) gives that; its
+		// technical detail is in the log (logAttempt).
+		text := err.Error()
+		var rt interface{ RecipientText() string }
+		if errors.As(err, &rt) {
+			text = rt.RecipientText()
+		}
+		return sdk.ResultAll(req, sdk.StatusTemporary, 0, "", text).Recipients
 	}
 	l := make([]sdk.RecipientResult, len(req.Recipients))
 	for i, r := range req.Recipients {

@@ -2,8 +2,12 @@ package plugintest_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-mta/switchyard/sdk"
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
@@ -69,5 +73,21 @@ func TestUnknownEnums(t *testing.T) {
 	}
 	if v, err := c.Checker().Check(ctx(t), &sdk.CheckRequest{Stage: sdk.StageRcpt}); err == nil {
 		t.Errorf("unknown action arrived as %+v", v)
+	}
+}
+
+type failingTransport struct{}
+
+func (failingTransport) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
+	return nil, errors.New("smarthost refused")
+}
+
+// A transport's own Deliver error does not come as Unavailable, which the
+// core reads as the plugin process gone; its text comes through.
+func TestDeliverErrorCode(t *testing.T) {
+	c := plugintest.Connect(t, &sdk.Plugin{Name: "f", Transport: failingTransport{}}, nil)
+	_, err := c.Transport().Deliver(ctx(t), &sdk.DeliverRequest{Recipients: []sdk.Recipient{{Address: "a@example.org"}}, Message: strings.NewReader("x\r\n")})
+	if code := status.Code(err); code != codes.Unknown || !strings.Contains(err.Error(), "smarthost refused") {
+		t.Errorf("deliver: %v (code %v), want Unknown with the plugin's text", err, code)
 	}
 }

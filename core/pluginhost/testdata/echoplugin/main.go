@@ -3,7 +3,7 @@
 //
 // Transport keys: fail_domain (recipients there fail permanently), crash_on
 // (a recipient that makes the process exit with status 3 mid-Deliver),
-// reject_key (if set, Configure rejects that key), reject_if (Configure
+// fail_with (Deliver fails the attempt with this error), reject_key (if set, Configure rejects that key), reject_if (Configure
 // fails while this file exists). Plugin key: lookup (a user name looked up
 // through the host's Secret at Configure). Argument
 // -no-transport makes it serve no transport. Delivered recipients are
@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +31,7 @@ type settings struct {
 	RejectKey  string `toml:"reject_key"`
 	Lookup     string `toml:"lookup"`
 	RejectIf   string `toml:"reject_if"`
+	FailWith   string `toml:"fail_with"`
 }
 
 type echo struct {
@@ -81,6 +83,9 @@ func (e *echo) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.Deliv
 	e.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("instance %q not configured", req.Instance)
+	}
+	if s.FailWith != "" {
+		return nil, errors.New(s.FailWith)
 	}
 	n, err := io.Copy(io.Discard, req.Message)
 	if err != nil {
