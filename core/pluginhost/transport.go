@@ -69,7 +69,8 @@ func (e *DeliverError) Is(target error) bool {
 func (e *DeliverError) RecipientText() string {
 	switch e.Kind {
 	case DeliverNoTransport:
-		return "no route for this destination is configured on the server; delivery will be retried"
+		// The name tells the operator (mta queue list) what to configure.
+		return fmt.Sprintf("no route for this destination is configured on the server (transport %q); delivery will be retried", e.Transport)
 	case DeliverUnavailable:
 		return "the outgoing mail service is temporarily unavailable; delivery will be retried"
 	default:

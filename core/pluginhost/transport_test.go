@@ -87,7 +87,7 @@ func TestDeliverUnavailableAndNoTransport(t *testing.T) {
 	var l logs
 	m := start(t, Options{Config: testConfig(t, nil), Log: l.logger()})
 	r := queueResult(t, m, &l, "nope", "n@good.example")
-	if r.Text != "no route for this destination is configured on the server; delivery will be retried" {
+	if r.Text != `no route for this destination is configured on the server (transport "nope"); delivery will be retried` {
 		t.Errorf("no transport: %+v", r)
 	}
 	if e := deliveryErr(t, &l, "n@good.example"); !strings.Contains(e, `transport "nope" is not configured`) {
