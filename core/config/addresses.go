@@ -3,59 +3,31 @@ package config
 import (
 	"strings"
 
-	"golang.org/x/net/idna"
-	"golang.org/x/text/unicode/norm"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
-// foldDomain is the form domains are compared in: IDNA A-labels ("xn--")
-// as their U-labels, Unicode NFC (as U-labels are, RFC 5891 §5.2), lower
-// case, without a trailing dot. So bücher.example, BÜCHER.example. and
-// xn--bcher-kva.example are one domain. A label that is not valid
-// punycode stays as written.
-func foldDomain(d string) string {
-	d = strings.ToLower(strings.TrimSuffix(d, "."))
-	if strings.Contains(d, "xn--") {
-		if u, err := idna.Lookup.ToUnicode(d); err == nil {
-			d = u
-		}
-	}
-	return norm.NFC.String(d)
-}
+// Domains are keyed by their Unicode form (mailaddr.Domain.Unicode), and
+// addresses by localpart@ that form: a Domain's two forms are one-to-one,
+// so bücher.example, BÜCHER.example. and xn--bcher-kva.example are one key.
 
-// splitAddress splits an address at its last '@'; both parts are non-empty.
-// The localpart is returned in Unicode NFC (RFC 6530 §10.1: SMTPUTF8
-// addresses should be normalized), the domain folded (foldDomain).
-func splitAddress(addr string) (local, domain string, ok bool) {
-	i := strings.LastIndexByte(addr, '@')
-	if i <= 0 || i == len(addr)-1 {
-		return "", "", false
-	}
-	return norm.NFC.String(addr[:i]), foldDomain(addr[i+1:]), true
-}
-
-// IsLocalDomain reports whether domain (without trailing dot) is in
-// [domains], ignoring case.
-func (c *Config) IsLocalDomain(domain string) bool {
-	_, ok := c.Domains[foldDomain(domain)]
-	return ok
+// IsLocalDomain reports whether d is in [domains].
+func (c *Config) IsLocalDomain(d mailaddr.Domain) bool {
+	_, ok := c.Domains[d.Unicode]
+	return ok && !d.IsZero()
 }
 
 // AccountByAddress returns the account that receives mail for addr, an
-// address at a local domain. The domain is compared ignoring case, the
-// localpart exactly and then ignoring case (RFC 5321 §2.4 lets the
-// localpart be case sensitive; an address listed exactly wins). With the
-// domain's LocalpartSeparator "+", alice+tag@example.org is
-// alice@example.org when not listed itself. It works on Configs from Load
-// or Parse.
-func (c *Config) AccountByAddress(addr string) (account string, ok bool) {
-	local, domain, ok := splitAddress(addr)
-	if !ok {
+// address at a local domain. The localpart is compared exactly and then
+// ignoring case (RFC 5321 §2.4 lets the localpart be case sensitive; an
+// address listed exactly wins). With the domain's LocalpartSeparator "+",
+// alice+tag@example.org is alice@example.org when not listed itself. It
+// works on Configs from Load or Parse.
+func (c *Config) AccountByAddress(addr mailaddr.Address) (account string, ok bool) {
+	d, ok := c.Domains[addr.Domain.Unicode]
+	if !ok || addr.Domain.IsZero() {
 		return "", false
 	}
-	d, ok := c.Domains[domain]
-	if !ok {
-		return "", false
-	}
+	local, domain := addr.Localpart, addr.Domain.Unicode
 	if account, ok := c.lookup(local, domain); ok {
 		return account, true
 	}
@@ -67,7 +39,7 @@ func (c *Config) AccountByAddress(addr string) (account string, ok bool) {
 	return "", false
 }
 
-// lookup finds the account of local@domain, domain lower case.
+// lookup finds the account of local@domain, domain a key of Domains.
 func (c *Config) lookup(local, domain string) (string, bool) {
 	if account, ok := c.addrs[local+"@"+domain]; ok {
 		return account, true
@@ -83,16 +55,16 @@ func (c *Config) AccountByLogin(login string) (account string, ok bool) {
 	if _, ok := c.Accounts[login]; ok {
 		return login, true
 	}
-	local, domain, ok := splitAddress(login)
-	if !ok {
+	a, err := mailaddr.ParseAddress(login)
+	if err != nil || a.Literal != "" {
 		return "", false
 	}
-	return c.lookup(local, domain)
+	return c.lookup(a.Localpart, a.Domain.Unicode)
 }
 
 // MayUseAddress reports whether account may send as addr (MAIL FROM and
 // From): addr must resolve to account as AccountByAddress resolves it.
-func (c *Config) MayUseAddress(account, addr string) bool {
+func (c *Config) MayUseAddress(account string, addr mailaddr.Address) bool {
 	a, ok := c.AccountByAddress(addr)
 	return ok && a == account
 }

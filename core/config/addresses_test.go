@@ -3,7 +3,22 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
+
+// domain parses s as an SMTP server would; invalid names are the zero
+// Domain, which is never local.
+func domain(s string) mailaddr.Domain {
+	d, _ := mailaddr.ParseDomain(s)
+	return d
+}
+
+// address is domain for addresses.
+func address(s string) mailaddr.Address {
+	a, _ := mailaddr.ParseAddress(s)
+	return a
+}
 
 const addressesSrc = `hostname = "mail.example.org"
 [domains."example.org"]
@@ -44,7 +59,7 @@ func TestAddresses(t *testing.T) {
 		{"", false},
 	}
 	for _, tt := range local {
-		if got := c.IsLocalDomain(tt.domain); got != tt.want {
+		if got := c.IsLocalDomain(domain(tt.domain)); got != tt.want {
 			t.Errorf("IsLocalDomain(%q): got %v", tt.domain, got)
 		}
 	}
@@ -75,7 +90,7 @@ func TestAddresses(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range byAddress {
-		got, ok := c.AccountByAddress(tt.addr)
+		got, ok := c.AccountByAddress(address(tt.addr))
 		if got != tt.want || ok != (tt.want != "") {
 			t.Errorf("AccountByAddress(%q): got %q, %v; want %q", tt.addr, got, ok, tt.want)
 		}
@@ -117,7 +132,7 @@ func TestAddresses(t *testing.T) {
 		{"alice", "", false},
 	}
 	for _, tt := range mayUse {
-		if got := c.MayUseAddress(tt.account, tt.addr); got != tt.want {
+		if got := c.MayUseAddress(tt.account, address(tt.addr)); got != tt.want {
 			t.Errorf("MayUseAddress(%q, %q): got %v", tt.account, tt.addr, got)
 		}
 	}
@@ -136,11 +151,11 @@ func TestAddressNFC(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, addr := range []string{"ren\u00e9@caf\u00e9.example", "rene\u0301@cafe\u0301.example", "RENE\u0301@CAFE\u0301.EXAMPLE"} {
-		if acc, ok := c.AccountByAddress(addr); !ok || acc != "rene" {
+		if acc, ok := c.AccountByAddress(address(addr)); !ok || acc != "rene" {
 			t.Errorf("AccountByAddress(%+q) = %q, %v", addr, acc, ok)
 		}
 	}
-	if !c.IsLocalDomain("cafe\u0301.example") {
+	if !c.IsLocalDomain(domain("cafe\u0301.example")) {
 		t.Error("decomposed domain not local")
 	}
 }
@@ -165,7 +180,7 @@ addresses = ["amy@example.net", "postmaster@example.net"]
 		t.Errorf("postmaster %q %q", c.Postmaster, c.PostmasterAddress())
 	}
 	for addr, want := range map[string]string{"postmaster@example.org": "zed", "PostMaster@EXAMPLE.org": "zed", "postmaster@example.net": "amy"} {
-		if got, _ := c.AccountByAddress(addr); got != want {
+		if got, _ := c.AccountByAddress(address(addr)); got != want {
 			t.Errorf("%s: %q, want %q", addr, got, want)
 		}
 	}
@@ -173,7 +188,7 @@ addresses = ["amy@example.net", "postmaster@example.net"]
 	if err != nil || c.Postmaster != "amy" {
 		t.Fatalf("explicit: %v %q", err, c.Postmaster)
 	}
-	if got, _ := c.AccountByAddress("postmaster@example.org"); got != "amy" {
+	if got, _ := c.AccountByAddress(address("postmaster@example.org")); got != "amy" {
 		t.Errorf("explicit: postmaster@example.org is %q", got)
 	}
 	if _, err := Parse("/x/mta.toml", []byte("postmaster = \"nobody\"\n"+src)); err == nil || !strings.Contains(err.Error(), `mta.toml:1: postmaster: no account "nobody"`) {
@@ -190,14 +205,14 @@ func TestIDNDomain(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, d := range []string{"bücher.example", "BÜCHER.example.", "xn--bcher-kva.example", "XN--BCHER-KVA.EXAMPLE"} {
-			if !c.IsLocalDomain(d) {
+			if !c.IsLocalDomain(domain(d)) {
 				t.Errorf("configured %s: %s not local", configured, d)
 			}
-			if a, ok := c.AccountByAddress("jörg@" + d); !ok || a != "joerg" {
+			if a, ok := c.AccountByAddress(address("jörg@" + d)); !ok || a != "joerg" {
 				t.Errorf("configured %s: jörg@%s is %q", configured, d, a)
 			}
 		}
-		if c.IsLocalDomain("xn--bcher-kvb.example") || c.IsLocalDomain("xn--zz") {
+		if c.IsLocalDomain(domain("xn--bcher-kvb.example")) || c.IsLocalDomain(domain("xn--zz")) {
 			t.Errorf("configured %s: another or invalid A-label is local", configured)
 		}
 	}

@@ -7,7 +7,11 @@
 // errors that name the file, the line and the key (Error).
 package config
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
+)
 
 // Config is a loaded mta.toml. Fields without a toml tag are derived at load.
 type Config struct {
@@ -32,7 +36,7 @@ type Config struct {
 	Plugins   map[string]*Plugin    `toml:"plugins"`
 	Transport map[string]*Transport `toml:"transports"`
 	Routes    []Route               `toml:"routes"`   // Global routes, tried last.
-	Domains   map[string]*Domain    `toml:"domains"`  // Local domains, by name (lower case, IDNA A-label or U-label as written).
+	Domains   map[string]*Domain    `toml:"domains"`  // Local domains, by mailaddr.Domain.Unicode once checked.
 	Accounts  map[string]*Account   `toml:"accounts"` // By account name.
 
 	File string `toml:"-"` // Absolute path of the loaded file.
@@ -223,7 +227,9 @@ type Route struct {
 
 // Domain is a local domain.
 type Domain struct {
-	Routes []Route `toml:"routes"` // For senders of this domain; tried after account routes.
+	// Name is the domain, parsed from its key in [domains].
+	Name   mailaddr.Domain `toml:"-"`
+	Routes []Route         `toml:"routes"` // For senders of this domain; tried after account routes.
 	// LocalpartSeparator, e.g. "+": alice+tag@ is alice@ (the first
 	// separator cuts). One character of RFC 5322 atext, not a letter or
 	// digit. Empty: none.

@@ -91,7 +91,7 @@ func TestLoadExample(t *testing.T) {
 		{"account routes", c.Accounts["alice"].Routes[0].Transport, "smarthost"},
 		{"line of port", c.Line("transports.smarthost.config.port"), 26},
 		{"line of kind", c.Line("listeners[1].kind"), 17},
-		{"account", must(c.AccountByAddress("Alice@Example.org")), "alice"},
+		{"account", must(c.AccountByAddress(address("Alice@Example.org"))), "alice"},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -349,7 +349,7 @@ connection_rate_per_ip = -5
 			name: "domains",
 			src:  "[domains.\"Example.ORG\"]\n[domains.\"b_c.example\"]\nlocalpart_separator = \"x\"\n",
 			want: []string{
-				`mta.toml:+1: domains."Example.ORG": domain "example.org" is listed twice (ignoring case)`,
+				`mta.toml:+1: domains."Example.ORG": domain "example.org" is listed twice (ignoring case, U-labels equal to A-labels)`,
 				`mta.toml:+2: domains."b_c.example": invalid domain name "b_c.example": character '_'`,
 				`mta.toml:+3: domains."b_c.example".localpart_separator: invalid separator "x": want one of !#$%&'*+-/=?^_` + "`{|}~",
 			},
@@ -368,7 +368,7 @@ domain = "example.org"
 `,
 			want: []string{
 				`mta.toml:+3: accounts.alice.addresses[1]: domain "example.net" is not in [domains]`,
-				`mta.toml:+3: accounts.alice.addresses[2]: invalid address "nodomain": want local@domain`,
+				`mta.toml:+3: accounts.alice.addresses[2]: invalid address "nodomain": want localpart@domain`,
 				`mta.toml:+5: accounts.bob.domain: domain "example.com" is not in [domains]`,
 				`mta.toml:+6: accounts.bob.addresses[0]: "bob@example.org" is also an address of account "alice"`,
 				`mta.toml:+7: accounts."a@b": invalid account name "a@b": no '@', '/', '\', spaces or control characters`,

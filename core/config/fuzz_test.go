@@ -68,11 +68,11 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		for name, a := range c.Accounts {
-			if a == nil || !c.IsLocalDomain(a.Domain) {
+			if a == nil || !c.IsLocalDomain(domain(a.Domain)) {
 				t.Fatalf("account %q accepted without a local domain: %+v", name, a)
 			}
 			for _, addr := range a.Addresses {
-				if got, ok := c.AccountByAddress(addr); !ok || got != name || !c.MayUseAddress(name, addr) {
+				if got, ok := c.AccountByAddress(address(addr)); !ok || got != name || !c.MayUseAddress(name, address(addr)) {
 					t.Fatalf("address %q of account %q resolves to %q, %v", addr, name, got, ok)
 				}
 			}

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // checker collects the problems of a Config.
@@ -28,8 +30,10 @@ func (v *checker) check() {
 	c := v.c
 	if c.Hostname == "" {
 		v.add("hostname", "required")
-	} else if err := checkDomain(c.Hostname, false); err != nil {
+	} else if d, err := mailaddr.ParseDomain(c.Hostname); err != nil {
 		v.add("hostname", "%v", err)
+	} else {
+		c.Hostname = d.ASCII // As EHLO and DNS have it.
 	}
 	v.log()
 	v.limits()
@@ -335,11 +339,19 @@ func (v *checker) routes(key string, rs []Route) {
 	}
 }
 
+// routeDomains parses route domain patterns into the form core/route
+// compares: A-labels, with the leading dot of a subdomain pattern kept.
 func (v *checker) routeDomains(key string, ds []string) {
-	for i, d := range ds {
-		ds[i] = strings.ToLower(d)
-		if err := checkDomain(ds[i], true); err != nil {
+	for i, p := range ds {
+		name, sub := strings.CutPrefix(p, ".")
+		d, err := mailaddr.ParseDomain(name)
+		if err != nil {
 			v.add(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+			continue
+		}
+		ds[i] = d.ASCII
+		if sub {
+			ds[i] = "." + d.ASCII
 		}
 	}
 }
@@ -359,14 +371,14 @@ func (v *checker) domains() {
 	for _, name := range names {
 		d := v.c.Domains[name]
 		key := "domains." + quoteKey(name)
-		lname := foldDomain(name)
-		if err := checkDomain(lname, false); err != nil {
+		if dn, err := mailaddr.ParseDomain(name); err != nil {
 			v.add(key, "%v", err)
+		} else if _, dup := domains[dn.Unicode]; dup {
+			v.add(key, "domain %q is listed twice (ignoring case, U-labels equal to A-labels)", dn.Unicode)
+		} else {
+			d.Name = dn
+			domains[dn.Unicode] = d
 		}
-		if _, dup := domains[lname]; dup {
-			v.add(key, "domain %q is listed twice (ignoring case)", lname)
-		}
-		domains[lname] = d
 		// RFC 5322 §3.2.3 atext, less letters and digits.
 		if sep := d.LocalpartSeparator; sep != "" && (len(sep) != 1 || !strings.Contains("!#$%&'*+-/=?^_`{|}~", sep)) {
 			v.add(key+".localpart_separator", "invalid separator %q: want one of !#$%%&'*+-/=?^_`{|}~", sep)
@@ -386,11 +398,14 @@ func (v *checker) accounts() {
 		if name == "" || strings.ContainsAny(name, "@/\\") || strings.IndexFunc(name, isSpaceOrControl) >= 0 {
 			v.add(key, "invalid account name %q: no '@', '/', '\\', spaces or control characters", name)
 		}
-		a.Domain = foldDomain(a.Domain)
 		if a.Domain == "" {
 			v.add(key+".domain", "required")
-		} else if _, ok := c.Domains[a.Domain]; !ok {
+		} else if d, err := mailaddr.ParseDomain(a.Domain); err != nil {
+			v.add(key+".domain", "%v", err)
+		} else if _, ok := c.Domains[d.Unicode]; !ok {
 			v.add(key+".domain", "domain %q is not in [domains]", a.Domain)
+		} else {
+			a.Domain = d.Unicode
 		}
 		for i, addr := range a.Addresses {
 			akey := fmt.Sprintf("%s.addresses[%d]", key, i)
@@ -425,44 +440,15 @@ func isSpaceOrControl(r rune) bool {
 	return r <= ' ' || r == 0x7f
 }
 
-// parseAddress splits an address as written in the file into localpart and
-// lower-case domain. The localpart is at most 64 octets (RFC 5321
-// §4.5.3.1.1).
+// parseAddress parses an address as written in the file into its localpart
+// and the key form of its domain (mailaddr.Domain.Unicode).
 func parseAddress(addr string) (local, domain string, err error) {
-	local, domain, ok := splitAddress(addr)
-	if !ok {
-		return "", "", fmt.Errorf("invalid address %q: want local@domain", addr)
+	a, err := mailaddr.ParseAddress(addr)
+	if err != nil {
+		return "", "", err
 	}
-	if len(local) > 64 || strings.IndexFunc(local, isSpaceOrControl) >= 0 {
-		return "", "", fmt.Errorf("invalid localpart in %q", addr)
+	if a.Literal != "" || strings.IndexFunc(a.Localpart, isSpaceOrControl) >= 0 {
+		return "", "", fmt.Errorf("invalid address %q: want localpart@domain, without spaces or controls", addr)
 	}
-	if err := checkDomain(domain, false); err != nil {
-		return "", "", fmt.Errorf("invalid address %q: %w", addr, err)
-	}
-	return local, domain, nil
-}
-
-// checkDomain checks a domain name: dot-separated labels of letters,
-// digits and hyphens, no hyphen first or last (RFC 1035 §2.3.1), at most 63
-// octets a label and 253 in all; non-ASCII letters are allowed for IDNA
-// U-labels (RFC 5890). With leadingDot, ".example.com" is allowed.
-func checkDomain(s string, leadingDot bool) error {
-	name := s
-	if leadingDot {
-		name = strings.TrimPrefix(s, ".")
-	}
-	if name == "" || len(name) > 253 {
-		return fmt.Errorf("invalid domain name %q", s)
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("invalid domain name %q", s)
-		}
-		for _, r := range label {
-			if r < 0x80 && (!isBare(byte(r)) || r == '_') {
-				return fmt.Errorf("invalid domain name %q: character %q", s, r)
-			}
-		}
-	}
-	return nil
+	return a.Localpart, a.Domain.Unicode, nil
 }

@@ -18,10 +18,9 @@ import (
 	"slices"
 	"strings"
 
-	"golang.org/x/net/idna"
-
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/sdk/dane"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // SOCKSPlugin names the plugin whose transports send through a SOCKS5 proxy:
@@ -360,15 +359,8 @@ func txt(s string) string {
 
 // aLabels returns d in lower-case A-labels without a trailing dot (RFC 5891 §5).
 func aLabels(d string) (string, error) {
-	d = strings.TrimSuffix(strings.ToLower(d), ".")
-	if d == "" {
-		return "", errors.New("empty domain name")
-	}
-	a, err := idna.Lookup.ToASCII(d)
-	if err != nil {
-		return "", err
-	}
-	return a, nil
+	n, err := mailaddr.ParseDomain(d)
+	return n.ASCII, err
 }
 
 // Zone returns s as zone-file text: each record under its comment, then the

@@ -31,9 +31,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/net/idna"
-
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 var (
@@ -130,11 +129,11 @@ func Compose(n Notification) ([]byte, error) {
 	if !isASCII(n.ReportingMTA) {
 		// An internationalized hostname as its A-label (RFC 5890 §2.3.2.1):
 		// in From, Message-ID and Reporting-MTA it keeps the DSN 7-bit.
-		a, err := idna.Lookup.ToASCII(n.ReportingMTA)
+		d, err := mailaddr.ParseDomain(n.ReportingMTA)
 		if err != nil {
-			return nil, fmt.Errorf("dsn: reporting MTA %q: %w", n.ReportingMTA, err)
+			return nil, fmt.Errorf("dsn: reporting MTA: %w", err)
 		}
-		n.ReportingMTA = a
+		n.ReportingMTA = d.ASCII
 	}
 	if n.From == "" {
 		n.From = "postmaster@" + n.ReportingMTA

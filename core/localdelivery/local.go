@@ -20,6 +20,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // Local delivers to the Inboxes of the configured accounts.
@@ -88,7 +89,8 @@ func (l *Local) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.Deli
 	rcptsOf := map[string][]int{} // Indexes in req.Recipients by account.
 	for i, r := range req.Recipients {
 		res.Recipients[i] = sdk.RecipientResult{Address: r.Address, RemoteHost: l.cfg.Hostname}
-		acc, ok := l.cfg.AccountByAddress(r.Address)
+		addr, _ := mailaddr.ParseAddress(r.Address) // Unparsed: zero, no account.
+		acc, ok := l.cfg.AccountByAddress(addr)
 		if !ok {
 			res.Recipients[i].Status = sdk.StatusPermanent
 			res.Recipients[i].Code, res.Recipients[i].EnhancedCode, res.Recipients[i].Text = 550, "5.1.1", "no such user here"

@@ -12,6 +12,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 const testConfig = `
@@ -176,7 +177,9 @@ func TestTransport(t *testing.T) {
 // the transport it was asked for.
 type fakeRoutes struct{}
 
-func (fakeRoutes) Route(account, from, toDomain string, attempts int) string { return "direct" }
+func (fakeRoutes) Route(account string, from, to mailaddr.Domain, attempts int) string {
+	return "direct"
+}
 
 type fakePlugins struct{}
 
@@ -189,10 +192,12 @@ func (fakePlugins) Deliver(ctx context.Context, transport string, req *sdk.Deliv
 func TestRouterDeliverer(t *testing.T) {
 	l, st := setup(t)
 	r := Router(l.cfg, fakeRoutes{})
-	if got := r.Route("", "a@remote.example", "Example.ORG", 0); got != config.LocalTransport {
+	from, _ := mailaddr.ParseDomain("remote.example")
+	local, _ := mailaddr.ParseDomain("Example.ORG")
+	if got := r.Route("", from, local, 0); got != config.LocalTransport {
 		t.Errorf("local domain routed to %q", got)
 	}
-	if got := r.Route("", "a@remote.example", "remote.example", 0); got != "direct" {
+	if got := r.Route("", from, from, 0); got != "direct" {
 		t.Errorf("remote domain routed to %q", got)
 	}
 	d := l.Deliverer(fakePlugins{})

@@ -6,6 +6,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // Router returns the queue's Router: recipients at local domains go to the
@@ -19,11 +20,11 @@ type router struct {
 	routes queue.Router
 }
 
-func (r router) Route(account, from, toDomain string, attempts int) string {
-	if r.cfg.IsLocalDomain(toDomain) {
+func (r router) Route(account string, from, to mailaddr.Domain, attempts int) string {
+	if r.cfg.IsLocalDomain(to) {
 		return config.LocalTransport
 	}
-	return r.routes.Route(account, from, toDomain, attempts)
+	return r.routes.Route(account, from, to, attempts)
 }
 
 // Deliverer returns the queue's Deliverer: the local transport through l,

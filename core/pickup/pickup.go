@@ -30,6 +30,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // SocketPath is where the socket is in a data directory: in a directory of
@@ -75,7 +76,7 @@ type Config struct {
 	Queue          Queue
 	// AccountOf returns the account an address belongs to, for routing by
 	// the sender's account as submission does. Nil: none.
-	AccountOf func(addr string) (string, bool)
+	AccountOf func(addr mailaddr.Address) (string, bool)
 	Log       *slog.Logger
 }
 
@@ -164,7 +165,8 @@ func (s *Server) submit(c *net.UnixConn) (id string, err error) {
 	case from != own && !s.trusted[uid]:
 		return "", &UsageError{Msg: fmt.Sprintf("user %s may send only as %s, not %s", name, own, from)}
 	}
-	if err := checkAddress(from); err != nil {
+	fromAddr, err := checkAddress(from)
+	if err != nil {
 		return "", &UsageError{Msg: fmt.Sprintf("sender %q: %v", from, err)}
 	}
 	if len(req.To) == 0 {
@@ -172,10 +174,10 @@ func (s *Server) submit(c *net.UnixConn) (id string, err error) {
 	}
 	env := queue.Envelope{From: from}
 	if s.cfg.AccountOf != nil {
-		env.Account, _ = s.cfg.AccountOf(from)
+		env.Account, _ = s.cfg.AccountOf(fromAddr)
 	}
 	for _, to := range req.To {
-		if err := checkAddress(to); err != nil {
+		if _, err := checkAddress(to); err != nil {
 			return "", &UsageError{Msg: fmt.Sprintf("recipient %q: %v", to, err)}
 		}
 		env.Recipients = append(env.Recipients, sdk.Recipient{Address: to})
@@ -233,20 +235,15 @@ func peer(c *net.UnixConn) (uint32, string, error) {
 }
 
 // checkAddress accepts a plain local@domain of printable characters, as
-// the recipients of a message from a local program are.
-func checkAddress(a string) error {
-	at := strings.LastIndexByte(a, '@')
+// the recipients of a message from a local program are, and parses it.
+func checkAddress(a string) (mailaddr.Address, error) {
 	switch {
 	case !utf8.ValidString(a):
-		return errors.New("not UTF-8")
+		return mailaddr.Address{}, errors.New("not UTF-8")
 	case strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '<' || r == '>' }):
-		return errors.New("spaces, controls or angle brackets")
-	case at <= 0 || at == len(a)-1:
-		return errors.New("want local@domain")
-	case at > 64 || len(a)-at-1 > 255:
-		return errors.New("local part over 64 or domain over 255 octets")
+		return mailaddr.Address{}, errors.New("spaces, controls or angle brackets")
 	}
-	return nil
+	return mailaddr.ParseAddress(a)
 }
 
 // checkMessage refuses NUL and CR or LF outside CRLF, as SMTP does.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // serve starts a pickup server on a real queue; trusted says whether the
@@ -24,7 +25,7 @@ var delivered = make(chan []byte, 10)
 // deliverer delivers every recipient, sending the message to delivered.
 type deliverer struct{}
 
-func (deliverer) Route(account, from, toDomain string, attempts int) string { return "t" }
+func (deliverer) Route(account string, from, to mailaddr.Domain, attempts int) string { return "t" }
 
 func (deliverer) Deliver(ctx context.Context, transport string, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
 	data, err := io.ReadAll(req.Message)
@@ -49,7 +50,7 @@ func serve(t *testing.T, trusted bool) (string, *queue.Queue) {
 	t.Cleanup(func() { q.Close() })
 	path := SocketPath(dir)
 	s, err := Listen(path, Config{Hostname: "mail.example.org", MaxMessageSize: 1 << 20, Queue: q,
-		AccountOf: func(a string) (string, bool) { return "alice", a == "alice@example.org" }})
+		AccountOf: func(a mailaddr.Address) (string, bool) { return "alice", a.Key() == "alice@example.org" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestSubmitRefused(t *testing.T) {
 		{"another sender, untrusted", Request{From: "alice@example.org", To: []string{"b@r.example"}, Message: []byte(msg)}, "may send only as " + own},
 		{"no recipient", Request{Message: []byte(msg)}, "no recipients"},
 		{"bad recipient", Request{To: []string{"b r@x"}, Message: []byte(msg)}, "recipient"},
-		{"recipient without domain", Request{To: []string{"bob"}, Message: []byte(msg)}, "want local@domain"},
+		{"recipient without domain", Request{To: []string{"bob"}, Message: []byte(msg)}, "want localpart@domain"},
 		{"bare LF", Request{To: []string{"b@r.example"}, Message: []byte("Subject: x\n\ny\n")}, "bare CR or LF"},
 		{"NUL", Request{To: []string{"b@r.example"}, Message: []byte("Subject: x\r\n\r\n\x00\r\n")}, "NUL"},
 		{"too large", Request{To: []string{"b@r.example"}, Message: []byte(strings.Repeat("x", 2<<20))}, "too large"},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // queueResult runs one attempt of a message to rcpt through a queue whose
@@ -40,7 +41,9 @@ func queueResult(t *testing.T, m *Manager, l *logs, transport, rcpt string) sdk.
 
 type router string
 
-func (r router) Route(account, from, toDomain string, attempts int) string { return string(r) }
+func (r router) Route(account string, from, to mailaddr.Domain, attempts int) string {
+	return string(r)
+}
 
 // deliveryErr returns the err of the queue's delivery log line of rcpt.
 func deliveryErr(t *testing.T, l *logs, rcpt string) string {

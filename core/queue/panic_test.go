@@ -12,13 +12,14 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // routerFunc is a Router made of a func.
-type routerFunc func(account, from, toDomain string, attempts int) string
+type routerFunc func(account string, from, to mailaddr.Domain, attempts int) string
 
-func (f routerFunc) Route(account, from, toDomain string, attempts int) string {
-	return f(account, from, toDomain, attempts)
+func (f routerFunc) Route(account string, from, to mailaddr.Domain, attempts int) string {
+	return f(account, from, to, attempts)
 }
 
 // A panic in the Router or the Deliverer fails the attempt of that one
@@ -35,11 +36,11 @@ func TestPanicInDelivery(t *testing.T) {
 				}
 				return sdk.ResultAll(req, sdk.StatusDelivered, 250, "2.0.0", "ok"), nil
 			}}
-			router := routerFunc(func(account, from, toDomain string, attempts int) string {
-				if where == "router" && breaks(toDomain) {
+			router := routerFunc(func(account string, from, to mailaddr.Domain, attempts int) string {
+				if where == "router" && breaks(to.ASCII) {
 					panic("router bug")
 				}
-				return fakeRouter{}.Route(account, from, toDomain, attempts)
+				return fakeRouter{}.Route(account, from, to, attempts)
 			})
 			before := guard.Panics()
 			// Many attempts: the message must not fail while panics go on.

@@ -46,6 +46,7 @@ import (
 	"github.com/mjl-/bstore"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 var (
@@ -53,12 +54,14 @@ var (
 	ErrNotFound = errors.New("queue: no such message") // Retry of an unknown or finished message.
 )
 
-// Router picks the transport for a delivery attempt to the recipients at
-// toDomain, after attempts earlier attempts. core/route implements it. Route
-// is called with the queue's lock held: it must be quick. A panic in Route
-// is recovered (core/guard): the attempt fails temporarily.
+// Router picks the transport for a delivery attempt of a message of
+// account, from the domain of its sender (zero for the null reverse-path or
+// an address literal) to the recipients at to (zero for an address
+// literal), after attempts earlier attempts. core/route implements it.
+// Route is called with the queue's lock held: it must be quick. A panic in
+// Route is recovered (core/guard): the attempt fails temporarily.
 type Router interface {
-	Route(account, from, toDomain string, attempts int) (transport string)
+	Route(account string, from, to mailaddr.Domain, attempts int) (transport string)
 }
 
 // Deliverer makes a delivery attempt through the named transport. An error
@@ -477,13 +480,29 @@ func (q *Queue) moveIn(id int64, s *Spool) error {
 	return nil
 }
 
-// domainOf returns the lower-cased domain of addr; empty if it has none.
+// domainOf returns the key recipients are grouped by: the A-labels of
+// addr's domain (so bücher.example and xn--bcher-kva.example go together),
+// an address literal in lower case, or, for an address that does not parse
+// (the queue takes what its callers checked), its domain in lower case.
 func domainOf(addr string) string {
+	if a, err := mailaddr.ParseAddress(addr); err == nil {
+		if a.Literal != "" {
+			return strings.ToLower(a.Literal)
+		}
+		return a.Domain.ASCII
+	}
 	i := strings.LastIndexByte(addr, '@')
 	if i < 0 {
 		return ""
 	}
 	return strings.ToLower(addr[i+1:])
+}
+
+// addressDomain returns the domain of addr, zero if it has none or is an
+// address literal.
+func addressDomain(addr string) mailaddr.Domain {
+	a, _ := mailaddr.ParseAddress(addr)
+	return a.Domain
 }
 
 // MsgInfo is a queued message as List shows it.

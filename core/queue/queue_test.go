@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // call is one Deliver call seen by fakeDeliverer.
@@ -98,7 +99,7 @@ func (f *fakeDeliverer) Calls() []call {
 // second attempt on.
 type fakeRouter struct{}
 
-func (fakeRouter) Route(account, from, toDomain string, attempts int) string {
+func (fakeRouter) Route(account string, from, to mailaddr.Domain, attempts int) string {
 	if attempts > 0 {
 		return "retry"
 	}
@@ -398,7 +399,7 @@ func TestGrouping(t *testing.T) {
 	}}
 	q := openQueue(t, t.TempDir(), Options{Deliverer: d})
 	q.Start(context.Background())
-	add(t, q, "x\r\n", "a@x.test", "b@X.TEST", "c@y.test")
+	add(t, q, "x\r\n", "a@x.test", "b@X.TEST", "c@y.test", "d@bücher.example", "e@XN--BCHER-KVA.example.")
 	waitEmpty(t, q)
 	var got []string
 	for _, c := range d.Calls() {
@@ -409,7 +410,8 @@ func TestGrouping(t *testing.T) {
 		got = append(got, fmt.Sprintf("%d:%s", c.req.Attempt, strings.Join(l, ",")))
 	}
 	slices.Sort(got)
-	want := []string{"1:a@x.test,b@X.TEST", "1:c@y.test", "2:b@X.TEST"}
+	// A domain in U-labels and A-labels is one destination.
+	want := []string{"1:a@x.test,b@X.TEST", "1:c@y.test", "1:d@bücher.example,e@XN--BCHER-KVA.example.", "2:b@X.TEST"}
 	if !slices.Equal(got, want) {
 		t.Errorf("calls %q, want %q", got, want)
 	}
@@ -812,7 +814,11 @@ func (b blockingDeliverer) Deliver(ctx context.Context, transport string, req *s
 }
 
 func TestDomainOf(t *testing.T) {
-	for addr, want := range map[string]string{"a@Example.COM": "example.com", `"a@b"@c.test`: "c.test", "postmaster": ""} {
+	for addr, want := range map[string]string{
+		"a@Example.COM": "example.com", `"a@b"@c.test`: "c.test", "postmaster": "",
+		"a@Bücher.example": "xn--bcher-kva.example", "a@xn--bcher-kva.EXAMPLE.": "xn--bcher-kva.example",
+		"a@[IPv6:::1]": "[ipv6:::1]", "a@bad_domain.test": "bad_domain.test",
+	} {
 		if got := domainOf(addr); got != want {
 			t.Errorf("domainOf(%q) = %q, want %q", addr, got, want)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // entry is the in-memory state of a queued message. The scheduler works from
@@ -161,7 +162,8 @@ func (q *Queue) route(j *job) (transport string, err error) {
 	}
 	defer guard.Recover(q.log, "routing", &err)
 	m := j.e.msg
-	return q.opts.Router.Route(m.Account, m.From, j.domain, q.attempts(j)), nil
+	to, _ := mailaddr.ParseDomain(j.domain) // An address literal: zero.
+	return q.opts.Router.Route(m.Account, addressDomain(m.From), to, q.attempts(j)), nil
 }
 
 // attempts returns the number of earlier attempts of j's recipients.

@@ -64,7 +64,7 @@ func (s State) String() string {
 // Rcpt is one recipient of a queued message and its delivery state.
 type Rcpt struct {
 	sdk.Recipient
-	Domain      string // Lower-cased domain of Address; recipients of one domain are delivered together.
+	Domain      string // Address's domain in A-labels (domainOf); recipients of one domain are delivered together.
 	State       State
 	Attempts    int       // Delivery attempts made so far.
 	NextAttempt time.Time // When Pending: when the next attempt is due.

@@ -10,20 +10,19 @@ package route
 import (
 	"strings"
 
-	"golang.org/x/net/idna"
-
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // Direct is the transport used when no route matches.
 const Direct = "direct"
 
 // Select returns the transport of the first matching route of account, then
-// domain, then global, or Direct. fromDomain is the domain of MAIL FROM
-// (empty for the null reverse-path), toDomain the recipient's domain, and
-// attempts the number of earlier delivery attempts.
-func Select(account, domain, global []config.Route, fromDomain, toDomain string, attempts int) string {
-	from, to := normalize(fromDomain), normalize(toDomain)
+// domain, then global, or Direct. from is the domain of MAIL FROM (zero for
+// the null reverse-path), to the recipient's domain, and attempts the number
+// of earlier delivery attempts. The routes' patterns are in the form
+// FromConfig gives them.
+func Select(account, domain, global []config.Route, from, to mailaddr.Domain, attempts int) string {
 	for _, routes := range [][]config.Route{account, domain, global} {
 		for _, r := range routes {
 			if Match(r, from, to, attempts) {
@@ -34,61 +33,46 @@ func Select(account, domain, global []config.Route, fromDomain, toDomain string,
 	return Direct
 }
 
-// Match reports whether r applies to a delivery from fromDomain to toDomain
-// after attempts earlier attempts. An empty domain list matches any domain,
+// Match reports whether r applies to a delivery from from to to after
+// attempts earlier attempts. An empty domain list matches any domain,
 // including none; a domain written with a leading dot also matches its
-// subdomains. Domains compare case-insensitively, U-labels equal to their
-// A-labels (RFC 5890).
-func Match(r config.Route, fromDomain, toDomain string, attempts int) bool {
+// subdomains. r's patterns are A-labels, as config and FromConfig give them,
+// compared with the domains' A-labels: no conversion per call.
+func Match(r config.Route, from, to mailaddr.Domain, attempts int) bool {
 	return attempts >= r.MinimumAttempts &&
-		matchDomain(r.FromDomains, normalize(fromDomain)) &&
-		matchDomain(r.ToDomains, normalize(toDomain))
+		matchDomain(r.FromDomains, from) &&
+		matchDomain(r.ToDomains, to)
 }
 
-func matchDomain(patterns []string, d string) bool {
+func matchDomain(patterns []string, d mailaddr.Domain) bool {
 	if len(patterns) == 0 {
 		return true
 	}
-	if d == "" {
+	if d.IsZero() {
 		return false
 	}
 	for _, p := range patterns {
 		if sub, ok := strings.CutPrefix(p, "."); ok {
-			sub = normalize(sub)
-			if d == sub || strings.HasSuffix(d, "."+sub) {
+			if d.ASCII == sub || strings.HasSuffix(d.ASCII, p) {
 				return true
 			}
-		} else if d == normalize(p) {
+		} else if d.ASCII == p {
 			return true
 		}
 	}
 	return false
 }
 
-// normalize returns d in lower case without a trailing dot, IDNA U-labels
-// converted to A-labels.
-func normalize(d string) string {
-	d = strings.ToLower(strings.TrimSuffix(d, "."))
-	for i := 0; i < len(d); i++ {
-		if d[i] >= 0x80 {
-			if a, err := idna.Lookup.ToASCII(d); err == nil {
-				return a
-			}
-			return d
-		}
-	}
-	return d
-}
-
 // Table holds the routes of a configuration. It implements the router the
 // queue asks for each delivery attempt.
 type Table struct {
 	Accounts map[string][]config.Route // Account routes, by account name.
-	Domains  map[string][]config.Route // Sender domain routes, by domain as normalized by Domain.
+	Domains  map[string][]config.Route // Sender domain routes, by mailaddr.Domain.ASCII.
 	Global   []config.Route
 }
 
-// FromConfig returns the routes of c.
+// FromConfig returns the routes of c, their domain patterns in A-labels
+// (those of a checked Config are already).
 func FromConfig(c *config.Config) *Table {
 	t := &Table{
 		Accounts: map[string][]config.Route{},
@@ -101,16 +85,15 @@ func FromConfig(c *config.Config) *Table {
 		}
 	}
 	for name, d := range c.Domains {
-		if d != nil && len(d.Routes) > 0 {
-			t.Domains[Domain(name)] = normalized(d.Routes)
+		if dn, err := mailaddr.ParseDomain(name); err == nil && d != nil && len(d.Routes) > 0 {
+			t.Domains[dn.ASCII] = normalized(d.Routes)
 		}
 	}
 	return t
 }
 
-// normalized returns routes with their domain patterns normalized, once
-// when the table is built: matching under the queue's lock then converts
-// nothing (normalize of a normalized name allocates nothing).
+// normalized returns routes with their domain patterns in A-labels, once
+// when the table is built; a pattern that is no domain matches nothing.
 func normalized(routes []config.Route) []config.Route {
 	out := make([]config.Route, len(routes))
 	for i, r := range routes {
@@ -126,31 +109,27 @@ func patterns(ps []string) []string {
 	}
 	out := make([]string, len(ps))
 	for i, p := range ps {
-		if sub, ok := strings.CutPrefix(p, "."); ok {
-			out[i] = "." + normalize(sub)
-		} else {
-			out[i] = normalize(p)
+		name, sub := strings.CutPrefix(p, ".")
+		d, err := mailaddr.ParseDomain(name)
+		switch {
+		case err != nil:
+			out[i] = "\x00invalid" // Matches nothing: A-labels hold no NUL.
+		case sub:
+			out[i] = "." + d.ASCII
+		default:
+			out[i] = d.ASCII
 		}
 	}
 	return out
 }
 
-// Domain returns the lookup form of a domain name: lower case, no trailing
-// dot, A-labels.
-func Domain(d string) string {
-	return normalize(d)
-}
-
-// Route returns the transport for a delivery of a message of account with
-// MAIL FROM from to a recipient at toDomain after attempts earlier attempts.
-func (t *Table) Route(account, from, toDomain string, attempts int) string {
-	fromDomain := ""
-	if i := strings.LastIndexByte(from, '@'); i >= 0 {
-		fromDomain = normalize(from[i+1:])
-	}
+// Route returns the transport for a delivery of a message of account from
+// the domain from (zero for the null reverse-path) to a recipient at to
+// after attempts earlier attempts.
+func (t *Table) Route(account string, from, to mailaddr.Domain, attempts int) string {
 	var acc []config.Route
 	if account != "" {
 		acc = t.Accounts[account]
 	}
-	return Select(acc, t.Domains[fromDomain], t.Global, fromDomain, toDomain, attempts)
+	return Select(acc, t.Domains[from.ASCII], t.Global, from, to, attempts)
 }

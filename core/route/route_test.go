@@ -5,9 +5,16 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/queue"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 var _ queue.Router = (*Table)(nil)
+
+// domain parses s as the queue does; "" is the zero Domain.
+func domain(s string) mailaddr.Domain {
+	d, _ := mailaddr.ParseDomain(s)
+	return d
+}
 
 func TestSelect(t *testing.T) {
 	catchAll := config.Route{Transport: "any"}
@@ -60,7 +67,7 @@ func TestSelect(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Select(tc.account, tc.domain, tc.global, tc.from, tc.to, tc.attempts)
+			got := Select(normalized(tc.account), normalized(tc.domain), normalized(tc.global), domain(tc.from), domain(tc.to), tc.attempts)
 			if got != tc.want {
 				t.Errorf("Select(from %q, to %q, attempts %d) = %q, want %q", tc.from, tc.to, tc.attempts, got, tc.want)
 			}
@@ -98,7 +105,8 @@ func TestTable(t *testing.T) {
 		{"nobody", "x@y.test", "yahoo.com", 5, Direct},
 	}
 	for _, tc := range tests {
-		if got := tab.Route(tc.account, tc.from, tc.to, tc.attempts); got != tc.want {
+		from, _ := mailaddr.ParseAddress(tc.from)
+		if got := tab.Route(tc.account, from.Domain, domain(tc.to), tc.attempts); got != tc.want {
 			t.Errorf("Route(%q, %q, %q, %d) = %q, want %q", tc.account, tc.from, tc.to, tc.attempts, got, tc.want)
 		}
 	}

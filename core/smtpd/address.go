@@ -5,14 +5,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
-)
 
-// Limits of RFC 5321 §4.5.3.1. Those of RFC 3461 on ENVID and ORCPT, on
-// the values as sent, are go-smtp's (third_party/go-smtp).
-const (
-	maxLocalPart = 64  // Octets; RFC 5321 §4.5.3.1.1.
-	maxDomain    = 255 // Octets; RFC 5321 §4.5.3.1.2.
-	maxLabel     = 63  // Octets; RFC 1035 §2.3.4.
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // Replies to addresses and parameters go-smtp parsed but did not check.
@@ -34,11 +28,13 @@ var (
 )
 
 // checkAddress checks a MAIL FROM (sender) or RCPT TO address as go-smtp
-// parsed it: quotes and backslashes of the local part removed. Its parser
-// takes any byte but space, tab and '>' in the domain and any but specials
-// in the local part, so NUL, bare CR, non-ASCII bytes and over-long parts
-// get through it. The null reverse-path "" is valid.
-func checkAddress(addr string, sender, smtputf8 bool) *smtp.SMTPError {
+// parsed it, quotes and backslashes of the local part removed, and parses
+// it: the one place an envelope address becomes a mailaddr.Address. Its
+// parser takes any byte but space, tab and '>' in the domain and any but
+// specials in the local part, so NUL, bare CR, non-ASCII bytes, over-long
+// parts and names that are no domain get through it. The null
+// reverse-path "" is valid, and the zero Address.
+func checkAddress(addr string, sender, smtputf8 bool) (mailaddr.Address, *smtp.SMTPError) {
 	syntax := &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 	if sender {
 		syntax = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
@@ -47,55 +43,33 @@ func checkAddress(addr string, sender, smtputf8 bool) *smtp.SMTPError {
 	for i := 0; i < len(addr); i++ {
 		switch c := addr[i]; {
 		case c == 0:
-			return errAddrNUL
+			return mailaddr.Address{}, errAddrNUL
 		case c == '\r' || c == '\n':
-			return errAddrBareCR
+			return mailaddr.Address{}, errAddrBareCR
 		case c < ' ' || c == 0x7f:
-			return syntax // RFC 5321 §4.1.2 has no controls.
+			return mailaddr.Address{}, syntax // RFC 5321 §4.1.2 has no controls.
 		case c >= 0x80:
 			ascii = false
 		}
 	}
 	if !ascii {
 		if !smtputf8 {
-			return errAddrNonASCII
+			return mailaddr.Address{}, errAddrNonASCII
 		}
 		if !utf8.ValidString(addr) {
-			return syntax // RFC 6531 §3.3: UTF-8 (RFC 3629).
+			return mailaddr.Address{}, syntax // RFC 6531 §3.3: UTF-8 (RFC 3629).
 		}
 	}
 	if addr == "" {
-		return nil
+		return mailaddr.Address{}, nil
 	}
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return nil // go-smtp requires a domain; "postmaster" has none.
+	// RFC 5321 §4.1.2 and §4.5.3.1; a U-label domain must be valid IDNA
+	// (RFC 6531 §3.3, RFC 5891), an A-label one the encoding of a U-label.
+	a, err := mailaddr.ParseAddress(addr)
+	if err != nil {
+		return mailaddr.Address{}, syntax
 	}
-	local, domain := addr[:at], addr[at+1:]
-	if len(local) > maxLocalPart || len(domain) > maxDomain || !validDomain(domain) {
-		return syntax
-	}
-	return nil
-}
-
-// validDomain reports whether d is a domain of dot-separated labels of
-// letters, digits, hyphens or non-ASCII (U-labels, RFC 6531 §3.3), or an
-// address literal in brackets (RFC 5321 §4.1.3, not parsed further).
-func validDomain(d string) bool {
-	if strings.HasPrefix(d, "[") {
-		return len(d) > 2 && strings.HasSuffix(d, "]") && !strings.ContainsAny(d[1:len(d)-1], "[]\\")
-	}
-	for label := range strings.SplitSeq(d, ".") {
-		if label == "" || len(label) > maxLabel {
-			return false
-		}
-		for _, c := range []byte(label) {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c >= 0x80) {
-				return false
-			}
-		}
-	}
-	return true
+	return a, nil
 }
 
 // mailHasParams reports whether MAIL FROM carried ESMTP parameters, as far as

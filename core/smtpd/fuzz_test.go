@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // fuzzConn opens a session to ts past EHLO (or HELO); nil if the server is
@@ -265,10 +266,10 @@ func checkAccepted(t *testing.T, cmd, arg string, smtputf8, helo bool) {
 	}
 	addr := strings.Trim(path, "<>")
 	if at := strings.LastIndexByte(addr, '@'); at >= 0 {
-		if local := strings.NewReplacer(`"`, "", `\`, "").Replace(addr[:at]); len(local) > maxLocalPart {
+		if local := strings.NewReplacer(`"`, "", `\`, "").Replace(addr[:at]); len(local) > mailaddr.MaxLocalpart {
 			fail("local part over 64")
 		}
-		if len(addr[at+1:]) > maxDomain {
+		if len(addr[at+1:]) > mailaddr.MaxDomain {
 			fail("domain over 255")
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/localdelivery"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/store"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 const testHost = "mx.example.test"
@@ -49,8 +50,8 @@ func (fakeAccounts) AccountByLogin(login string) (string, bool) {
 	return "", false
 }
 
-func (fakeAccounts) AccountByAddress(addr string) (string, bool) {
-	switch strings.ToLower(addr) {
+func (fakeAccounts) AccountByAddress(addr mailaddr.Address) (string, bool) {
+	switch strings.ToLower(addr.Key()) {
 	case "alice@example.org":
 		return "alice", true
 	case "bob@example.org":
@@ -102,12 +103,12 @@ func (l *fakeLocal) OverQuota(ctx context.Context, account string, size int64) b
 	return l.full[account]
 }
 
-func (fakeAccounts) MayUseAddress(account, addr string) bool {
-	return strings.EqualFold(addr, account+"@example.org")
+func (fakeAccounts) MayUseAddress(account string, addr mailaddr.Address) bool {
+	return strings.EqualFold(addr.Key(), account+"@example.org")
 }
 
-func (fakeAccounts) IsLocalDomain(domain string) bool {
-	return domain == "example.org"
+func (fakeAccounts) IsLocalDomain(d mailaddr.Domain) bool {
+	return d.ASCII == "example.org"
 }
 
 // queued is one message the fake queue took.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // Replies. Causes are logged, never sent.
@@ -163,7 +163,8 @@ func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError
 	if !s.ehlo && mailHasParams(opts) {
 		return errParamsAfterHELO
 	}
-	if err := checkAddress(from, true, opts.UTF8); err != nil {
+	addr, err := checkAddress(from, true, opts.UTF8)
+	if err != nil {
 		return err
 	}
 	if s.srv.submission() {
@@ -172,7 +173,7 @@ func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError
 		}
 		// The null reverse-path is for bounces (RFC 5321 §4.5.5), which
 		// users do not submit.
-		if from == "" || !s.srv.cfg.Accounts.MayUseAddress(s.account, from) {
+		if from == "" || !s.srv.cfg.Accounts.MayUseAddress(s.account, addr) {
 			return errSenderNotOwned
 		}
 	}
@@ -191,11 +192,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 			return errNoPostmaster
 		}
 	}
-	if err := s.checkRcptSyntax(to, opts); err != nil {
+	addr, serr := s.checkRcptSyntax(to, opts)
+	if err := serr; err != nil {
 		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
 		return err
 	}
-	account, serr := s.checkRcpt(to)
+	account, serr := s.checkRcpt(addr)
 	if err := serr; err != nil {
 		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
 		return err
@@ -212,33 +214,30 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 	return nil
 }
 
-// checkRcptSyntax checks what go-smtp's parser lets through.
-func (s *session) checkRcptSyntax(to string, opts *smtp.RcptOptions) *smtp.SMTPError {
+// checkRcptSyntax checks what go-smtp's parser lets through, and parses
+// the address.
+func (s *session) checkRcptSyntax(to string, opts *smtp.RcptOptions) (mailaddr.Address, *smtp.SMTPError) {
 	if !s.ehlo && rcptHasParams(opts) {
-		return errParamsAfterHELO
+		return mailaddr.Address{}, errParamsAfterHELO
 	}
-	if err := checkAddress(to, false, s.opts.SMTPUTF8); err != nil {
-		return err
+	addr, err := checkAddress(to, false, s.opts.SMTPUTF8)
+	if err != nil {
+		return mailaddr.Address{}, err
+	}
+	if to == "" {
+		return mailaddr.Address{}, &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 	}
 	if opts.OriginalRecipient != "" {
-		return checkORcpt(opts.OriginalRecipient)
+		return addr, checkORcpt(opts.OriginalRecipient)
 	}
-	return nil
+	return addr, nil
 }
 
 // checkRcpt returns the local account of a recipient at a local domain, or
 // "" for a remote one that may be relayed.
-func (s *session) checkRcpt(to string) (string, *smtp.SMTPError) {
-	domain := ""
-	if i := strings.LastIndexByte(to, '@'); i >= 0 {
-		domain = strings.ToLower(to[i+1:])
-	}
-	if domain == "" {
-		// A path without a domain is "postmaster", always local (RFC 5321 §4.5.1).
-		to, domain = "postmaster@"+s.srv.cfg.Hostname, s.srv.cfg.Hostname
-	}
+func (s *session) checkRcpt(to mailaddr.Address) (string, *smtp.SMTPError) {
 	accounts := s.srv.cfg.Accounts
-	if accounts.IsLocalDomain(domain) {
+	if accounts.IsLocalDomain(to.Domain) {
 		local := s.srv.cfg.Local
 		if local == nil {
 			return "", errLocalDelivery

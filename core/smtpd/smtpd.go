@@ -35,6 +35,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/localdelivery"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/sasl"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // Defaults for zero Config fields, as in mta.toml's [limits].
@@ -113,12 +114,11 @@ type Accounts interface {
 	// its addresses, to the account name.
 	AccountByLogin(login string) (account string, ok bool)
 	// AccountByAddress resolves a recipient address at a local domain.
-	AccountByAddress(addr string) (account string, ok bool)
+	AccountByAddress(addr mailaddr.Address) (account string, ok bool)
 	// MayUseAddress reports whether account may send with addr as MAIL FROM.
-	MayUseAddress(account, addr string) bool
-	// IsLocalDomain reports whether mail for domain (lower case) is
-	// delivered here.
-	IsLocalDomain(domain string) bool
+	MayUseAddress(account string, addr mailaddr.Address) bool
+	// IsLocalDomain reports whether mail for d is delivered here.
+	IsLocalDomain(d mailaddr.Domain) bool
 	// PostmasterAddress is the address "RCPT TO:<Postmaster>" stands for;
 	// empty if there is none.
 	PostmasterAddress() string

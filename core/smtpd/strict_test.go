@@ -120,6 +120,11 @@ func TestStrictInput(t *testing.T) {
 		{"NUL in recipient", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@else\x00where.example>\r\n", 554, "5.6.0"}}},
 		{"bare CR in recipient", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@else\rwhere.example>\r\n", 500, "5.5.2"}}},
 		{"bad domain syntax", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote..example>\r\n", 501, "5.1.7"}}},
+		// Domains parse as mailaddr has them: LDH labels, valid IDNA, A-labels that decode.
+		{"hyphen first in a label", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@-remote.example>\r\n", 501, "5.1.7"}}},
+		{"A-label that is no punycode", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@xn--zz.example>\r\n", 501, "5.1.3"}}},
+		{"U-label with a disallowed rune", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> SMTPUTF8\r\n", 250, ""}, {"RCPT TO:<a@x\u00a0y.example>\r\n", 501, "5.1.3"}}},
+		{"A-label and U-label of one domain", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@xn--bcher-kva.example>\r\n", 250, ""}, {"RCPT TO:<b@XN--BCHER-KVA.example>\r\n", 250, ""}}},
 		{"NUL in EHLO", []step{{"EHLO cli\x00ent\r\n", 501, "5.5.2"}, {ehlo, 250, ""}}},
 		{"bare CR in EHLO", []step{{"EHLO cli\rent\r\n", 501, "5.5.2"}, {"HELO client.test\r\n", 250, ""}}},
 		// go-smtp echoes a second greeting without asking: the session

@@ -22,7 +22,7 @@ const (
 )
 
 // ErrInvalid is the error of a name that is not a domain or an address.
-var ErrInvalid = errors.New("mailaddr: invalid")
+var ErrInvalid = errors.New("invalid")
 
 // profile maps and checks as a lookup does (UTS #46 mapping, which folds
 // case; STD3 letters, digits and hyphens; the bidi rule), with RFC 5891's
