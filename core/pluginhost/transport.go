@@ -112,21 +112,3 @@ func (m *Manager) Deliver(ctx context.Context, transport string, req *sdk.Delive
 	}
 	return res, nil
 }
-
-// Transport returns the transport configured as [transports.NAME]: Deliver
-// of the Manager with the name bound.
-func (m *Manager) Transport(name string) (sdk.Transport, bool) {
-	if m.transports[name] == nil {
-		return nil, false
-	}
-	return &transport{m: m, name: name}, true
-}
-
-type transport struct {
-	m    *Manager
-	name string
-}
-
-func (t *transport) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
-	return t.m.Deliver(ctx, t.name, req)
-}
