@@ -12,22 +12,21 @@ import (
 	pb "github.com/switchyard-mta/switchyard/sdk/pluginpb"
 )
 
-// Client is the core's side of one plugin process: it implements the sdk
-// interfaces over gRPC, so the core cannot tell it from an in-process
-// implementation.
-type Client struct {
+// client is the core's side of one plugin process, exposed as
+// hostrpc.Client.
+type client struct {
 	conn   *grpc.ClientConn
 	broker *plugin.GRPCBroker
 	plugin pb.PluginClient
 	hostID uint32 // Broker id of the Host service; 0 until ServeHost.
 }
 
-func newClient(conn *grpc.ClientConn, broker *plugin.GRPCBroker) *Client {
-	return &Client{conn: conn, broker: broker, plugin: pb.NewPluginClient(conn)}
+func newClient(conn *grpc.ClientConn, broker *plugin.GRPCBroker) *client {
+	return &client{conn: conn, broker: broker, plugin: pb.NewPluginClient(conn)}
 }
 
 // Describe asks the plugin what it serves.
-func (c *Client) Describe(ctx context.Context) (*Description, error) {
+func (c *client) Describe(ctx context.Context) (*Description, error) {
 	resp, err := c.plugin.Describe(ctx, &pb.DescribeRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("describe: %w", err)
@@ -47,7 +46,7 @@ func (c *Client) Describe(ctx context.Context) (*Description, error) {
 
 // ServeHost serves h to the plugin over the go-plugin broker. Call it once,
 // before Configure; Configure passes the plugin its broker id.
-func (c *Client) ServeHost(h Host) {
+func (c *client) ServeHost(h Host) {
 	id := c.broker.NextId()
 	go c.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
 		s := grpc.NewServer(opts...)
@@ -60,7 +59,7 @@ func (c *Client) ServeHost(h Host) {
 // Configure sends one instance's configuration. A rejection is returned as
 // ConfigErrors with keys relative to cfg.KeyPath; cfg.Host is ignored (see
 // ServeHost).
-func (c *Client) Configure(ctx context.Context, cfg *Configuration) error {
+func (c *client) Configure(ctx context.Context, cfg *Configuration) error {
 	table, err := tableToProto(cfg.Table)
 	if err != nil {
 		return ConfigErrors{{Msg: err.Error()}} // The key is in the message: "a.b: unsupported value type".
@@ -94,14 +93,14 @@ func (c *Client) Configure(ctx context.Context, cfg *Configuration) error {
 }
 
 // Transport returns the plugin's transport.
-func (c *Client) Transport() Transport { return &transportClient{rpc: pb.NewTransportClient(c.conn)} }
+func (c *client) Transport() Transport { return &transportClient{rpc: pb.NewTransportClient(c.conn)} }
 
 // Mechanism returns the plugin's mechanisms; the value also implements
 // Deriver and PreAuther.
-func (c *Client) Mechanism() Mechanism { return &mechanismClient{rpc: pb.NewMechanismClient(c.conn)} }
+func (c *client) Mechanism() Mechanism { return &mechanismClient{rpc: pb.NewMechanismClient(c.conn)} }
 
 // Checker returns the plugin's policy checker.
-func (c *Client) Checker() Checker { return &checkerClient{rpc: pb.NewPolicyClient(c.conn)} }
+func (c *client) Checker() Checker { return &checkerClient{rpc: pb.NewPolicyClient(c.conn)} }
 
 type transportClient struct{ rpc pb.TransportClient }
 

@@ -5,22 +5,13 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+
+	"github.com/switchyard-mta/switchyard/sdk/internal/hostlink"
 )
 
 // ProtocolVersion is the plugin protocol version this sdk speaks
 // (sdk/proto/switchyard/plugin/v1).
-const ProtocolVersion = 1
-
-// Handshake is shared by the core and every plugin. It is not a security
-// measure: it keeps a plugin binary from being run by mistake.
-var Handshake = plugin.HandshakeConfig{
-	ProtocolVersion:  ProtocolVersion,
-	MagicCookieKey:   "SWITCHYARD_PLUGIN",
-	MagicCookieValue: "4b1c7d0e-switchyard-mta-plugin",
-}
-
-// pluginName is the key of the one go-plugin plugin a binary serves.
-const pluginName = "switchyard"
+const ProtocolVersion = hostlink.ProtocolVersion
 
 // Plugin is what a plugin binary serves. Set the kinds it offers.
 type Plugin struct {
@@ -48,21 +39,12 @@ type Description struct {
 	Policy     *PolicyInfo
 }
 
-// PluginSets returns the go-plugin plugin sets by protocol version, for
-// plugin.ClientConfig.VersionedPlugins in the host. impl is nil in the host.
-func PluginSets(impl *Plugin) map[int]plugin.PluginSet {
-	return map[int]plugin.PluginSet{
-		ProtocolVersion: {pluginName: &grpcPlugin{impl: impl}},
+// The host's side, sdk/hostrpc, reaches the glue through hostlink.
+func init() {
+	hostlink.NewGRPCPlugin = func(impl any) plugin.Plugin {
+		p, _ := impl.(*Plugin)
+		return &grpcPlugin{impl: p}
 	}
-}
-
-// Dispense returns the client of a started go-plugin client.
-func Dispense(c plugin.ClientProtocol) (*Client, error) {
-	raw, err := c.Dispense(pluginName)
-	if err != nil {
-		return nil, err
-	}
-	return raw.(*Client), nil
 }
 
 // grpcPlugin is the go-plugin glue: a server in the plugin, a client in the host.

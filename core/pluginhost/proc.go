@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/hostrpc"
 )
 
 // proc is one [plugins.NAME]: what it runs and serves, and its current process.
@@ -49,8 +50,8 @@ type running struct {
 // error the process is killed.
 func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 	cc := &plugin.ClientConfig{
-		HandshakeConfig:  sdk.Handshake,
-		VersionedPlugins: sdk.PluginSets(nil),
+		HandshakeConfig:  hostrpc.Handshake,
+		VersionedPlugins: hostrpc.PluginSets(nil),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     startTimeout,
@@ -72,7 +73,7 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 	} else if err != nil {
 		return fail(fmt.Errorf("plugin %s: starting %s: %w", p.name, p.path, err))
 	}
-	c, err := sdk.Dispense(rpc)
+	c, err := hostrpc.Dispense(rpc)
 	if err != nil {
 		return fail(fmt.Errorf("plugin %s: %w", p.name, err))
 	}
@@ -100,7 +101,7 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 }
 
 // configure sends one instance its configuration.
-func (p *proc) configure(ctx context.Context, c *sdk.Client, desc *sdk.Description, in instance) []error {
+func (p *proc) configure(ctx context.Context, c hostrpc.Client, desc *sdk.Description, in instance) []error {
 	if in.kind == sdk.KindTransport && !desc.Transport {
 		return []error{&ConfigError{Plugin: p.name, Key: in.refKey, Msg: fmt.Sprintf("plugin %s (%s) is not a transport", p.name, desc.Name)}}
 	}

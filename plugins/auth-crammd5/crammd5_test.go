@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/hostrpc"
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
 )
 
@@ -45,7 +46,7 @@ func (s *syncBuffer) String() string {
 }
 
 type fixture struct {
-	c    *sdk.Client
+	c    hostrpc.Client
 	host *plugintest.Host
 	logs *syncBuffer
 }

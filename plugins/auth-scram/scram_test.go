@@ -18,6 +18,7 @@ import (
 	"github.com/xdg-go/scram"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/hostrpc"
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
 )
 
@@ -48,7 +49,7 @@ func (s *syncBuffer) String() string {
 }
 
 type fixture struct {
-	c    *sdk.Client
+	c    hostrpc.Client
 	host *plugintest.Host
 	logs *syncBuffer
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/sdk"
 	"github.com/switchyard-mta/switchyard/sdk/direct/directtest"
+	"github.com/switchyard-mta/switchyard/sdk/hostrpc"
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
 )
 
@@ -186,7 +187,7 @@ type env struct {
 	dane, bad, plain *directtest.Receiver
 	sts              *directtest.Receiver
 	dir, dataDir     string
-	client           *sdk.Client
+	client           hostrpc.Client
 	ctx              context.Context
 }
 

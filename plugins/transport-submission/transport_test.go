@@ -21,6 +21,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/hostrpc"
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
 	"github.com/switchyard-mta/switchyard/sdk/smtptest"
 )
@@ -28,7 +29,7 @@ import (
 // env is the plugin served over gRPC as the core would run it.
 type env struct {
 	t   *testing.T
-	c   *sdk.Client
+	c   hostrpc.Client
 	dir string // ConfigDir.
 
 	mu  sync.Mutex

@@ -16,20 +16,21 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/hostrpc"
 )
 
 // Connect serves p over real gRPC within the test process and returns the
 // client the core would use. If host is not nil, it is served to the plugin
 // as the core's Host. Everything is closed when the test ends.
-func Connect(t testing.TB, p *sdk.Plugin, host sdk.Host) *sdk.Client {
+func Connect(t testing.TB, p *sdk.Plugin, host sdk.Host) hostrpc.Client {
 	t.Helper()
-	gc, gs := plugin.TestPluginGRPCConn(t, false, sdk.PluginSets(p)[sdk.ProtocolVersion])
+	gc, gs := plugin.TestPluginGRPCConn(t, false, hostrpc.PluginSets(p)[sdk.ProtocolVersion])
 	t.Cleanup(func() {
 		// Server first: Close's shutdown RPC would stop it concurrently.
 		gs.Stop()
 		gc.Close()
 	})
-	c, err := sdk.Dispense(gc)
+	c, err := hostrpc.Dispense(gc)
 	if err != nil {
 		t.Fatalf("dispense: %v", err)
 	}
