@@ -62,8 +62,10 @@ type Flow struct {
 	RefuseAuthzid bool
 
 	IP  netip.Addr   // The client's, which Limiter counts.
-	TLS bool         // The connection is TLS; in the success line.
 	Log *slog.Logger // The connection's; each line adds mech and login.
+	// SuccessAttrs end the success line, after the account: what the
+	// protocol tells of the session (IMAP: tls).
+	SuccessAttrs []slog.Attr
 	// Accept makes account the session's, before the attempt counts as a
 	// success. An error is a temporary failure, logged with the account.
 	Accept func(account string) error
@@ -114,7 +116,7 @@ func (f *Flow) End(ctx context.Context, att *authlimit.Attempt, o sasl.Outcome) 
 		log.Error("authentication: plugin named an unknown account", slog.String("account", o.Account))
 		return ErrTemporary
 	}
-	return f.succeeded(log, att, o.Account)
+	return f.succeeded(ctx, log, att, o.Account)
 }
 
 // Password checks the credentials of PLAIN (RFC 4616), LOGIN or IMAP
@@ -147,7 +149,7 @@ func (f *Flow) Password(ctx context.Context, mech, authzid, login, password stri
 	case reason != "":
 		return f.failed(ctx, log, att, reason)
 	}
-	return f.succeeded(log, att, account)
+	return f.succeeded(ctx, log, att, account)
 }
 
 // Start begins an attempt (Begin) and the exchange of plugin mechanism
@@ -196,13 +198,13 @@ func (f *Flow) failed(ctx context.Context, log *slog.Logger, att *authlimit.Atte
 }
 
 // succeeded makes account the session's and ends att in success.
-func (f *Flow) succeeded(log *slog.Logger, att *authlimit.Attempt, account string) error {
+func (f *Flow) succeeded(ctx context.Context, log *slog.Logger, att *authlimit.Attempt, account string) error {
 	if err := f.Accept(account); err != nil {
 		att.Abandon()
 		log.Error("authentication: opening account", slog.String("account", account), slog.Any("err", err))
 		return ErrTemporary
 	}
 	att.Succeeded()
-	log.Info("authenticated", slog.String("account", account), slog.Bool("tls", f.TLS))
+	log.LogAttrs(ctx, slog.LevelInfo, "authenticated", append([]slog.Attr{slog.String("account", account)}, f.SuccessAttrs...)...)
 	return nil
 }

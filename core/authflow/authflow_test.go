@@ -67,8 +67,9 @@ func newTest(t *testing.T) *test {
 		Accounts: accounts{"alice": "alice", "alice@example.org": "alice", "bob": "bob"},
 		Timeout:  time.Second,
 		IP:       netip.MustParseAddr("192.0.2.1"),
-		TLS:      true,
 		Log:      slog.New(slog.NewTextHandler(tt.logs, nil)),
+		// As imapd's.
+		SuccessAttrs: []slog.Attr{slog.Bool("tls", true)},
 		Accept: func(account string) error {
 			tt.accepted = append(tt.accepted, account)
 			return nil
@@ -120,6 +121,14 @@ func TestPasswordSuccess(t *testing.T) {
 	if err := tt.Password(t.Context(), sasl.Login, "", "alice", "secret"); err != ErrTooMany {
 		t.Fatalf("after MaxFailures: %v, want ErrTooMany", err)
 	}
+
+	// Without SuccessAttrs (smtpd), the line ends with the account.
+	tt = newTest(t)
+	tt.SuccessAttrs = nil
+	if err := tt.Password(t.Context(), sasl.Plain, "", "bob", "hunter2"); err != nil {
+		t.Fatalf("Password: %v", err)
+	}
+	tt.wantLog(t, "level=INFO msg=authenticated mech=PLAIN login=bob account=bob\n")
 }
 
 // An unknown login gets the same answer as a wrong password, after a

@@ -153,8 +153,8 @@ func (s *session) flow() *authflow.Flow {
 		Timeout:       authTimeout,
 		RefuseAuthzid: true,
 		IP:            s.conn.IP,
-		TLS:           s.isTLS(),
 		Log:           s.log,
+		SuccessAttrs:  []slog.Attr{slog.Bool("tls", s.isTLS())},
 		Accept:        s.accept,
 	}
 }

@@ -116,7 +116,6 @@ func (s *session) flow() *authflow.Flow {
 		Passwords: s.srv.cfg.Auth,
 		Timeout:   authTimeout,
 		IP:        s.conn.IP,
-		TLS:       s.isTLS(),
 		Log:       s.log,
 		Accept:    func(account string) error { s.account = account; return nil },
 	}
