@@ -1,7 +1,6 @@
 package imapd
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 
@@ -9,7 +8,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	gosasl "github.com/emersion/go-sasl"
 
-	"github.com/switchyard-mta/switchyard/core/authlimit"
+	"github.com/switchyard-mta/switchyard/core/authflow"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 )
 
@@ -79,20 +78,16 @@ func (s *session) startAuthenticate(mech string) (srv gosasl.Server, rerr error)
 			return s.authenticate(sasl.Login, "", login, password)
 		}), nil
 	}
-	log := s.log.With(slog.String("mech", mech))
-	att, err := s.beginAttempt(log)
-	if err != nil {
-		return nil, err
-	}
 	ci := sasl.ConnInfo("imap", s.srv.cfg.Listener.Name, s.ic.NetConn(), s.srv.cfg.TLS)
-	ex, err := ss.Start(s.ctx(), mech, ci, func(o sasl.Outcome) error { return s.finish(log, att, o) })
+	ex, att, err := s.flow().Start(s.ctx(), ss, mech, ci, func(end func() error) (rerr error) {
+		defer s.begin(&rerr)()
+		s.exchange, s.attempt = nil, nil
+		return s.authReply(end())
+	})
 	if errors.Is(err, sasl.ErrUnknownMechanism) {
-		att.Abandon()
 		return nil, errMechanism
 	} else if err != nil {
-		att.Abandon()
-		log.Warn("authentication unavailable", slog.Any("err", err))
-		return nil, errAuthTemp
+		return nil, s.authReply(err)
 	}
 	s.exchange, s.attempt = ex, att
 	return imapExchange{ex}, nil
@@ -143,103 +138,62 @@ func (e imapExchange) Next(response []byte) ([]byte, bool, error) {
 }
 
 // endExchange abandons the plugin exchange in progress, if any, and its
-// attempt: a cancelled exchange proves nothing; mu held.
+// attempt; mu held.
 func (s *session) endExchange() {
-	if s.exchange != nil {
-		s.exchange.Close()
-		s.exchange = nil
-	}
-	s.attempt.Abandon()
-	s.attempt = nil
-}
-
-// finish answers the outcome of a plugin's exchange, which ends att: a
-// temporary failure with NO [UNAVAILABLE] (RFC 5530 §3), not counted
-// against the client.
-func (s *session) finish(log *slog.Logger, att *authlimit.Attempt, o sasl.Outcome) (rerr error) {
-	defer s.begin(&rerr)()
+	authflow.Cancel(s.exchange, s.attempt)
 	s.exchange, s.attempt = nil, nil
-	log = log.With(slog.String("login", o.Login))
-	switch {
-	case o.Temporary:
-		att.Abandon()
-		log.Warn("authentication: temporary failure", slog.String("reason", o.Reason))
-		return errAuthTemp
-	case !o.Success:
-		return s.authFailed(log, att, o.Reason)
-	}
-	// The plugin names the account the Host gave it; check it is one.
-	if account, ok := s.srv.cfg.Accounts.AccountByLogin(o.Account); !ok || account != o.Account {
-		att.Abandon()
-		log.Error("authentication: plugin named an unknown account", slog.String("account", o.Account))
-		return errAuthTemp
-	}
-	return s.authSucceeded(log, att, o.Account)
 }
 
-// authenticate checks a login and password (sasl.CheckPassword), and on
-// success makes the session's account the login's. An authzid of another
-// account is refused with NO [AUTHORIZATIONFAILED] and not counted against
-// the client: its password was right.
+// flow is the login flow of the session's client (core/authflow).
+func (s *session) flow() *authflow.Flow {
+	return &authflow.Flow{
+		Limiter:       s.srv.cfg.AuthLimit,
+		Accounts:      s.srv.cfg.Accounts,
+		Passwords:     s.srv.cfg.Auth,
+		Timeout:       authTimeout,
+		RefuseAuthzid: true,
+		IP:            s.conn.IP,
+		Log:           s.log,
+		SuccessAttrs:  []slog.Attr{slog.Bool("tls", s.isTLS())},
+		Accept:        s.accept,
+	}
+}
+
+// authReply maps the flow's errors to replies: a temporary failure is
+// NO [UNAVAILABLE] (RFC 5530 §3); after ErrTooMany the connection ends.
+func (s *session) authReply(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, authflow.ErrInvalid):
+		return errAuthFailed
+	case errors.Is(err, authflow.ErrAuthzid):
+		return errAuthzid
+	case errors.Is(err, authflow.ErrTooMany):
+		s.conn.HangupAfterReply()
+		return errAuthTooMany
+	}
+	return errAuthTemp
+}
+
+// authenticate checks a login and password, and on success makes the
+// session's account the login's. An authzid of another account is refused
+// with NO [AUTHORIZATIONFAILED] and not counted against the client: its
+// password was right.
 func (s *session) authenticate(mech, authzid, login, password string) (rerr error) {
 	defer s.begin(&rerr)()
-	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
-	att, err := s.beginAttempt(log)
+	return s.authReply(s.flow().Password(s.ctx(), mech, authzid, login, password))
+}
+
+// accept makes account the session's, its mailboxes opened; mu held.
+func (s *session) accept(account string) error {
+	a, err := s.srv.cfg.Store.Account(account)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(s.ctx(), authTimeout)
-	defer cancel()
-	account, reason, err := sasl.CheckPassword(ctx, s.srv.cfg.Accounts, s.srv.cfg.Auth, authzid, login, password)
-	switch {
-	case err != nil:
-		att.Abandon()
-		log.Error("authentication: checking password", slog.Any("err", err))
-		return errAuthTemp
-	case reason == sasl.ReasonAuthzid:
-		att.Abandon()
-		log.Info("authentication failed", slog.String("reason", reason), slog.String("authzid", authzid))
-		return errAuthzid
-	case reason != "":
-		return s.authFailed(log, att, reason)
-	}
-	return s.authSucceeded(log, att, account)
-}
-
-// beginAttempt counts an attempt against the client's address before any
-// credential is checked (core/authlimit), or refuses, and ends the session,
-// when the address failed too often.
-func (s *session) beginAttempt(log *slog.Logger) (*authlimit.Attempt, error) {
-	att, ok := s.srv.cfg.AuthLimit.Begin(s.ctx(), s.conn.IP)
-	if !ok {
-		log.Warn("authentication refused: too many failures from this address")
-		s.conn.HangupAfterReply()
-		return nil, errAuthTooMany
-	}
-	return att, nil
-}
-
-// authFailed logs a failure, ends att as failed and delays the answer
-// accordingly.
-func (s *session) authFailed(log *slog.Logger, att *authlimit.Attempt, reason string) error {
-	log.Info("authentication failed", slog.String("reason", reason))
-	att.FailAndWait(s.ctx())
-	return errAuthFailed
-}
-
-// authSucceeded makes account the session's.
-func (s *session) authSucceeded(log *slog.Logger, att *authlimit.Attempt, account string) error {
-	a, err := s.srv.cfg.Store.Account(account)
-	if err != nil {
-		att.Abandon()
-		log.Error("authentication: opening account", slog.String("account", account), slog.Any("err", err))
-		return errAuthTemp
-	}
-	att.Succeeded()
 	s.account = a
 	s.fr.authenticated.Store(true)
 	s.log = s.log.With(slog.String("account", account))
-	log.Info("authenticated", slog.String("account", account), slog.Bool("tls", s.isTLS()))
 	return nil
 }
 

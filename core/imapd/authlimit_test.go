@@ -1,7 +1,10 @@
 package imapd
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -57,5 +60,35 @@ func TestAuthLimitParallel(t *testing.T) {
 	failed, refused := count["NO [AUTHENTICATIONFAILED"], count["NO [UNAVAILABLE"]
 	if failed > limit.MaxFailures || failed+refused != n {
 		t.Fatalf("replies %v: want at most %d AUTHENTICATIONFAILED and the rest UNAVAILABLE", count, limit.MaxFailures)
+	}
+}
+
+// panickingLogin is fakeAccounts whose lookup of "boom" panics.
+type panickingLogin struct{ fakeAccounts }
+
+func (a panickingLogin) AccountByLogin(login string) (string, bool) {
+	if login == "boom" {
+		panic("login bug")
+	}
+	return a.fakeAccounts.AccountByLogin(login)
+}
+
+// A LOGIN that panics ends the connection, and its attempt is abandoned:
+// the client's next one does not wait for it (core/authflow).
+func TestAuthLimitPanic(t *testing.T) {
+	limit := authlimit.New()
+	limit.MaxFailures = 1
+	ts := startServer(t, config.KindIMAPS, func(c *Config) { c.AuthLimit = limit; c.Accounts = panickingLogin{} })
+	ts.errorsLogged = true // The panic's.
+	r, _ := ts.dialRaw(t)
+	r.write("a LOGIN boom secret")
+	r.nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(r.r); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection not closed after the panic: %v", err)
+	}
+	r, _ = ts.dialRaw(t)
+	// A leaked attempt would hold this one past r.cmd's 5 s read deadline.
+	if _, res := r.cmd("LOGIN alice secret"); !strings.HasPrefix(res, "OK") {
+		t.Fatalf("LOGIN after the panic: %q", res)
 	}
 }

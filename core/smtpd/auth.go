@@ -1,14 +1,13 @@
 package smtpd
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 
 	gosasl "github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/switchyard-mta/switchyard/core/authlimit"
+	"github.com/switchyard-mta/switchyard/core/authflow"
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 )
@@ -88,20 +87,15 @@ func (s *session) auth(mech string) (gosasl.Server, error) {
 			}), nil
 		}
 	}
-	log := s.log.With(slog.String("mech", mech))
-	att, err := s.beginAttempt(log)
-	if err != nil {
-		return nil, err
-	}
 	ci := sasl.ConnInfo("smtp", s.srv.cfg.Listener.Name, s.sc.Conn(), s.srv.cfg.TLS)
-	ex, err := ss.Start(s.srv.ctx, mech, ci, func(o sasl.Outcome) error { return s.finish(log, att, o) })
+	ex, att, err := s.flow().Start(s.srv.ctx, ss, mech, ci, func(end func() error) error {
+		s.exchange.Store(nil)
+		return s.authReply(end())
+	})
 	if errors.Is(err, sasl.ErrUnknownMechanism) {
-		att.Abandon()
 		return nil, smtp.ErrAuthUnknownMechanism
 	} else if err != nil {
-		att.Abandon()
-		log.Warn("authentication unavailable", slog.Any("err", err))
-		return nil, errAuthTemp
+		return nil, s.authReply(err)
 	}
 	s.attempt.Store(att)
 	s.exchange.Store(ex)
@@ -109,85 +103,42 @@ func (s *session) auth(mech string) (gosasl.Server, error) {
 }
 
 // endExchange abandons the plugin exchange in progress, if any, and its
-// attempt: a cancelled exchange proves nothing.
+// attempt.
 func (s *session) endExchange() {
-	if ex := s.exchange.Swap(nil); ex != nil {
-		ex.Close()
-	}
-	if att := s.attempt.Swap(nil); att != nil {
-		att.Abandon()
+	authflow.Cancel(s.exchange.Swap(nil), s.attempt.Swap(nil))
+}
+
+// flow is the login flow of the session's client (core/authflow).
+func (s *session) flow() *authflow.Flow {
+	return &authflow.Flow{
+		Limiter:   s.srv.cfg.AuthLimit,
+		Accounts:  s.srv.cfg.Accounts,
+		Passwords: s.srv.cfg.Auth,
+		Timeout:   authTimeout,
+		IP:        s.conn.IP,
+		Log:       s.log,
+		Accept:    func(account string) error { s.account = account; return nil },
 	}
 }
 
-// finish answers the outcome of a plugin's exchange, which ends att.
-func (s *session) finish(log *slog.Logger, att *authlimit.Attempt, o sasl.Outcome) error {
-	s.exchange.Store(nil)
-	log = log.With(slog.String("login", o.Login))
+// authReply maps the flow's errors to replies (RFC 4954 §6); after
+// ErrTooMany the connection ends.
+func (s *session) authReply(err error) error {
 	switch {
-	case o.Temporary:
-		att.Abandon()
-		log.Warn("authentication: temporary failure", slog.String("reason", o.Reason))
-		return errAuthTemp
-	case !o.Success:
-		return s.authFailed(log, att, o.Reason)
-	}
-	// The plugin names the account the Host gave it; check it is one.
-	if account, ok := s.srv.cfg.Accounts.AccountByLogin(o.Account); !ok || account != o.Account {
-		att.Abandon()
-		log.Error("authentication: plugin named an unknown account", slog.String("account", o.Account))
-		return errAuthTemp
-	}
-	s.authSucceeded(log, att, o.Account)
-	return nil
-}
-
-// beginAttempt counts an attempt against the client's address before any
-// credential is checked (core/authlimit), or refuses, and ends the session,
-// when the address failed too often.
-func (s *session) beginAttempt(log *slog.Logger) (*authlimit.Attempt, error) {
-	att, ok := s.srv.cfg.AuthLimit.Begin(s.srv.ctx, s.conn.IP)
-	if !ok {
-		log.Warn("authentication refused: too many failures from this address")
+	case err == nil:
+		return nil
+	case errors.Is(err, authflow.ErrInvalid):
+		return errAuthInvalid
+	case errors.Is(err, authflow.ErrTooMany):
 		s.conn.HangupAfterReply()
-		return nil, errAuthTooMany
+		return errAuthTooMany
 	}
-	return att, nil
+	return errAuthTemp
 }
 
-// authFailed logs a failure, ends att as failed and delays the answer
-// accordingly.
-func (s *session) authFailed(log *slog.Logger, att *authlimit.Attempt, reason string) error {
-	log.Info("authentication failed", slog.String("reason", reason))
-	att.FailAndWait(s.srv.ctx)
-	return errAuthInvalid
-}
-
-// authSucceeded makes account the session's.
-func (s *session) authSucceeded(log *slog.Logger, att *authlimit.Attempt, account string) {
-	att.Succeeded()
-	s.account = account
-	log.Info("authenticated", slog.String("account", account))
-}
-
-// authenticate checks a login and password (sasl.CheckPassword), and on
-// success makes the session's account the login's.
+// authenticate checks a login and password, and on success makes the
+// session's account the login's. An authzid of another account fails as a
+// wrong password does: SMTP has no reply of its own for it.
 func (s *session) authenticate(mech, authzid, login, password string) error {
-	log := s.log.With(slog.String("mech", mech), slog.String("login", login))
-	att, err := s.beginAttempt(log)
-	if err != nil {
-		return err
-	}
-	defer att.Abandon() // After a panic; does nothing once att ended.
-	ctx, cancel := context.WithTimeout(s.srv.ctx, authTimeout)
-	defer cancel()
-	account, reason, err := sasl.CheckPassword(ctx, s.srv.cfg.Accounts, s.srv.cfg.Auth, authzid, login, password)
-	if err != nil {
-		att.Abandon()
-		log.Error("authentication: checking password", slog.Any("err", err))
-		return errAuthTemp
-	} else if reason != "" {
-		return s.authFailed(log, att, reason)
-	}
-	s.authSucceeded(log, att, account)
-	return nil
+	return s.authReply(s.flow().Password(s.srv.ctx, mech, authzid, login, password))
 }
