@@ -12,8 +12,8 @@ import (
 
 // IsLocalDomain reports whether d is in [domains].
 func (c *Config) IsLocalDomain(d mailaddr.Domain) bool {
-	_, ok := c.Domains[d.Unicode]
-	return ok && !d.IsZero()
+	_, ok := c.Domains[d.Unicode] // The zero Domain's "" is no key.
+	return ok
 }
 
 // AccountByAddress returns the account that receives mail for addr, an
@@ -24,7 +24,7 @@ func (c *Config) IsLocalDomain(d mailaddr.Domain) bool {
 // works on Configs from Load or Parse.
 func (c *Config) AccountByAddress(addr mailaddr.Address) (account string, ok bool) {
 	d, ok := c.Domains[addr.Domain.Unicode]
-	if !ok || addr.Domain.IsZero() {
+	if !ok {
 		return "", false
 	}
 	local, domain := addr.Localpart, addr.Domain.Unicode

@@ -7,11 +7,7 @@
 // errors that name the file, the line and the key (Error).
 package config
 
-import (
-	"net/netip"
-
-	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
-)
+import "net/netip"
 
 // Config is a loaded mta.toml. Fields without a toml tag are derived at load.
 type Config struct {
@@ -227,9 +223,7 @@ type Route struct {
 
 // Domain is a local domain.
 type Domain struct {
-	// Name is the domain, parsed from its key in [domains].
-	Name   mailaddr.Domain `toml:"-"`
-	Routes []Route         `toml:"routes"` // For senders of this domain; tried after account routes.
+	Routes []Route `toml:"routes"` // For senders of this domain; tried after account routes.
 	// LocalpartSeparator, e.g. "+": alice+tag@ is alice@ (the first
 	// separator cuts). One character of RFC 5322 atext, not a letter or
 	// digit. Empty: none.

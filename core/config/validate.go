@@ -376,7 +376,6 @@ func (v *checker) domains() {
 		} else if _, dup := domains[dn.Unicode]; dup {
 			v.add(key, "domain %q is listed twice (ignoring case, U-labels equal to A-labels)", dn.Unicode)
 		} else {
-			d.Name = dn
 			domains[dn.Unicode] = d
 		}
 		// RFC 5322 §3.2.3 atext, less letters and digits.

@@ -19,6 +19,8 @@ var (
 	errAddrNonASCII = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Non-ASCII address without SMTPUTF8"}
 	// RFC 5321 §4.1.1.11: ESMTP parameters need EHLO.
 	errParamsAfterHELO = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "MAIL/RCPT parameters need EHLO"}
+	errSenderSyntax    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+	errRcptSyntax      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 	errORcptInvalid    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Malformed ORCPT"}
 	// RFC 5321 §4.5.1 requires a postmaster; a server without accounts has
 	// nobody to deliver to.
@@ -35,9 +37,9 @@ var (
 // parts and names that are no domain get through it. The null
 // reverse-path "" is valid, and the zero Address.
 func checkAddress(addr string, sender, smtputf8 bool) (mailaddr.Address, *smtp.SMTPError) {
-	syntax := &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	syntax := errRcptSyntax
 	if sender {
-		syntax = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+		syntax = errSenderSyntax
 	}
 	ascii := true
 	for i := 0; i < len(addr); i++ {

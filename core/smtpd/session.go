@@ -225,7 +225,7 @@ func (s *session) checkRcptSyntax(to string, opts *smtp.RcptOptions) (mailaddr.A
 		return mailaddr.Address{}, err
 	}
 	if to == "" {
-		return mailaddr.Address{}, &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+		return mailaddr.Address{}, errRcptSyntax // RFC 5321 §4.1.1.3: no null forward-path.
 	}
 	if opts.OriginalRecipient != "" {
 		return addr, checkORcpt(opts.OriginalRecipient)

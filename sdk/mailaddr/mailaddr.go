@@ -121,14 +121,6 @@ func (d Domain) IsZero() bool { return d.ASCII == "" }
 // String returns the Unicode form.
 func (d Domain) String() string { return d.Unicode }
 
-// IsIDN reports whether d has internationalized labels.
-func (d Domain) IsIDN() bool { return d.ASCII != d.Unicode }
-
-// IsSubdomainOf reports whether d is parent or below it.
-func (d Domain) IsSubdomainOf(parent Domain) bool {
-	return d.ASCII == parent.ASCII || strings.HasSuffix(d.ASCII, "."+parent.ASCII)
-}
-
 // Address is a mailbox address: a localpart at a domain or at an address
 // literal (RFC 5321 §4.1.3), such as postmaster@[192.0.2.1].
 type Address struct {
