@@ -247,7 +247,7 @@ func FuzzMailRcpt(f *testing.F) {
 func checkAccepted(t *testing.T, cmd, arg string, smtputf8, helo bool) {
 	t.Helper()
 	fail := func(why string) { t.Fatalf("%s %q accepted: %s", cmd, arg, why) }
-	path, params, _ := strings.Cut(strings.TrimSpace(arg), " ")
+	path, params := splitPath(strings.TrimSpace(arg))
 	if helo && strings.TrimSpace(params) != "" {
 		fail("parameters after HELO")
 	}
@@ -278,4 +278,21 @@ func checkAccepted(t *testing.T, cmd, arg string, smtputf8, helo bool) {
 			fail("ENVID over 100")
 		}
 	}
+}
+
+// splitPath splits a MAIL or RCPT argument after its path: at the first
+// space outside a quoted localpart, so <" "@x> is one path.
+func splitPath(arg string) (path, params string) {
+	quoted := false
+	for i := 0; i < len(arg); i++ {
+		switch c := arg[i]; {
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ' ' && !quoted:
+			return arg[:i], arg[i+1:]
+		}
+	}
+	return arg, ""
 }
