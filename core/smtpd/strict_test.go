@@ -121,6 +121,8 @@ func TestStrictInput(t *testing.T) {
 		{"bare CR in recipient", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@else\rwhere.example>\r\n", 500, "5.5.2"}}},
 		{"bad domain syntax", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote..example>\r\n", 501, "5.1.7"}}},
 		// Domains parse as mailaddr has them: LDH labels, valid IDNA, A-labels that decode.
+		// go-smtp trimmed a form feed (strings.TrimSpace) and took the rest (third_party/go-smtp patch 8).
+		{"form feed after the sender", []step{{ehlo, 250, ""}, {"MAIL FROM:a@remote.example\f\r\n", 501, "5.1.7"}, {mailOK, 250, ""}}},
 		{"hyphen first in a label", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@-remote.example>\r\n", 501, "5.1.7"}}},
 		{"A-label that is no punycode", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@xn--zz.example>\r\n", 501, "5.1.3"}}},
 		{"U-label with a disallowed rune", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> SMTPUTF8\r\n", 250, ""}, {"RCPT TO:<a@x\u00a0y.example>\r\n", 501, "5.1.3"}}},

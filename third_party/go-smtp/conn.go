@@ -332,7 +332,7 @@ func (c *Conn) handleMail(arg string) {
 		return
 	}
 
-	p := parser{s: strings.TrimSpace(arg)}
+	p := parser{s: strings.Trim(arg, " \t")} // As parseCmd. (Switchyard patch.)
 	from, err := p.parseReversePath()
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting MAIL arg syntax of FROM:<address>")
@@ -694,7 +694,7 @@ func (c *Conn) handleRcpt(arg string) {
 		return
 	}
 
-	p := parser{s: strings.TrimSpace(arg)}
+	p := parser{s: strings.Trim(arg, " \t")} // As parseCmd. (Switchyard patch.)
 	var recipient string
 	if rest, ok := cutPrefixFold(p.s, "<Postmaster>"); ok {
 		// RFC 5321 §4.1.1.3: "<Postmaster>" without a domain names the

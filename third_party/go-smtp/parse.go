@@ -39,7 +39,10 @@ func parseCmd(line string) (cmd string, arg string, err error) {
 		return "", "", fmt.Errorf("mangled command: %q", line)
 	}
 
-	return strings.ToUpper(line[0:4]), strings.TrimSpace(line[5:]), nil
+	// Only SP and HTAB are trimmed: strings.TrimSpace also took form
+	// feeds, vertical tabs and Unicode spaces off the end of an argument,
+	// which RFC 5321 §4.1.2 does not allow. (Switchyard patch.)
+	return strings.ToUpper(line[0:4]), strings.Trim(line[5:], " \t"), nil
 }
 
 // Takes the arguments proceeding a command and files them
