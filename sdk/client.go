@@ -267,11 +267,11 @@ func (h *hostServer) Secret(ctx context.Context, req *pb.SecretRequest) (*pb.Sec
 }
 
 func (h *hostServer) TLSPublicKey(ctx context.Context, req *pb.TLSPublicKeyRequest) (*pb.TLSPublicKeyResponse, error) {
-	c, err := h.impl.TLSPublicKey(ctx, req.GetSpkiSha256())
+	k, err := h.impl.TLSPublicKey(ctx, req.GetSpkiSha256())
 	if errors.Is(err, ErrNotFound) {
 		return &pb.TLSPublicKeyResponse{}, nil
 	} else if err != nil {
 		return nil, err
 	}
-	return &pb.TLSPublicKeyResponse{Found: true, Account: c.Account, Login: c.Login}, nil
+	return &pb.TLSPublicKeyResponse{Found: true, Account: k.Account, Login: k.Login, Name: k.Name, Addresses: k.Addresses, NoImapPreauth: k.NoIMAPPreauth}, nil
 }

@@ -309,7 +309,7 @@ func (h *hostClient) Secret(ctx context.Context, username, mechanism string) (*C
 	return &Credential{Account: resp.GetAccount(), Login: resp.GetLogin(), Secret: resp.GetSecret()}, nil
 }
 
-func (h *hostClient) TLSPublicKey(ctx context.Context, spki []byte) (*Credential, error) {
+func (h *hostClient) TLSPublicKey(ctx context.Context, spki []byte) (*TLSKey, error) {
 	resp, err := h.rpc.TLSPublicKey(ctx, &pb.TLSPublicKeyRequest{SpkiSha256: spki})
 	if err != nil {
 		return nil, fmt.Errorf("host public key lookup: %w", err)
@@ -317,5 +317,5 @@ func (h *hostClient) TLSPublicKey(ctx context.Context, spki []byte) (*Credential
 	if !resp.GetFound() {
 		return nil, ErrNotFound
 	}
-	return &Credential{Account: resp.GetAccount(), Login: resp.GetLogin()}, nil
+	return &TLSKey{Account: resp.GetAccount(), Login: resp.GetLogin(), Name: resp.GetName(), Addresses: resp.GetAddresses(), NoIMAPPreauth: resp.GetNoImapPreauth()}, nil
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
 // host answers plugins' callbacks (sdk.Host) from the configuration and the
@@ -35,9 +37,29 @@ func (h *host) Secret(ctx context.Context, username, mechanism string) (_ *sdk.C
 	return &sdk.Credential{Account: account, Login: username, Secret: secret}, nil
 }
 
-// TLSPublicKey finds nothing yet: client certificate login comes with the
-// auth-tlsclient plugin.
-func (h *host) TLSPublicKey(ctx context.Context, spki []byte) (_ *sdk.Credential, err error) {
+// TLSPublicKey finds a client key in the store (mta tlspubkey). A key
+// whose account or login address the configuration no longer has logs
+// nothing in: the operator removed them, not the key.
+func (h *host) TLSPublicKey(ctx context.Context, spkiSHA256 []byte) (_ *sdk.TLSKey, err error) {
 	defer guard.Recover(h.log, "plugin callback TLSPublicKey", &err)
-	return nil, sdk.ErrNotFound
+	k, err := h.store.TLSPublicKey(ctx, store.TLSFingerprint(spkiSHA256))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, sdk.ErrNotFound
+	} else if err != nil {
+		return nil, err
+	}
+	acc := h.cfg.Accounts[k.Account]
+	login, lerr := mailaddr.ParseAddress(k.LoginAddress)
+	if acc == nil || lerr != nil || !h.cfg.MayUseAddress(k.Account, login) {
+		h.log.Warn("TLS public key names an account or address not in the configuration; not logged in",
+			slog.String("fingerprint", k.Fingerprint), slog.String("account", k.Account), slog.String("login", k.LoginAddress))
+		return nil, sdk.ErrNotFound
+	}
+	return &sdk.TLSKey{
+		Account:       k.Account,
+		Login:         k.LoginAddress,
+		Name:          k.Name,
+		Addresses:     slices.Clone(acc.Addresses),
+		NoIMAPPreauth: k.NoIMAPPreauth,
+	}, nil
 }

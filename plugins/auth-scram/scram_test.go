@@ -306,7 +306,7 @@ func (failingHost) Secret(ctx context.Context, username, mechanism string) (*sdk
 	return nil, errors.New("store offline")
 }
 
-func (failingHost) TLSPublicKey(ctx context.Context, spkiSHA256 []byte) (*sdk.Credential, error) {
+func (failingHost) TLSPublicKey(ctx context.Context, spkiSHA256 []byte) (*sdk.TLSKey, error) {
 	return nil, errors.New("store offline")
 }
 

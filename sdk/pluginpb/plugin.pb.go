@@ -2442,7 +2442,10 @@ type TLSPublicKeyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
 	Account       string                 `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
-	Login         string                 `protobuf:"bytes,3,opt,name=login,proto3" json:"login,omitempty"`
+	Login         string                 `protobuf:"bytes,3,opt,name=login,proto3" json:"login,omitempty"`                                         // The address the key logs in as.
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`                                           // The operator's name for the key.
+	Addresses     []string               `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"`                                 // The account's: authzids EXTERNAL may name.
+	NoImapPreauth bool                   `protobuf:"varint,6,opt,name=no_imap_preauth,json=noImapPreauth,proto3" json:"no_imap_preauth,omitempty"` // IMAP logs in by AUTHENTICATE EXTERNAL, not PREAUTH.
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2496,6 +2499,27 @@ func (x *TLSPublicKeyResponse) GetLogin() string {
 		return x.Login
 	}
 	return ""
+}
+
+func (x *TLSPublicKeyResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TLSPublicKeyResponse) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *TLSPublicKeyResponse) GetNoImapPreauth() bool {
+	if x != nil {
+		return x.NoImapPreauth
+	}
+	return false
 }
 
 var File_switchyard_plugin_v1_plugin_proto protoreflect.FileDescriptor
@@ -2679,11 +2703,14 @@ const file_switchyard_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06secret\x18\x04 \x01(\fR\x06secret\"6\n" +
 	"\x13TLSPublicKeyRequest\x12\x1f\n" +
 	"\vspki_sha256\x18\x01 \x01(\fR\n" +
-	"spkiSha256\"\\\n" +
+	"spkiSha256\"\xb6\x01\n" +
 	"\x14TLSPublicKeyResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x18\n" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x14\n" +
-	"\x05login\x18\x03 \x01(\tR\x05login*f\n" +
+	"\x05login\x18\x03 \x01(\tR\x05login\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x1c\n" +
+	"\taddresses\x18\x05 \x03(\tR\taddresses\x12&\n" +
+	"\x0fno_imap_preauth\x18\x06 \x01(\bR\rnoImapPreauth*f\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_TRANSPORT\x10\x01\x12\x12\n" +

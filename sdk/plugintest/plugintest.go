@@ -44,7 +44,7 @@ func Connect(t testing.TB, p *sdk.Plugin, host sdk.Host) hostrpc.Client {
 type Host struct {
 	mu      sync.Mutex
 	secrets map[string]*sdk.Credential // By lower-case username + "\x00" + mechanism.
-	keys    map[string]*sdk.Credential // By hex SPKI SHA-256.
+	keys    map[string]*sdk.TLSKey     // By hex SPKI SHA-256.
 }
 
 var _ sdk.Host = (*Host)(nil)
@@ -59,14 +59,14 @@ func (h *Host) SetSecret(username, mechanism string, c sdk.Credential) {
 	h.secrets[strings.ToLower(username)+"\x00"+mechanism] = &c
 }
 
-// SetTLSPublicKey makes TLSPublicKey(spkiSHA256) return c.
-func (h *Host) SetTLSPublicKey(spkiSHA256 []byte, c sdk.Credential) {
+// SetTLSPublicKey makes TLSPublicKey(spkiSHA256) return k.
+func (h *Host) SetTLSPublicKey(spkiSHA256 []byte, k sdk.TLSKey) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.keys == nil {
-		h.keys = map[string]*sdk.Credential{}
+		h.keys = map[string]*sdk.TLSKey{}
 	}
-	h.keys[hex.EncodeToString(spkiSHA256)] = &c
+	h.keys[hex.EncodeToString(spkiSHA256)] = &k
 }
 
 func (h *Host) Secret(ctx context.Context, username, mechanism string) (*sdk.Credential, error) {
@@ -78,7 +78,7 @@ func (h *Host) Secret(ctx context.Context, username, mechanism string) (*sdk.Cre
 	return nil, sdk.ErrNotFound
 }
 
-func (h *Host) TLSPublicKey(ctx context.Context, spkiSHA256 []byte) (*sdk.Credential, error) {
+func (h *Host) TLSPublicKey(ctx context.Context, spkiSHA256 []byte) (*sdk.TLSKey, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c, ok := h.keys[hex.EncodeToString(spkiSHA256)]; ok {
