@@ -11,10 +11,16 @@
 // A failure is the client's (a wrong password or an unknown login, alike)
 // and is counted and delayed; a temporary failure is the server's (a plugin
 // down, a store error, a panic) and is not counted against the client.
+//
+// A client that presented a TLS certificate with a known key (mta
+// tlspubkey) logs in only to the key's account, by whatever mechanism: a
+// login to another account fails as a wrong password does. The key cannot
+// be passed on to another connection, a password can.
 package authflow
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -22,6 +28,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/sasl"
+	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
@@ -69,6 +76,48 @@ type Flow struct {
 	// Accept makes account the session's, before the attempt counts as a
 	// success. An error is a temporary failure, logged with the account.
 	Accept func(account string) error
+
+	Keys Keys // The known TLS client keys. Nil: none.
+	// ClientKey is the SHA-256 of the SubjectPublicKeyInfo of the
+	// client's TLS certificate (ClientKeyHash); nil without one.
+	ClientKey []byte
+}
+
+// Keys are the known TLS client keys; *store.Store is.
+type Keys interface {
+	TLSPublicKey(ctx context.Context, fingerprint string) (store.TLSPublicKey, error)
+	TLSPublicKeyUsed(ctx context.Context, fingerprint string, t time.Time) error
+}
+
+// ClientKeyHash returns the SHA-256 of the SubjectPublicKeyInfo of the
+// client's TLS certificate, which identifies its key; nil without one.
+// The certificate itself is not verified: the TLS handshake proved the
+// client holds the key, and only the key counts.
+func ClientKeyHash(ti *sdk.TLSInfo) []byte {
+	if ti == nil || len(ti.PeerCertificates) == 0 || ti.PeerCertificates[0] == nil {
+		return nil
+	}
+	sum := sha256.Sum256(ti.PeerCertificates[0].RawSubjectPublicKeyInfo)
+	return sum[:]
+}
+
+// Key returns the known key the client presented, or nil: no certificate,
+// an unknown key, or one of an account no longer configured. It is read
+// at each call, so that a removed key stops working at once.
+func (f *Flow) Key(ctx context.Context) (*store.TLSPublicKey, error) {
+	if f.Keys == nil || f.ClientKey == nil {
+		return nil, nil
+	}
+	k, err := f.Keys.TLSPublicKey(ctx, store.TLSFingerprint(f.ClientKey))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if account, ok := f.Accounts.AccountByLogin(k.Account); !ok || account != k.Account {
+		return nil, nil
+	}
+	return &k, nil
 }
 
 // Answer turns the end of a plugin's exchange into the protocol's reply:
@@ -116,7 +165,34 @@ func (f *Flow) End(ctx context.Context, att *authlimit.Attempt, o sasl.Outcome) 
 		log.Error("authentication: plugin named an unknown account", slog.String("account", o.Account))
 		return ErrTemporary
 	}
-	return f.succeeded(ctx, log, att, o.Account)
+	return f.succeeded(ctx, log, att, o.Mechanism, o.Account)
+}
+
+// PreAuth logs the connection in by its TLS client certificate alone,
+// before any command, if the plugin serving EXTERNAL says so
+// (sasl.Server.PreAuth). It is no attempt of the client's and is not
+// counted: ErrInvalid means no (no certificate, an unknown key, a key
+// that does not pre-authenticate this protocol), ErrTemporary that the
+// plugin could not say.
+func (f *Flow) PreAuth(ctx context.Context, ss *sasl.Server, conn sdk.ConnInfo) error {
+	o, ok := ss.PreAuth(ctx, conn)
+	if !ok {
+		return ErrInvalid
+	}
+	log := f.Log.With(slog.String("mech", o.Mechanism), slog.String("login", o.Login), slog.Bool("preauth", true))
+	switch {
+	case o.Temporary:
+		log.Warn("pre-authentication: temporary failure", slog.String("reason", o.Reason))
+		return ErrTemporary
+	case !o.Success:
+		log.Debug("not pre-authenticated", slog.String("reason", o.Reason))
+		return ErrInvalid
+	}
+	if account, ok := f.Accounts.AccountByLogin(o.Account); !ok || account != o.Account {
+		log.Error("pre-authentication: plugin named an unknown account", slog.String("account", o.Account))
+		return ErrTemporary
+	}
+	return f.succeeded(ctx, log, nil, o.Mechanism, o.Account)
 }
 
 // Password checks the credentials of PLAIN (RFC 4616), LOGIN or IMAP
@@ -149,7 +225,7 @@ func (f *Flow) Password(ctx context.Context, mech, authzid, login, password stri
 	case reason != "":
 		return f.failed(ctx, log, att, reason)
 	}
-	return f.succeeded(ctx, log, att, account)
+	return f.succeeded(ctx, log, att, mech, account)
 }
 
 // Start begins an attempt (Begin) and the exchange of plugin mechanism
@@ -197,14 +273,33 @@ func (f *Flow) failed(ctx context.Context, log *slog.Logger, att *authlimit.Atte
 	return ErrInvalid
 }
 
-// succeeded makes account the session's and ends att in success.
-func (f *Flow) succeeded(ctx context.Context, log *slog.Logger, att *authlimit.Attempt, account string) error {
+// succeeded makes account the session's and ends att in success, unless
+// the client's known key is of another account. A login by EXTERNAL names
+// the key and records its use.
+func (f *Flow) succeeded(ctx context.Context, log *slog.Logger, att *authlimit.Attempt, mech, account string) error {
+	key, err := f.Key(ctx)
+	if err != nil {
+		att.Abandon()
+		log.Error("authentication: reading TLS client key", slog.Any("err", err))
+		return ErrTemporary
+	}
+	if key != nil && key.Account != account {
+		log = log.With(slog.String("key", key.Fingerprint), slog.String("key_account", key.Account))
+		return f.failed(ctx, log, att, "the TLS client key is of another account")
+	}
 	if err := f.Accept(account); err != nil {
 		att.Abandon()
 		log.Error("authentication: opening account", slog.String("account", account), slog.Any("err", err))
 		return ErrTemporary
 	}
 	att.Succeeded()
-	log.LogAttrs(ctx, slog.LevelInfo, "authenticated", append([]slog.Attr{slog.String("account", account)}, f.SuccessAttrs...)...)
+	attrs := append([]slog.Attr{slog.String("account", account)}, f.SuccessAttrs...)
+	if key != nil && mech == sasl.External {
+		attrs = append(attrs, slog.String("key", key.Fingerprint), slog.String("key_name", key.Name))
+		if err := f.Keys.TLSPublicKeyUsed(ctx, key.Fingerprint, time.Now()); err != nil {
+			log.Warn("recording the use of a TLS client key", slog.String("key", key.Fingerprint), slog.Any("err", err))
+		}
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "authenticated", attrs...)
 	return nil
 }

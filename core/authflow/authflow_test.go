@@ -2,6 +2,7 @@ package authflow
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"maps"
@@ -14,6 +15,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/internal/testlog"
 	"github.com/switchyard-mta/switchyard/core/sasl"
+	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
@@ -436,4 +438,171 @@ func TestStartUnknownAndCancel(t *testing.T) {
 		t.Error("cancelled exchange counted or still in progress")
 	}
 	Cancel(nil, nil)
+}
+
+// keys is a store of TLS client keys; it fails with err.
+type keys struct {
+	k    map[string]store.TLSPublicKey // By fingerprint.
+	err  error
+	used []string
+}
+
+func (k *keys) TLSPublicKey(ctx context.Context, fp string) (store.TLSPublicKey, error) {
+	if k.err != nil {
+		return store.TLSPublicKey{}, k.err
+	}
+	key, ok := k.k[fp]
+	if !ok {
+		return key, store.ErrNotFound
+	}
+	return key, nil
+}
+
+func (k *keys) TLSPublicKeyUsed(ctx context.Context, fp string, t time.Time) error {
+	k.used = append(k.used, fp)
+	return nil
+}
+
+// withKey gives the test's client alice's key; it returns the store.
+func withKey(tt *test) *keys {
+	hash := make([]byte, 32)
+	fp := store.TLSFingerprint(hash)
+	ks := &keys{k: map[string]store.TLSPublicKey{fp: {Fingerprint: fp, Account: "alice", LoginAddress: "alice@example.org", Name: "phone"}}}
+	tt.Keys, tt.ClientKey = ks, hash
+	return ks
+}
+
+// With alice's key, a login to bob fails and is counted, whatever the
+// mechanism; alice by any of her logins succeeds.
+func TestKeyBindsAccount(t *testing.T) {
+	tt := newTest(t)
+	withKey(tt)
+	if err := tt.Password(t.Context(), sasl.Plain, "", "bob", "hunter2"); err != ErrInvalid {
+		t.Fatalf("PLAIN as bob with alice's key: %v, want ErrInvalid", err)
+	}
+	if tt.free(t) {
+		t.Error("the login to another account was not counted")
+	}
+	tt.wantLog(t, `msg="authentication failed" mech=PLAIN login=bob key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA key_account=alice reason="the TLS client key is of another account"`)
+
+	tt = newTest(t)
+	withKey(tt)
+	ss := server(t, plugins{"SCRAM-SHA-256": &mech{outcome: sdk.AuthOutcome{Success: true, Account: "bob", Login: "bob"}}})
+	if err := runExchange(t, tt, ss, "SCRAM-SHA-256"); err != ErrInvalid {
+		t.Fatalf("SCRAM as bob with alice's key: %v, want ErrInvalid", err)
+	}
+	if len(tt.accepted) != 0 {
+		t.Errorf("accepted %q", tt.accepted)
+	}
+
+	tt = newTest(t)
+	ks := withKey(tt)
+	if err := tt.Password(t.Context(), sasl.Plain, "", "alice@example.org", "secret"); err != nil {
+		t.Fatalf("PLAIN as alice's address with her key: %v", err)
+	}
+	if len(ks.used) != 0 {
+		t.Errorf("a password login recorded the key's use: %q", ks.used)
+	}
+}
+
+// runExchange runs a plugin exchange of mech to its end, the flow's error
+// returned as the protocol's answer.
+func runExchange(t *testing.T, tt *test, ss *sasl.Server, mech string) error {
+	t.Helper()
+	var flowErr error
+	ex, _, err := tt.Start(t.Context(), ss, mech, sdk.ConnInfo{TLS: &sdk.TLSInfo{}}, func(end func() error) error {
+		flowErr = end()
+		return flowErr
+	})
+	if err != nil {
+		return err
+	}
+	ex.Next(nil)
+	return flowErr
+}
+
+func TestExternalNamesKey(t *testing.T) {
+	tt := newTest(t)
+	ks := withKey(tt)
+	ss := server(t, plugins{"EXTERNAL": &mech{outcome: sdk.AuthOutcome{Success: true, Account: "alice", Login: "alice@example.org"}}})
+	if err := runExchange(t, tt, ss, "EXTERNAL"); err != nil {
+		t.Fatalf("EXTERNAL: %v", err)
+	}
+	tt.wantLog(t, `msg=authenticated mech=EXTERNAL login=alice@example.org account=alice tls=true key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA key_name=phone`)
+	if len(ks.used) != 1 {
+		t.Errorf("use recorded %d times, want once", len(ks.used))
+	}
+}
+
+func TestKeyErrors(t *testing.T) {
+	// A store failing to read the key: temporary, not counted.
+	tt := newTest(t)
+	ks := withKey(tt)
+	ks.err = errors.New("disk on fire")
+	if err := tt.Password(t.Context(), sasl.Plain, "", "alice", "secret"); err != ErrTemporary {
+		t.Fatalf("key store failing: %v, want ErrTemporary", err)
+	}
+	if !tt.free(t) {
+		t.Error("a store failure was counted")
+	}
+	// A key of an account no longer configured binds nothing.
+	tt = newTest(t)
+	ks = withKey(tt)
+	for fp, k := range ks.k {
+		k.Account = "carol"
+		ks.k[fp] = k
+	}
+	if err := tt.Password(t.Context(), sasl.Plain, "", "bob", "hunter2"); err != nil {
+		t.Fatalf("key of a removed account: %v", err)
+	}
+}
+
+// preAuth serves EXTERNAL with a PreAuth answering outcome.
+type preAuth struct {
+	mech
+	pre sdk.AuthOutcome
+}
+
+func (p *preAuth) PreAuth(ctx context.Context, conn sdk.ConnInfo) (*sdk.AuthOutcome, error) {
+	o := p.pre
+	return &o, nil
+}
+
+func TestPreAuth(t *testing.T) {
+	withCert := sdk.ConnInfo{TLS: &sdk.TLSInfo{PeerCertificates: []*x509.Certificate{{}}}}
+	for _, tc := range []struct {
+		name     string
+		pre      sdk.AuthOutcome
+		conn     sdk.ConnInfo
+		want     error
+		accepted []string
+		log      string
+	}{
+		{"known key", sdk.AuthOutcome{Success: true, Account: "alice", Login: "alice@example.org"}, withCert, nil, []string{"alice"},
+			`msg=authenticated mech=EXTERNAL login=alice@example.org preauth=true account=alice tls=true key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA key_name=phone`},
+		{"unknown key", sdk.AuthOutcome{Reason: "unknown key"}, withCert, ErrInvalid, nil, ""},
+		{"no certificate", sdk.AuthOutcome{Success: true, Account: "alice"}, sdk.ConnInfo{TLS: &sdk.TLSInfo{}}, ErrInvalid, nil, ""},
+		{"plugin trouble", sdk.AuthOutcome{Temporary: true, Reason: "host lookup failed"}, withCert, ErrTemporary, nil,
+			`msg="pre-authentication: temporary failure" mech=EXTERNAL login="" preauth=true reason="host lookup failed"`},
+		{"unknown account", sdk.AuthOutcome{Success: true, Account: "carol"}, withCert, ErrTemporary, nil, `pre-authentication: plugin named an unknown account`},
+		{"account not the key's", sdk.AuthOutcome{Success: true, Account: "bob"}, withCert, ErrInvalid, nil, `reason="the TLS client key is of another account"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tt := newTest(t)
+			withKey(tt)
+			ss := server(t, plugins{"EXTERNAL": &preAuth{pre: tc.pre}})
+			if err := tt.PreAuth(t.Context(), ss, tc.conn); err != tc.want {
+				t.Fatalf("PreAuth: %v, want %v", err, tc.want)
+			}
+			if !slices.Equal(tt.accepted, tc.accepted) {
+				t.Errorf("accepted %q, want %q", tt.accepted, tc.accepted)
+			}
+			if tc.log != "" {
+				tt.wantLog(t, tc.log)
+			}
+			if !tt.free(t) {
+				t.Error("pre-authentication was counted as an attempt")
+			}
+		})
+	}
 }

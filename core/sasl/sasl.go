@@ -32,6 +32,11 @@ const (
 	Login = "LOGIN" // draft-murchison-sasl-login
 )
 
+// External is SASL EXTERNAL (RFC 4422 Appendix A), which a plugin serves:
+// over TLS, the login of the client's certificate. Its plugin is also
+// asked to log a connection in before any command (PreAuth).
+const External = "EXTERNAL"
+
 // Errors of Start.
 var (
 	// ErrUnknownMechanism: the mechanism is not offered on this connection,
@@ -124,7 +129,9 @@ func (e *OrderError) Error() string { return e.Name + ": " + e.Msg }
 // strength ranks the mechanisms Switchyard's plugins serve, strongest first:
 // SHA-256 (RFC 7677) over SHA-1, SCRAM over CRAM-MD5, whose server secret is
 // password-equivalent.
-var strength = []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5"}
+// EXTERNAL comes first: clients use it only when set up with a
+// certificate, which then proves more than any password.
+var strength = []string{External, "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5"}
 
 // Default returns the default order of the served mechanisms: those ranked
 // by strength first, then any other in name order, then the built-in PLAIN
@@ -181,13 +188,27 @@ func Order(configured, served []string) ([]string, error) {
 }
 
 // Mechanisms returns the mechanisms to offer on a connection, in order:
-// the -PLUS variants only with TLS, as they bind to it (RFC 5802 §6).
+// the -PLUS variants and EXTERNAL only with TLS, as they bind to it (RFC
+// 5802 §6).
 func (s *Server) Mechanisms(tls bool) []string {
 	l := make([]string, 0, len(s.order))
 	for _, m := range s.order {
-		if tls || !strings.HasSuffix(m, "-PLUS") {
+		if tls || (!strings.HasSuffix(m, "-PLUS") && m != External) {
 			l = append(l, m)
 		}
+	}
+	return l
+}
+
+// Advertised returns the mechanisms to announce on a connection: those
+// offered (Mechanisms), less EXTERNAL unless external, which the protocol
+// decides (SMTP: a client certificate was presented; IMAP: its key is
+// known). EXTERNAL not announced stays offered, and fails as a wrong
+// password does where the key is unknown.
+func (s *Server) Advertised(tls, external bool) []string {
+	l := s.Mechanisms(tls)
+	if !external {
+		l = slices.DeleteFunc(l, func(m string) bool { return m == External })
 	}
 	return l
 }
@@ -299,6 +320,42 @@ func (e *Exchange) Next(response []byte) (challenge []byte, done bool, err error
 		return o.FinalData, false, nil
 	}
 	return nil, true, e.end(out)
+}
+
+// PreAuth asks the plugin serving EXTERNAL whether conn logs in from its
+// TLS client certificate alone (sdk.PreAuther), before any command (IMAP
+// PREAUTH, RFC 9051 §7.1.4; implicit SMTP submission login). ok is false
+// when there is nothing to ask: no client certificate, or EXTERNAL not
+// offered. A plugin that is down, fails or does not answer within the
+// step deadline gives a temporary outcome.
+func (s *Server) PreAuth(ctx context.Context, conn sdk.ConnInfo) (o Outcome, ok bool) {
+	if conn.TLS == nil || len(conn.TLS.PeerCertificates) == 0 || !s.Offered(External, true) || s.plugins == nil {
+		return Outcome{}, false
+	}
+	o.Mechanism = External
+	m, err := s.plugins.Mechanism(External)
+	if err != nil {
+		o.Temporary, o.Reason = true, err.Error()
+		return o, true
+	}
+	pa, isPA := m.(sdk.PreAuther)
+	if !isPA {
+		return Outcome{}, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.stepTimeout)
+	defer cancel()
+	po, err := pa.PreAuth(ctx, conn)
+	switch {
+	case err != nil:
+		o.Temporary, o.Reason = true, err.Error()
+	case po == nil:
+		o.Temporary, o.Reason = true, "plugin returned no outcome"
+	case po.Success && po.Account == "":
+		o.Temporary, o.Login, o.Reason = true, po.Login, "plugin reported success without an account"
+	default:
+		o = Outcome{Mechanism: External, Success: po.Success, Account: po.Account, Login: po.Login, Temporary: po.Temporary, Reason: po.Reason}
+	}
+	return o, true
 }
 
 // Close abandons the exchange if it has not ended; safe to call more than

@@ -2,6 +2,7 @@ package sasl
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"reflect"
@@ -43,8 +44,8 @@ func TestOrder(t *testing.T) {
 		// as the strongest and fail (GNU SASL in neomutt).
 		{"default, strongest first", nil, all,
 			[]string{"SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"}, ""},
-		{"default, unranked after ranked", nil, []string{"XOAUTH2", "EXTERNAL", "SCRAM-SHA-1"},
-			[]string{"SCRAM-SHA-1", "EXTERNAL", "XOAUTH2", "PLAIN", "LOGIN"}, ""},
+		{"default, EXTERNAL ranked first, unranked after ranked", nil, []string{"XOAUTH2", "EXTERNAL", "SCRAM-SHA-1"},
+			[]string{"EXTERNAL", "SCRAM-SHA-1", "XOAUTH2", "PLAIN", "LOGIN"}, ""},
 		{"configured", []string{"PLAIN", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"}, all, []string{"PLAIN", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"}, ""},
 		{"configured, -PLUS alone", []string{"SCRAM-SHA-1-PLUS"}, all, []string{"SCRAM-SHA-1-PLUS"}, ""},
 		{"configured, not served", []string{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-512"}, all, nil,
@@ -347,5 +348,102 @@ func TestClose(t *testing.T) {
 	case <-m.ended:
 	case <-time.After(time.Second):
 		t.Fatal("plugin's context not canceled")
+	}
+}
+
+func TestAdvertisedExternal(t *testing.T) {
+	s, err := New(Options{Plugins: &fakePlugins{names: []string{"EXTERNAL", "SCRAM-SHA-256"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.Advertised(true, true), []string{"EXTERNAL", "SCRAM-SHA-256", "PLAIN", "LOGIN"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("with a client key: %q, want %q", got, want)
+	}
+	if got, want := s.Advertised(true, false), []string{"SCRAM-SHA-256", "PLAIN", "LOGIN"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("without: %q, want %q", got, want)
+	}
+	if got, want := s.Advertised(false, true), []string{"SCRAM-SHA-256", "PLAIN", "LOGIN"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("without TLS: %q, want %q", got, want)
+	}
+	// Not announced, still offered: an attempt fails like a bad password.
+	if !s.Offered("EXTERNAL", true) || s.Offered("EXTERNAL", false) {
+		t.Error("EXTERNAL offered wrong")
+	}
+}
+
+// preAuther is a mechanism whose PreAuth answers outcome, or err, or
+// blocks until its context ends (hang).
+type preAuther struct {
+	script
+	outcome *sdk.AuthOutcome
+	err     error
+	hang    bool
+	got     sdk.ConnInfo
+}
+
+func (p *preAuther) PreAuth(ctx context.Context, conn sdk.ConnInfo) (*sdk.AuthOutcome, error) {
+	p.got = conn
+	if p.hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return p.outcome, p.err
+}
+
+func TestPreAuth(t *testing.T) {
+	withCert := sdk.ConnInfo{Protocol: "imap", TLS: &sdk.TLSInfo{PeerCertificates: make([]*x509.Certificate, 1)}}
+	tests := []struct {
+		name   string
+		mech   sdk.Mechanism // Serving EXTERNAL; nil: down.
+		conn   sdk.ConnInfo
+		ok     bool
+		want   Outcome
+		served []string
+	}{
+		{"success", &preAuther{outcome: &sdk.AuthOutcome{Success: true, Account: "alice", Login: "alice@example.org"}}, withCert, true,
+			Outcome{Mechanism: "EXTERNAL", Success: true, Account: "alice", Login: "alice@example.org"}, nil},
+		{"unknown key", &preAuther{outcome: &sdk.AuthOutcome{Reason: "unknown key"}}, withCert, true,
+			Outcome{Mechanism: "EXTERNAL", Reason: "unknown key"}, nil},
+		{"no certificate", &preAuther{}, sdk.ConnInfo{TLS: &sdk.TLSInfo{}}, false, Outcome{}, nil},
+		{"no TLS", &preAuther{}, sdk.ConnInfo{}, false, Outcome{}, nil},
+		{"no EXTERNAL", &preAuther{}, withCert, false, Outcome{}, []string{"SCRAM-SHA-256"}},
+		{"plugin down", nil, withCert, true, Outcome{Mechanism: "EXTERNAL", Temporary: true, Reason: "plugin down"}, nil},
+		{"plugin error", &preAuther{err: errors.New("boom")}, withCert, true, Outcome{Mechanism: "EXTERNAL", Temporary: true, Reason: "boom"}, nil},
+		{"success without account", &preAuther{outcome: &sdk.AuthOutcome{Success: true, Login: "x"}}, withCert, true,
+			Outcome{Mechanism: "EXTERNAL", Temporary: true, Login: "x", Reason: "plugin reported success without an account"}, nil},
+		{"no outcome", &preAuther{}, withCert, true, Outcome{Mechanism: "EXTERNAL", Temporary: true, Reason: "plugin returned no outcome"}, nil},
+		{"not a PreAuther", &script{}, withCert, false, Outcome{}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			served := tt.served
+			if served == nil {
+				served = []string{"EXTERNAL"}
+			}
+			mechs := map[string]sdk.Mechanism{}
+			if tt.mech != nil {
+				mechs["EXTERNAL"] = tt.mech
+			}
+			s, err := New(Options{Plugins: &fakePlugins{names: served, mechs: mechs}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := s.PreAuth(t.Context(), tt.conn)
+			if ok != tt.ok || got != tt.want {
+				t.Errorf("got %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+func TestPreAuthHung(t *testing.T) {
+	s, err := New(Options{StepTimeout: 50 * time.Millisecond, Plugins: &fakePlugins{names: []string{"EXTERNAL"}, mechs: map[string]sdk.Mechanism{"EXTERNAL": &preAuther{hang: true}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	o, ok := s.PreAuth(t.Context(), sdk.ConnInfo{TLS: &sdk.TLSInfo{PeerCertificates: make([]*x509.Certificate, 1)}})
+	if !ok || !o.Temporary || time.Since(start) > time.Second {
+		t.Errorf("hung plugin: %+v, %v after %v; want a temporary outcome within the step deadline", o, ok, time.Since(start))
 	}
 }
