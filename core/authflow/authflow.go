@@ -21,6 +21,7 @@ package authflow
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -90,14 +91,15 @@ type Keys interface {
 }
 
 // ClientKeyHash returns the SHA-256 of the SubjectPublicKeyInfo of the
-// client's TLS certificate, which identifies its key; nil without one.
-// The certificate itself is not verified: the TLS handshake proved the
-// client holds the key, and only the key counts.
-func ClientKeyHash(ti *sdk.TLSInfo) []byte {
-	if ti == nil || len(ti.PeerCertificates) == 0 || ti.PeerCertificates[0] == nil {
+// client's TLS certificate, the first of peer (the TLS state's
+// PeerCertificates), which identifies its key; nil without one. The
+// certificate itself is not verified: the TLS handshake proved the client
+// holds the key, and only the key counts.
+func ClientKeyHash(peer []*x509.Certificate) []byte {
+	if len(peer) == 0 || peer[0] == nil {
 		return nil
 	}
-	sum := sha256.Sum256(ti.PeerCertificates[0].RawSubjectPublicKeyInfo)
+	sum := sha256.Sum256(peer[0].RawSubjectPublicKeyInfo)
 	return sum[:]
 }
 

@@ -9,6 +9,7 @@ import (
 	gosasl "github.com/emersion/go-sasl"
 
 	"github.com/switchyard-mta/switchyard/core/authflow"
+	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 )
 
@@ -35,13 +36,39 @@ func (s *session) Login(username, password string) error {
 
 // AuthenticateMechanisms lists what AUTHENTICATE offers as AUTH=
 // capabilities; go-imap asks only once TLS is up, and announces
-// LOGINDISABLED instead before (RFC 9051 §6.2.3). Without Config.SASL,
-// PLAIN alone.
+// LOGINDISABLED instead before (RFC 9051 §6.2.3). EXTERNAL only with a
+// known client key. Without Config.SASL, PLAIN alone.
 func (s *session) AuthenticateMechanisms() []string {
 	if s.srv.cfg.SASL == nil {
 		return []string{sasl.Plain}
 	}
-	return s.srv.cfg.SASL.Mechanisms(s.isTLS())
+	key, err := s.flow().Key(s.ctx())
+	if err != nil {
+		s.log.Warn("reading TLS client key", slog.Any("err", err))
+	}
+	return s.srv.cfg.SASL.Advertised(s.isTLS(), key != nil)
+}
+
+// preAuth reports whether an imaps connection starts logged in, by its TLS
+// client certificate (a PREAUTH greeting, RFC 9051 §7.1.4): the key is
+// known (mta tlspubkey) and not marked no_imap_preauth, as the plugin
+// serving EXTERNAL decides. The handshake runs here, before the greeting.
+// After STARTTLS there is no greeting: the client logs in with
+// AUTHENTICATE EXTERNAL.
+func (s *session) preAuth() bool {
+	if s.srv.cfg.Listener.Kind != config.KindIMAPS || s.srv.cfg.SASL == nil {
+		return false
+	}
+	if err := s.fr.handshake(); err != nil {
+		return false // The greeting fails too, and ends the connection.
+	}
+	ci := sasl.ConnInfo("imap", s.srv.cfg.Listener.Name, s.ic.NetConn(), s.srv.cfg.TLS)
+	if ci.TLS == nil || len(ci.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flow().PreAuth(s.ctx(), s.srv.cfg.SASL, ci) == nil
 }
 
 // Authenticate is AUTHENTICATE (RFC 9051 §6.2.2): a built-in PLAIN or
@@ -156,7 +183,17 @@ func (s *session) flow() *authflow.Flow {
 		Log:           s.log,
 		SuccessAttrs:  []slog.Attr{slog.Bool("tls", s.isTLS())},
 		Accept:        s.accept,
+		Keys:          s.keys(),
+		ClientKey:     authflow.ClientKeyHash(s.fr.peerCertificates()),
 	}
+}
+
+// keys are the known TLS client keys, in the store.
+func (s *session) keys() authflow.Keys {
+	if s.srv.cfg.Store == nil {
+		return nil
+	}
+	return s.srv.cfg.Store
 }
 
 // authReply maps the flow's errors to replies: a temporary failure is

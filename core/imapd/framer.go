@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -478,6 +479,37 @@ func (f *framer) writeLine(s string) error {
 	return err
 }
 
+// peerCertificates are the client's TLS certificates, nil without.
+func (f *framer) peerCertificates() []*x509.Certificate {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.tls == nil {
+		return nil
+	}
+	return f.tls.ConnectionState().PeerCertificates
+}
+
+// handshake runs the TLS handshake of an imaps connection, before the
+// greeting, if it has not run; mu not held.
+func (f *framer) handshake() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.handshakeLocked()
+}
+
+// handshakeLocked is handshake with mu held. It runs within the greeting
+// deadline.
+func (f *framer) handshakeLocked() error {
+	if f.tls == nil || f.tls.ConnectionState().HandshakeComplete {
+		return nil
+	}
+	err := f.tls.Handshake()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		f.log.Info("imap: TLS handshake timed out, closing", slog.Duration("greeting_timeout", f.srv.cfg.GreetingTimeout))
+	}
+	return err
+}
+
 // write writes go-imap's output for view v, noting tagged responses and
 // continuation requests.
 func (f *framer) write(v *frameConn, p []byte) (int, error) {
@@ -486,15 +518,8 @@ func (f *framer) write(v *frameConn, p []byte) (int, error) {
 	if v != f.view {
 		return 0, net.ErrClosed
 	}
-	if f.tls != nil && !f.tls.ConnectionState().HandshakeComplete {
-		// The handshake of an imaps connection, before the greeting:
-		// within the greeting deadline.
-		if err := f.tls.Handshake(); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				f.log.Info("imap: TLS handshake timed out, closing", slog.Duration("greeting_timeout", f.srv.cfg.GreetingTimeout))
-			}
-			return 0, err
-		}
+	if err := f.handshakeLocked(); err != nil {
+		return 0, err
 	}
 	out := f.out.watch(p, f)
 	if len(out) > 0 {

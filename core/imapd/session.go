@@ -64,7 +64,8 @@ func (s *Server) newSession(ic *imapserver.Conn) (imapserver.Session, *imapserve
 		s.log.Error("session on a connection not from Serve", slog.String("remote", ic.NetConn().RemoteAddr().String()))
 		return nil, nil, errInternal
 	}
-	return &session{srv: s, ic: ic, fr: v.f, conn: v.f.client, log: v.f.log}, nil, nil
+	sess := &session{srv: s, ic: ic, fr: v.f, conn: v.f.client, log: v.f.log}
+	return sess, &imapserver.GreetingData{PreAuth: sess.preAuth()}, nil
 }
 
 // ctx is the context of store calls: canceled when the server closes.

@@ -107,3 +107,17 @@ func smtpRefusal(hostname string) func(connlimit.Reason) string {
 func imapRefusal(r connlimit.Reason) string {
 	return "* BYE [UNAVAILABLE] " + refusalText(r) + "\r\n"
 }
+
+// listenerTLS is the TLS configuration of a listener of kind. Those where
+// users log in ask for a client certificate, never require one, and take
+// any: its key alone may log in an account (mta tlspubkey), and the
+// handshake proves the client holds it. Inbound MX (smtp) asks for none:
+// relaying servers would present theirs for nothing.
+func listenerTLS(kind string, base *tls.Config) *tls.Config {
+	if base == nil || kind == config.KindSMTP {
+		return base
+	}
+	c := base.Clone()
+	c.ClientAuth = tls.RequestClientCert
+	return c
+}

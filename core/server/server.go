@@ -125,6 +125,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	authLimit := authlimit.New()
 	for i, b := range bs {
 		l := *b.cfg
+		tlsConfig := listenerTLS(l.Kind, tlsConfig)
 		var err error
 		switch l.Kind {
 		case config.KindIMAP, config.KindIMAPS:
@@ -155,6 +156,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 				Auth:            st,
 				SASL:            auth,
 				AuthLimit:       authLimit,
+				Keys:            st,
 				Queue:           q,
 				Local:           loc,
 			})
@@ -171,7 +173,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 	gate := connlimit.NewGate(cfg.Limits.MaxConnections)
 	serveErr := make(chan error, len(servers))
 	for i, b := range bs {
-		ln := limit(gate, b, cfg.Hostname, tlsConfig, log)
+		ln := limit(gate, b, cfg.Hostname, listenerTLS(b.cfg.Kind, tlsConfig), log)
 		go func() {
 			// Serve returns nil once closed; anything else ends the server.
 			if err := servers[i].Serve(ln); err != nil {

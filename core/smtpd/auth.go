@@ -25,14 +25,37 @@ var (
 
 // AuthMechanisms lists the mechanisms in the configured order, on
 // submission listeners only; go-smtp advertises and allows them only over
-// TLS, so the -PLUS variants are always among them.
+// TLS, so the -PLUS variants are always among them, and EXTERNAL when the
+// client presented a certificate.
 func (s *session) AuthMechanisms() []string {
 	defer guard.Recover(s.log, "smtp session", nil)
 	s.ehlo = true
 	if !s.srv.submission() || !s.isTLS() {
 		return nil
 	}
-	return s.srv.cfg.SASL.Mechanisms(s.isTLS())
+	return s.srv.cfg.SASL.Advertised(true, s.clientKey() != nil)
+}
+
+// preAuth logs a submission session in by the client's TLS certificate, if
+// its key is known (mta tlspubkey): MAIL then needs no AUTH, as the key
+// proves more than a password would.
+func (s *session) preAuth() {
+	if !s.srv.submission() || s.clientKey() == nil || s.srv.cfg.SASL == nil {
+		return
+	}
+	ci := sasl.ConnInfo("smtp", s.srv.cfg.Listener.Name, s.sc.Conn(), s.srv.cfg.TLS)
+	err := s.flow().PreAuth(s.srv.ctx, s.srv.cfg.SASL, ci)
+	s.preauthTemp = errors.Is(err, authflow.ErrTemporary)
+}
+
+// clientKey is the SHA-256 of the SubjectPublicKeyInfo of the client's TLS
+// certificate, nil without one.
+func (s *session) clientKey() []byte {
+	cs, ok := s.sc.TLSConnectionState()
+	if !ok {
+		return nil
+	}
+	return authflow.ClientKeyHash(cs.PeerCertificates)
 }
 
 // Auth starts an exchange: a built-in PLAIN or LOGIN, or a plugin's. A
@@ -118,6 +141,8 @@ func (s *session) flow() *authflow.Flow {
 		IP:        s.conn.IP,
 		Log:       s.log,
 		Accept:    func(account string) error { s.account = account; return nil },
+		Keys:      s.srv.cfg.Keys,
+		ClientKey: s.clientKey(),
 	}
 }
 

@@ -52,9 +52,12 @@ type session struct {
 	// which it does for EHLO only. A HELO after an EHLO goes unnoticed.
 	ehlo bool
 
-	account  string                            // After successful AUTH.
-	exchange atomic.Pointer[sasl.Exchange]     // A plugin's AUTH exchange in progress.
-	attempt  atomic.Pointer[authlimit.Attempt] // The exchange's, counted by core/authlimit.
+	account string // After successful AUTH, or by client key.
+	// preauthTemp: the client's certificate could not be checked for a
+	// known key (its plugin down); MAIL without AUTH is told to retry.
+	preauthTemp bool
+	exchange    atomic.Pointer[sasl.Exchange]     // A plugin's AUTH exchange in progress.
+	attempt     atomic.Pointer[authlimit.Attempt] // The exchange's, counted by core/authlimit.
 
 	// The transaction, from MAIL on.
 	start      time.Time
@@ -85,7 +88,9 @@ func (s *Server) newSession(sc *smtp.Conn) (_ smtp.Session, err error) {
 	}
 	relay := slices.ContainsFunc(s.cfg.Listener.RelayPrefixes, func(p netip.Prefix) bool { return p.Contains(c.IP) })
 	c.Log.Debug("session started", slog.Bool("relay", relay))
-	return &session{srv: s, sc: sc, conn: c, log: c.Log, relay: relay}, nil
+	sess := &session{srv: s, sc: sc, conn: c, log: c.Log, relay: relay}
+	sess.preAuth()
+	return sess, nil
 }
 
 // panicReply, deferred before guard.Recover in a go-smtp callback, turns
@@ -168,7 +173,9 @@ func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError
 		return err
 	}
 	if s.srv.submission() {
-		if s.account == "" {
+		if s.account == "" && s.preauthTemp {
+			return errAuthTemp
+		} else if s.account == "" {
 			return errAuthRequired
 		}
 		// The null reverse-path is for bounces (RFC 5321 §4.5.5), which

@@ -29,6 +29,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/core/authflow"
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/config"
@@ -88,7 +89,11 @@ type Config struct {
 	// AuthLimit slows down and shuts out addresses failing AUTH; share one
 	// among listeners. Nil: no limit.
 	AuthLimit *authlimit.Limiter
-	Queue     Queue
+	// Keys are the known TLS client keys: a submission client presenting
+	// one is logged in without AUTH, and may log in only to its account.
+	// Nil: none.
+	Keys  authflow.Keys
+	Queue Queue
 	// Local delivers to local accounts. Nil: recipients at local domains
 	// are refused with a temporary error.
 	Local Local
