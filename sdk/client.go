@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/switchyard-mta/switchyard/sdk/pluginpb"
 )
@@ -204,7 +206,11 @@ func (m *mechanismClient) Derive(ctx context.Context, account, password string) 
 
 func (m *mechanismClient) PreAuth(ctx context.Context, conn ConnInfo) (*AuthOutcome, error) {
 	resp, err := m.rpc.PreAuth(ctx, &pb.PreAuthRequest{Conn: connToProto(conn)})
-	if err != nil {
+	if status.Code(err) == codes.Unimplemented {
+		// A plugin not built on this sdk that serves no PreAuth: as this
+		// sdk's server answers for a Mechanism without PreAuther.
+		return &AuthOutcome{Reason: "mechanism does not pre-authenticate"}, nil
+	} else if err != nil {
 		return nil, fmt.Errorf("preauth: %w", err)
 	}
 	return outcomeFromProto(resp), nil

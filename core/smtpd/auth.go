@@ -40,11 +40,15 @@ func (s *session) AuthMechanisms() []string {
 // its key is known (mta tlspubkey): MAIL then needs no AUTH, as the key
 // proves more than a password would.
 func (s *session) preAuth() {
-	if !s.srv.submission() || s.clientKey() == nil || s.srv.cfg.SASL == nil {
+	if !s.srv.submission() || s.srv.cfg.SASL == nil {
+		return
+	}
+	f := s.flow()
+	if f.ClientKey == nil {
 		return
 	}
 	ci := sasl.ConnInfo("smtp", s.srv.cfg.Listener.Name, s.sc.Conn(), s.srv.cfg.TLS)
-	err := s.flow().PreAuth(s.srv.ctx, s.srv.cfg.SASL, ci)
+	err := f.PreAuth(s.srv.ctx, s.srv.cfg.SASL, ci)
 	s.preauthTemp = errors.Is(err, authflow.ErrTemporary)
 }
 

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,35 +26,17 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// syncBuffer collects log output written from RPC goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	c    hostrpc.Client
 	host *plugintest.Host
-	logs *syncBuffer
+	logs *plugintest.LogBuffer
 }
 
 // setup serves the plugin over real gRPC with host and configures it as the
 // core does, with the server's hostname.
 func setup(t *testing.T, host sdk.Host) *fixture {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &plugintest.LogBuffer{}
 	m := newMechanism(slog.New(slog.NewJSONHandler(logs, nil)))
 	c := plugintest.Connect(t, &sdk.Plugin{Name: "auth-crammd5", Version: "0.1.0", Mechanisms: []string{mechanismName}, Mechanism: m, Configurer: m}, host)
 	if err := c.Configure(testCtx(t), &sdk.Configuration{Kind: sdk.KindPlugin, Instance: "auth-crammd5", Hostname: "mx.example.org"}); err != nil {

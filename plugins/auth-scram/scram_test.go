@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,35 +29,17 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// syncBuffer collects log output written from RPC goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	c    hostrpc.Client
 	host *plugintest.Host
-	logs *syncBuffer
+	logs *plugintest.LogBuffer
 }
 
 // setup serves the plugin over real gRPC with a fake host and configures it
 // with table, as the core does with [plugins.auth-scram.config].
 func setup(t *testing.T, host sdk.Host, table map[string]any) *fixture {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &plugintest.LogBuffer{}
 	m := newMechanism(slog.New(slog.NewJSONHandler(logs, nil)))
 	c := plugintest.Connect(t, &sdk.Plugin{Name: "auth-scram", Version: "0.1.0", Mechanisms: mechanismNames, Mechanism: m, Configurer: m}, host)
 	err := c.Configure(testCtx(t), &sdk.Configuration{Kind: sdk.KindPlugin, Instance: "auth-scram", KeyPath: "plugins.auth-scram.config", Table: table, Hostname: "mx.example.org"})

@@ -13,7 +13,6 @@ import (
 	"math/big"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +20,6 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk/hostrpc"
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
 )
-
-// syncBuffer collects log output written from RPC goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // certificate returns a self-signed certificate of a new ed25519 key,
 // expired if expired.
@@ -71,7 +52,7 @@ func spkiHash(c *x509.Certificate) []byte {
 
 type fixture struct {
 	c     hostrpc.Client
-	logs  *syncBuffer
+	logs  *plugintest.LogBuffer
 	alice *x509.Certificate // Known, of account alice.
 	other *x509.Certificate // Unknown.
 	host  *plugintest.Host
@@ -81,7 +62,7 @@ type fixture struct {
 // plugintest.Host knowing alice's key).
 func setup(t *testing.T, host sdk.Host) *fixture {
 	t.Helper()
-	f := &fixture{logs: &syncBuffer{}, alice: certificate(t, true), other: certificate(t, false)}
+	f := &fixture{logs: &plugintest.LogBuffer{}, alice: certificate(t, true), other: certificate(t, false)}
 	if host == nil {
 		f.host = &plugintest.Host{}
 		f.host.SetTLSPublicKey(spkiHash(f.alice), sdk.TLSKey{

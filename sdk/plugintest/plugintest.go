@@ -7,6 +7,7 @@
 package plugintest
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"strings"
@@ -85,4 +86,24 @@ func (h *Host) TLSPublicKey(ctx context.Context, spkiSHA256 []byte) (*sdk.TLSKey
 		return c, nil
 	}
 	return nil, sdk.ErrNotFound
+}
+
+// LogBuffer collects a plugin's log output, written from the goroutines
+// of its RPCs, for a test to read.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns what was written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
