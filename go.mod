@@ -32,6 +32,7 @@ require (
 	github.com/oklog/run v1.1.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	software.sslmate.com/src/go-pkcs12 v0.7.4 // indirect
 )
 
 replace github.com/emersion/go-smtp => ./third_party/go-smtp

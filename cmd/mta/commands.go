@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -127,7 +128,7 @@ func runAdmin(c *cmdContext) error {
 	if err != nil {
 		return err
 	}
-	req := ctl.Request{Args: append(strings.Fields(c.cmd.words), c.args...)}
+	req := ctl.Request{Args: slices.Concat(strings.Fields(c.cmd.words), c.flags, c.args)}
 	passwd := c.cmd.words == "account passwd"
 	if passwd {
 		if len(c.args) != 1 {
@@ -136,15 +137,11 @@ func runAdmin(c *cmdContext) error {
 		if _, ok := cfg.Accounts[c.args[0]]; !ok {
 			return usageErr("no account %q in %s", c.args[0], cfg.File)
 		}
-		pw, err := readPassword(c)
-		if err != nil {
+		if req.Stdin, err = readPassword(c); err != nil {
 			return err
 		}
-		req.Stdin = pw
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	err = ctl.Call(ctx, filepath.Join(cfg.DataDir, ctl.SocketName), req, c.stdout)
+	err = callAdmin(c, cfg, req)
 	var ue *ctl.UsageError
 	if passwd && errors.As(err, &ue) && strings.HasPrefix(ue.Msg, "no account") {
 		// In this file, not in the one the server loaded.
@@ -153,6 +150,15 @@ func runAdmin(c *cmdContext) error {
 	if passwd && err == nil {
 		fmt.Fprintf(c.stdout, "account %s: password set\n", c.args[0])
 	}
+	return err
+}
+
+// callAdmin runs req in the running server through its control socket,
+// or on the data directory of cfg opened directly when no server runs.
+func callAdmin(c *cmdContext, cfg *config.Config, req ctl.Request) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	err := ctl.Call(ctx, filepath.Join(cfg.DataDir, ctl.SocketName), req, c.stdout)
 	if !errors.Is(err, ctl.ErrNotRunning) {
 		return err
 	}
@@ -172,13 +178,7 @@ func runAdmin(c *cmdContext) error {
 			return err
 		}
 	}
-	if err := h.Handle(ctx, req, c.stdout); err != nil {
-		return err
-	}
-	if passwd {
-		fmt.Fprintf(c.stdout, "account %s: password set\n", c.args[0])
-	}
-	return nil
+	return h.Handle(ctx, req, c.stdout)
 }
 
 // readPassword reads a new password: on a terminal it asks twice without

@@ -26,17 +26,28 @@ type command struct {
 	args  string // Positional arguments for the usage line.
 	help  string
 	run   func(c *cmdContext) error
+	// flags defines the command's flags besides -config. Those set are
+	// passed on to the data command (see cmdContext.flags).
+	flags func(fs *flag.FlagSet)
 }
 
 var commands = []command{
-	{"serve", "", "Serve SMTP submission, inbound SMTP and the queue as configured; Ctrl-C stops gracefully.", runServe},
-	{"version", "", "Print the version of mta, the Go version it was built with, and its source revision.", runVersion},
-	{"config check", "", "Validate the configuration, including every plugin's own validation of its tables; exit 2 with every error.", runConfigCheck},
-	{"account passwd", "ACCOUNT", "Set an account's password: asked twice on a terminal, else the first line of standard input.", runAdmin},
-	{"queue list", "", "List queued messages and the state of each recipient.", runAdmin},
-	{"plugin list", "", "List plugins: what each serves, its state, pid and restart count.", runAdmin},
-	{"dns records", "DOMAIN", "Print the DNS records to publish for a local domain (MX, SPF, DMARC, MTA-STS, TLS-RPT, TLSA) as a commented zone file.", runDNSRecords},
-	{"sendmail", "[-t] [-i] [-f SENDER] [RECIPIENT ...]", "Submit a message from standard input, as sendmail does (see mta sendmail -h).", nil},
+	{words: "serve", args: "", help: "Serve SMTP submission, inbound SMTP and the queue as configured; Ctrl-C stops gracefully.", run: runServe},
+	{words: "version", args: "", help: "Print the version of mta, the Go version it was built with, and its source revision.", run: runVersion},
+	{words: "config check", args: "", help: "Validate the configuration, including every plugin's own validation of its tables; exit 2 with every error.", run: runConfigCheck},
+	{words: "account passwd", args: "ACCOUNT", help: "Set an account's password: asked twice on a terminal, else the first line of standard input.", run: runAdmin},
+	{words: "queue list", args: "", help: "List queued messages and the state of each recipient.", run: runAdmin},
+	{words: "plugin list", args: "", help: "List plugins: what each serves, its state, pid and restart count.", run: runAdmin},
+	{words: "dns records", args: "DOMAIN", help: "Print the DNS records to publish for a local domain (MX, SPF, DMARC, MTA-STS, TLS-RPT, TLSA) as a commented zone file.", run: runDNSRecords},
+	{words: "tlspubkey add", args: "[-no-imap-preauth] ADDRESS [NAME] < cert.pem", help: "Register a TLS client certificate's key: it logs in ADDRESS's account (IMAP PREAUTH, SASL EXTERNAL).", run: runTLSPubKeyAdd, flags: func(fs *flag.FlagSet) {
+		fs.Bool("no-imap-preauth", false, "IMAP logs in by AUTHENTICATE EXTERNAL, not with a PREAUTH greeting")
+	}},
+	{words: "tlspubkey list", args: "[ACCOUNT]", help: "List the registered TLS client keys, of every account or of ACCOUNT, with their last use.", run: runAdmin},
+	{words: "tlspubkey get", args: "FINGERPRINT", help: "Show a TLS client key and its certificate.", run: runAdmin},
+	{words: "tlspubkey rm", args: "FINGERPRINT", help: "Remove a TLS client key: connections with it no longer log in.", run: runAdmin},
+	{words: "tlspubkey set-preauth", args: "FINGERPRINT true|false", help: "Set whether IMAP connections with the key start logged in (PREAUTH).", run: runAdmin},
+	{words: "tlspubkey gen", args: "STEM", help: "Make an ed25519 key and a self-signed certificate: STEM.key, STEM.crt and STEM.p12 (for mail clients; no password).", run: runTLSPubKeyGen},
+	{words: "sendmail", args: "[-t] [-i] [-f SENDER] [RECIPIENT ...]", help: "Submit a message from standard input, as sendmail does (see mta sendmail -h).", run: nil},
 }
 
 // cmdContext is what a command runs with.
@@ -44,6 +55,7 @@ type cmdContext struct {
 	cmd        *command
 	configPath string
 	args       []string // Positional arguments after the flags.
+	flags      []string // Command flags set, as "-name=value", for the data command.
 	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
@@ -84,6 +96,9 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mta "+cmd.words, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", defaultConfigPath(), "configuration `file`")
+	if cmd.flags != nil {
+		cmd.flags(fs)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: mta %s [-config FILE] %s\n\n%s\n\n", cmd.words, cmd.args, cmd.help)
 		fs.PrintDefaults()
@@ -95,6 +110,11 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	c := &cmdContext{cmd: cmd, configPath: *configPath, args: fs.Args(), stdin: stdin, stdout: stdout, stderr: stderr}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "config" {
+			c.flags = append(c.flags, "-"+f.Name+"="+f.Value.String())
+		}
+	})
 	if err := cmd.run(c); err != nil {
 		fmt.Fprintf(stderr, "mta %s: %v\n", cmd.words, err)
 		var ue *ctl.UsageError

@@ -68,8 +68,10 @@ func (m *Manager) Mechanism(name string) (sdk.Mechanism, error) {
 	return &mechanism{plugin: p.name, impl: r.mechanism}, nil
 }
 
+var _ sdk.PreAuther = (*mechanism)(nil)
+
 // mechanism adds the plugin's name and ErrUnavailable to the errors of
-// Start; the exchange's errors are the plugin's connection's.
+// Start and PreAuth; the exchange's errors are the plugin's connection's.
 type mechanism struct {
 	plugin string
 	impl   sdk.Mechanism
@@ -81,6 +83,20 @@ func (mc *mechanism) Start(ctx context.Context, name string, conn sdk.ConnInfo) 
 		return nil, fmt.Errorf("%w: mechanism %s (plugin %s): %w", ErrUnavailable, name, mc.plugin, err)
 	}
 	return ex, nil
+}
+
+// PreAuth asks the plugin to authenticate from the connection alone
+// (sdk.PreAuther); a mechanism that does not is a plain failure.
+func (mc *mechanism) PreAuth(ctx context.Context, conn sdk.ConnInfo) (*sdk.AuthOutcome, error) {
+	pa, ok := mc.impl.(sdk.PreAuther)
+	if !ok {
+		return &sdk.AuthOutcome{Reason: "mechanism does not pre-authenticate"}, nil
+	}
+	o, err := pa.PreAuth(ctx, conn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pre-authentication (plugin %s): %w", ErrUnavailable, mc.plugin, err)
+	}
+	return o, nil
 }
 
 // Derive asks every mechanism plugin for the secrets of account's new
