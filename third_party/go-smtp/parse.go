@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,8 +16,17 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 	return s[len(prefix):], true
 }
 
+// errBareCR is the error of parseCmd for a command line with a CR in it.
+// (Switchyard patch.)
+var errBareCR = errors.New("bare CR in command")
+
 func parseCmd(line string) (cmd string, arg string, err error) {
-	line = strings.TrimRight(line, "\r\n")
+	// The reader took one CR LF (or LF) off: a CR left is a bare CR,
+	// which RFC 5321 §2.3.8 does not allow in a command; upstream
+	// trimmed every trailing CR. (Switchyard patch.)
+	if strings.ContainsRune(line, '\r') {
+		return "", "", errBareCR
+	}
 
 	l := len(line)
 	switch {

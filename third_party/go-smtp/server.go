@@ -179,7 +179,10 @@ func (s *Server) handleConn(c *Conn) error {
 		line, err := c.readLine()
 		if err == nil {
 			cmd, arg, err := parseCmd(line)
-			if err != nil {
+			if err == errBareCR {
+				c.protocolError(500, EnhancedCode{5, 5, 2}, "Bare CR in command") // (Switchyard patch.)
+				continue
+			} else if err != nil {
 				c.protocolError(501, EnhancedCode{5, 5, 2}, "Bad command")
 				continue
 			}
