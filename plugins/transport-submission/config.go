@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/clientcert"
 	"github.com/switchyard-mta/switchyard/sdk/smtpclient"
 )
 
@@ -39,6 +40,15 @@ type config struct {
 	// CRAM-MD5, PLAIN, LOGIN. Default: the first of these, in this order,
 	// that the smarthost offers (see smtpclient.SelectMechanism).
 	Mechanisms []string `toml:"mechanisms"`
+	// ClientKey is a PEM private key that logs in by TLS client
+	// certificate: AUTH EXTERNAL (RFC 4422 appendix A) when the smarthost
+	// offers it, before any password login. ClientCert is its PEM
+	// certificate; without it, one next to the key in ClientKey is used,
+	// else a minimal self-signed one is made (a smarthost that knows keys,
+	// not certificates, as Switchyard's mta tlspubkey, needs no more).
+	// Relative to the directory of mta.toml; read at Configure.
+	ClientCert string `toml:"client_cert"`
+	ClientKey  string `toml:"client_key"`
 	// InsecureSkipVerify accepts any smarthost certificate. For testing only:
 	// a warning is logged at Configure.
 	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
@@ -83,6 +93,7 @@ type settings struct {
 	verification sdk.Verification
 	username     string
 	password     string
+	clientCert   bool     // A TLS client certificate logs in by EXTERNAL.
 	mechanisms   []string // Upper case; empty: the default choice.
 	maxConns     int
 	idleTimeout  time.Duration
@@ -187,6 +198,25 @@ func parseConfig(c *sdk.Configuration) (*settings, error) {
 				bad("ca_file", "%v", err)
 			}
 			s.client.TLSConfig.RootCAs = roots
+		}
+	}
+	switch {
+	case cfg.ClientKey == "" && cfg.ClientCert != "":
+		bad("client_key", "required with client_cert")
+	case cfg.ClientKey == "":
+	case s.mode == tlsNone:
+		bad("client_key", `no TLS with tls = "none"`)
+	default:
+		certFile := cfg.ClientCert
+		if certFile != "" {
+			certFile = resolve(c.ConfigDir, certFile)
+		}
+		cert, err := clientcert.Load(certFile, resolve(c.ConfigDir, cfg.ClientKey))
+		if err != nil {
+			bad("client_key", "%v", err)
+		} else {
+			s.client.TLSConfig.Certificates = []tls.Certificate{cert}
+			s.clientCert = true
 		}
 	}
 	s.client.TLS = tlsModes[s.mode]

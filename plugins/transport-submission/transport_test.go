@@ -3,7 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +27,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/switchyard-mta/switchyard/sdk"
+	"github.com/switchyard-mta/switchyard/sdk/clientcert"
 	"github.com/switchyard-mta/switchyard/sdk/hostrpc"
 	"github.com/switchyard-mta/switchyard/sdk/plugintest"
 	"github.com/switchyard-mta/switchyard/sdk/smtptest"
@@ -238,6 +245,8 @@ func TestPerRecipientReplies(t *testing.T) {
 }
 
 func TestTLSAndAuth(t *testing.T) {
+	keyPEM, certPEM, fp := newClientKey(t)
+	keys := map[string]string{fp: "relay"}
 	for _, tc := range []struct {
 		name     string
 		host     smtptest.Options
@@ -273,6 +282,36 @@ func TestTLSAndAuth(t *testing.T) {
 			status: sdk.StatusTemporary, text: "none of LOGIN",
 		},
 		{
+			name:  "client key, EXTERNAL",
+			host:  smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"PLAIN", "EXTERNAL"}, ClientKeys: keys},
+			table: map[string]any{"tls": "tls", "ca_file": "ca.pem", "client_key": "client.key"},
+			code:  250, status: sdk.StatusDelivered, verify: sdk.VerifyPKIX, authMech: "EXTERNAL",
+		},
+		{
+			name:  "client certificate and key, EXTERNAL before the password",
+			host:  smtptest.Options{TLS: smtptest.StartTLS, Mechanisms: []string{"PLAIN", "EXTERNAL"}, ClientKeys: keys, Users: map[string]string{"relay": "s3cret"}},
+			table: map[string]any{"tls": "starttls", "ca_file": "ca.pem", "client_cert": "client.crt", "client_key": "client.key", "username": "relay", "password_file": "pw"},
+			code:  250, status: sdk.StatusDelivered, verify: sdk.VerifyPKIX, authMech: "EXTERNAL",
+		},
+		{
+			name:  "unknown client key, then the password",
+			host:  smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"EXTERNAL", "PLAIN"}, ClientKeys: map[string]string{}, Users: map[string]string{"relay": "s3cret"}},
+			table: map[string]any{"tls": "tls", "ca_file": "ca.pem", "client_key": "client.key", "username": "relay", "password_file": "pw"},
+			code:  250, status: sdk.StatusDelivered, verify: sdk.VerifyPKIX, authMech: "PLAIN",
+		},
+		{
+			name:  "unknown client key, no password",
+			host:  smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"EXTERNAL"}, ClientKeys: map[string]string{}},
+			table: map[string]any{"tls": "tls", "ca_file": "ca.pem", "client_key": "client.key"},
+			code:  535, status: sdk.StatusTemporary, text: "AUTH EXTERNAL",
+		},
+		{
+			name:  "client key, EXTERNAL not offered",
+			host:  smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"PLAIN"}, ClientKeys: keys},
+			table: map[string]any{"tls": "tls", "ca_file": "ca.pem", "client_key": "client.key"},
+			code:  250, status: sdk.StatusDelivered, verify: sdk.VerifyPKIX,
+		},
+		{
 			name:   "starttls not offered",
 			host:   smtptest.Options{},
 			table:  map[string]any{"tls": "starttls"},
@@ -296,6 +335,8 @@ func TestTLSAndAuth(t *testing.T) {
 			e := newEnv(t)
 			e.file("ca.pem", string(h.CertificatePEM()))
 			e.file("pw", "s3cret\nignored second line\n")
+			e.file("client.key", keyPEM)
+			e.file("client.crt", certPEM)
 			table := map[string]any{"host": "127.0.0.1", "port": port(h.Addr)}
 			for k, v := range tc.table {
 				table[k] = v
@@ -327,6 +368,31 @@ func TestTLSAndAuth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newClientKey returns a new ed25519 private key and a certificate for it
+// in PEM, and the key's fingerprint (smtptest.Options.ClientKeys).
+func newClientKey(t *testing.T) (keyPEM, certPEM, fingerprint string) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := clientcert.SelfSigned(key, "relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // TestSASLMechanisms relays through smarthosts offering various mechanisms,
@@ -590,6 +656,10 @@ func TestConfigErrors(t *testing.T) {
 		{"negative duration", map[string]any{"host": "h", "command_timeout": "-1s"}, "command_timeout"},
 		{"negative max_connections", map[string]any{"host": "h", "max_connections": int64(-1)}, "max_connections"},
 		{"ehlo with space", map[string]any{"host": "h", "ehlo": "a b"}, "ehlo"},
+		{"client_cert without client_key", map[string]any{"host": "h", "client_cert": "pw"}, "client_key"},
+		{"client_key without tls", map[string]any{"host": "h", "tls": "none", "client_key": "notpem"}, "client_key"},
+		{"client_key not PEM", map[string]any{"host": "h", "client_key": "notpem"}, "client_key"},
+		{"missing client_key", map[string]any{"host": "h", "client_key": "nope"}, "client_key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, checkOnly := range []bool{false, true} {

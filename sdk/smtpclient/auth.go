@@ -3,6 +3,7 @@ package smtpclient
 import (
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/emersion/go-sasl"
@@ -46,6 +47,29 @@ func (c *Client) Authenticate(username, password string, mechanisms []string) (s
 		return mech, &ReplyError{"AUTH " + mech, r}
 	}
 	return mech, nil
+}
+
+// AuthenticateExternal runs SMTP AUTH EXTERNAL (RFC 4422 appendix A):
+// the connection's TLS client certificate logs in, as authzid or, if it is
+// empty, as the identity the server derives from the certificate. Errors
+// wrap ErrNoAUTH or ErrNoMechanism when the server does not offer
+// EXTERNAL, or are a *ReplyError when it refuses (535: an unknown key).
+func (c *Client) AuthenticateExternal(authzid string) error {
+	param, ok := c.ext["AUTH"]
+	if !ok {
+		return ErrNoAUTH
+	}
+	if !slices.ContainsFunc(strings.Fields(param), func(m string) bool { return strings.EqualFold(m, "EXTERNAL") }) {
+		return fmt.Errorf("%w: server offers %s, not EXTERNAL", ErrNoMechanism, param)
+	}
+	r, err := c.Auth(sasl.NewExternalClient(authzid))
+	if err != nil {
+		return err
+	}
+	if r.Code != 235 {
+		return &ReplyError{"AUTH EXTERNAL", r}
+	}
+	return nil
 }
 
 // Auth runs one SASL exchange (RFC 4954 §4) with sc and returns the server's

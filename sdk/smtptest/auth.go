@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/md5"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
@@ -78,8 +79,26 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		return &cramMD5Server{a: a}, nil
 	case "SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1":
 		return ss.scram(mech, a)
+	case "EXTERNAL":
+		return sasl.NewExternalServer(func(identity string) error {
+			user, ok := ss.clientKeyUser()
+			a.user(user)
+			return a.done(ok && (identity == "" || identity == user))
+		}), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// clientKeyUser returns the user of the client's TLS certificate
+// (Options.ClientKeys).
+func (ss *session) clientKeyUser() (string, bool) {
+	cs, ok := ss.conn.TLSConnectionState()
+	if !ok || len(cs.PeerCertificates) == 0 {
+		return "", false
+	}
+	sum := sha256.Sum256(cs.PeerCertificates[0].RawSubjectPublicKeyInfo)
+	user, ok := ss.s.opts.ClientKeys[base64.RawURLEncoding.EncodeToString(sum[:])]
+	return user, ok
 }
 
 // exchange updates the record of an AUTH exchange as it goes.

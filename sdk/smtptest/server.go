@@ -61,12 +61,18 @@ type Options struct {
 
 	// Mechanisms are the AUTH mechanisms offered, in order, from PLAIN,
 	// LOGIN, CRAM-MD5 (RFC 2195), SCRAM-SHA-1, SCRAM-SHA-256 and their
-	// -PLUS variants (RFC 5802, RFC 7677). AUTH is offered over TLS only,
+	// -PLUS variants (RFC 5802, RFC 7677), and EXTERNAL (see ClientKeys).
+	// AUTH is offered over TLS only,
 	// unless AllowInsecureAuth.
 	Mechanisms        []string
 	Users             map[string]string // Passwords, by user name.
 	AllowInsecureAuth bool
 	SCRAMFault        SCRAMFault // A SCRAM misbehaviour to test a client against.
+	// ClientKeys are the users that EXTERNAL (RFC 4422 appendix A; when
+	// in Mechanisms) logs in, by the SHA-256 of the SubjectPublicKeyInfo
+	// of their TLS client certificate, base64url without padding. With
+	// them, the TLS handshake asks for a client certificate.
+	ClientKeys map[string]string
 
 	// ESMTP extensions besides PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES,
 	// CHUNKING and SIZE, which go-smtp always offers.
@@ -213,6 +219,9 @@ func NewServer(t testing.TB, o Options) *Server {
 		}
 		if len(tc.Certificates) == 0 && tc.GetCertificate == nil {
 			tc.Certificates = []tls.Certificate{s.cert}
+		}
+		if o.ClientKeys != nil && tc.ClientAuth == tls.NoClientCert {
+			tc.ClientAuth = tls.RequestClientCert
 		}
 		if o.TLS == ImplicitTLS {
 			l = tls.NewListener(l, tc)

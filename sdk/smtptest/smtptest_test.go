@@ -2,9 +2,17 @@ package smtptest_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -13,6 +21,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/switchyard-mta/switchyard/sdk/clientcert"
 	"github.com/switchyard-mta/switchyard/sdk/smtpclient"
 	"github.com/switchyard-mta/switchyard/sdk/smtptest"
 )
@@ -321,4 +330,72 @@ func TestScript(t *testing.T) {
 	if m := <-s.Messages; m.Ended || string(m.Data) != "part\r\n" {
 		t.Errorf("cut message %+v", m)
 	}
+}
+
+// TestAuthExternal logs in by TLS client key: a known key as its user, an
+// unknown key, no certificate and another authorization identity refused,
+// and no EXTERNAL offered where it is not configured.
+func TestAuthExternal(t *testing.T) {
+	known, err := clientcert.Load("", writeKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown, err := clientcert.Load("", writeKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(known.Leaf.RawSubjectPublicKeyInfo)
+	keys := map[string]string{base64.RawURLEncoding.EncodeToString(sum[:]): "relay"}
+	s := smtptest.NewServer(t, smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"EXTERNAL", "PLAIN"}, ClientKeys: keys})
+	login := func(cert *tls.Certificate, authzid string) error {
+		tc := s.ClientConfig()
+		if cert != nil {
+			tc.Certificates = []tls.Certificate{*cert}
+		}
+		return dial(t, s.Addr, &smtpclient.Config{TLS: smtpclient.TLSImplicit, TLSConfig: tc}).AuthenticateExternal(authzid)
+	}
+	if err := login(&known, ""); err != nil {
+		t.Errorf("known key: %v", err)
+	}
+	if err := login(&known, "relay"); err != nil {
+		t.Errorf("known key as its user: %v", err)
+	}
+	var re *smtpclient.ReplyError
+	for name, err := range map[string]error{
+		"unknown key":    login(&unknown, ""),
+		"no certificate": login(nil, ""),
+		"other user":     login(&known, "admin"),
+	} {
+		if !errors.As(err, &re) || re.Reply.Code != 535 {
+			t.Errorf("%s: %v, want a 535 reply", name, err)
+		}
+	}
+	if a := s.Auths(); len(a) != 5 || !a[0].OK || a[0].User != "relay" || a[2].OK {
+		t.Errorf("server saw %+v", a)
+	}
+	s = smtptest.NewServer(t, smtptest.Options{TLS: smtptest.ImplicitTLS, Mechanisms: []string{"PLAIN"}})
+	tc := s.ClientConfig()
+	tc.Certificates = []tls.Certificate{known}
+	if err := dial(t, s.Addr, &smtpclient.Config{TLS: smtpclient.TLSImplicit, TLSConfig: tc}).AuthenticateExternal(""); !errors.Is(err, smtpclient.ErrNoMechanism) {
+		t.Errorf("EXTERNAL not offered: %v, want ErrNoMechanism", err)
+	}
+}
+
+// writeKey writes a new ed25519 private key as PKCS #8 PEM and returns
+// its path.
+func writeKey(t *testing.T) string {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "client.key")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
