@@ -21,17 +21,19 @@ import (
 	"github.com/switchyard-mta/switchyard/core/certs"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/pickup"
+	"github.com/switchyard-mta/switchyard/sdk/clientcert"
 	"github.com/switchyard-mta/switchyard/sdk/smtpclient"
 )
 
 const sendmailUsage = `usage: mta sendmail [-config FILE] [-t] [-i] [-f SENDER] [RECIPIENT ...] < MESSAGE
 
 Submit a message read from standard input, as sendmail does. Without a
-[sendmail] server or username, it goes to the running server through its
-local pickup socket, no password needed: the sender is USER@hostname of the
-Unix user (only root and the server's user may give another with -f).
-Otherwise it goes to the [sendmail] submission server, authenticating with
-the strongest SASL mechanism it offers. Lines may end in LF; they are sent
+[sendmail] server, username or client_key, it goes to the running server
+through its local pickup socket, no password needed: the sender is
+USER@hostname of the Unix user (only root and the server's user may give
+another with -f). Otherwise it goes to the [sendmail] submission server,
+logging in by the TLS client key (AUTH EXTERNAL) if set, else with the
+strongest SASL mechanism it offers. Lines may end in LF; they are sent
 with CRLF.
 
   -t         also send to the addresses in To, Cc and Bcc; Bcc is removed
@@ -131,7 +133,7 @@ func runSendmail(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	// Without a [sendmail] server or login, the message goes to the
 	// running server's pickup socket, as the local user.
-	local := cfg.Sendmail.Server == "" && cfg.Sendmail.Username == ""
+	local := cfg.Sendmail.Server == "" && cfg.Sendmail.Username == "" && cfg.Sendmail.ClientKey == ""
 	sender := a.sender
 	if sender == "" {
 		sender = cfg.Sendmail.From
@@ -272,20 +274,33 @@ func submit(ctx context.Context, cfg *config.Config, sender string, rcpts []stri
 	if err != nil {
 		return nil, err
 	}
+	if sm.ClientKey != "" {
+		cert, err := clientcert.Load(sm.ClientCert, sm.ClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("[sendmail] client_key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
 	c, err := smtpclient.Dial(ctx, addr, &smtpclient.Config{EHLO: cfg.Hostname, TLS: mode, TLSConfig: tc})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", addr, err)
 	}
 	defer c.Close()
+	var password string
 	if sm.Username != "" {
 		pw, err := os.ReadFile(sm.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading [sendmail] password_file: %w", err)
 		}
-		password, _, _ := strings.Cut(strings.TrimRight(string(pw), "\r\n"), "\n")
-		if _, err := c.Authenticate(sm.Username, strings.TrimRight(password, "\r"), sm.Mechanisms); err != nil {
-			return nil, fmt.Errorf("authenticating as %s: %w", sm.Username, err)
+		password, _, _ = strings.Cut(strings.TrimRight(string(pw), "\r\n"), "\n")
+		password = strings.TrimRight(password, "\r")
+	}
+	if mech, err := c.Login(sm.ClientKey != "", sm.Username, password, sm.Mechanisms); err != nil {
+		as := sm.Username
+		if mech == "EXTERNAL" {
+			as = "the client key " + sm.ClientKey
 		}
+		return nil, fmt.Errorf("authenticating as %s: %w", as, err)
 	}
 	reply, err := c.Mail(sender, &smtpclient.MailOptions{Size: int64(len(msg)), Body: body8bit(msg)})
 	if err != nil {

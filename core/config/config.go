@@ -133,6 +133,13 @@ type Sendmail struct {
 	PasswordFile string `toml:"password_file"`
 	// Mechanisms to use, in order. Default: the strongest the server offers.
 	Mechanisms []string `toml:"mechanisms"`
+	// ClientKey is a PEM private key that logs in by TLS client
+	// certificate (registered with mta tlspubkey add): AUTH EXTERNAL when
+	// offered, before any password. ClientCert is its certificate;
+	// without it, one next to the key is used, else a minimal one is made,
+	// so a bare ed25519 key will do. Relative to this file.
+	ClientCert string `toml:"client_cert"`
+	ClientKey  string `toml:"client_key"`
 	// From is the sender when -f is not given. Default: Username.
 	From string `toml:"from"`
 	// CAFile holds extra PEM roots to verify the server with.

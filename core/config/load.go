@@ -169,6 +169,8 @@ func (c *Config) complete(defined func(key ...string) bool) Errors {
 	c.TLS.Key = c.abs(c.TLS.Key)
 	c.Sendmail.PasswordFile = c.abs(c.Sendmail.PasswordFile)
 	c.Sendmail.CAFile = c.abs(c.Sendmail.CAFile)
+	c.Sendmail.ClientCert = c.abs(c.Sendmail.ClientCert)
+	c.Sendmail.ClientKey = c.abs(c.Sendmail.ClientKey)
 	for _, p := range c.Plugins {
 		p.Path = c.abs(p.Path)
 	}

@@ -93,6 +93,12 @@ func (v *checker) sendmail() {
 	if sm.Username != "" && sm.TLS == "none" {
 		v.add("sendmail.tls", "a password must not travel without TLS")
 	}
+	if sm.ClientCert != "" && sm.ClientKey == "" {
+		v.add("sendmail.client_key", "required with client_cert")
+	}
+	if sm.ClientKey != "" && sm.TLS == "none" {
+		v.add("sendmail.tls", "a client certificate needs TLS")
+	}
 }
 
 // needsTLS are the listener kinds that cannot work without a certificate:
