@@ -23,7 +23,7 @@ import (
 
 // certificate returns a self-signed certificate of a new ed25519 key,
 // expired if expired.
-func certificate(t *testing.T, expired bool) *x509.Certificate {
+func certificate(t testing.TB, expired bool) *x509.Certificate {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
