@@ -26,8 +26,9 @@ func startTLSClientLocalhost(t *testing.T) (*mtatest.Server, string) {
 }
 
 // genKey makes a key with `mta tlspubkey gen` and registers its
-// certificate for address; it returns the stem of the files.
-func genKey(t *testing.T, srv *mtatest.Server, name, address string) string {
+// certificate with `mta tlspubkey add ARGS` (the address, flags before
+// it); it returns the stem of the files.
+func genKey(t *testing.T, srv *mtatest.Server, name string, args ...string) string {
 	t.Helper()
 	stem := filepath.Join(t.TempDir(), name)
 	if out, errOut, code := runMTA(t, "", "tlspubkey", "gen", stem); code != 0 {
@@ -37,7 +38,7 @@ func genKey(t *testing.T, srv *mtatest.Server, name, address string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, errOut, code := srv.MTA(string(cert), []string{"tlspubkey", "add"}, address); code != 0 {
+	if out, errOut, code := srv.MTA(string(cert), []string{"tlspubkey", "add"}, args...); code != 0 {
 		t.Fatalf("mta tlspubkey add: exit %d\n%s%s", code, out, errOut)
 	}
 	return stem
@@ -58,18 +59,28 @@ func TestTLSClientOpenSSL(t *testing.T) {
 		!strings.Contains(string(out), "BEGIN PRIVATE KEY") || !strings.Contains(string(out), "subject=CN") {
 		t.Errorf("openssl pkcs12 -info: %v\n%s", err, out)
 	}
-	cmd := exec.Command(openssl, "s_client", "-connect", srv.Listeners["imaps"], "-cert", stem+".crt", "-key", stem+".key",
-		"-quiet", "-crlf", "-verify_quiet")
-	cmd.Stdin = strings.NewReader("a SELECT INBOX\nb LOGOUT\n")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Errorf("openssl s_client: %v\n%s", err, out)
-	}
-	for _, want := range []string{"* PREAUTH ", "a OK [READ-WRITE]", "b OK"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("openssl s_client output lacks %q:\n%s", want, out)
+	sClient := func(stem, input string, want ...string) {
+		t.Helper()
+		cmd := exec.Command(openssl, "s_client", "-connect", srv.Listeners["imaps"], "-cert", stem+".crt", "-key", stem+".key",
+			"-quiet", "-crlf", "-verify_quiet")
+		cmd.Stdin = strings.NewReader(input)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("openssl s_client: %v\n%s", err, out)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("openssl s_client output lacks %q:\n%s", w, out)
+			}
 		}
 	}
+	sClient(stem, "a SELECT INBOX\nb LOGOUT\n", "* PREAUTH ", "a OK [READ-WRITE]", "b OK")
+	// Without PREAUTH: AUTHENTICATE EXTERNAL with "=" after the empty
+	// challenge, and with SASL-IR (RFC 4959).
+	desk := genKey(t, srv, "desk", "-no-imap-preauth", "a.smith@example.org")
+	sClient(desk, "a AUTHENTICATE EXTERNAL\n=\nb SELECT INBOX\nc LOGOUT\n", "* OK ", "\n+ \r\n", "a OK", "b OK [READ-WRITE]")
+	sClient(desk, "a AUTHENTICATE EXTERNAL =\nb SELECT INBOX\nc LOGOUT\n", "* OK ", "a OK", "b OK [READ-WRITE]")
+	sClient(desk, "a AUTHENTICATE EXTERNAL Ym9iQGV4YW1wbGUub3Jn\nc LOGOUT\n", "a NO [AUTHENTICATIONFAILED]") // As bob.
 }
 
 // TestTLSClientPython: Python's imaplib with a client certificate is in
