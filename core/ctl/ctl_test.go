@@ -26,8 +26,7 @@ func TestCall(t *testing.T) {
 		case "bad":
 			return &UsageError{Msg: "bad input"}
 		case "panic":
-			var m map[string]int
-			m["x"]++
+			panic("handler failed")
 		}
 		return errors.New("failed")
 	}

@@ -205,7 +205,7 @@ func TestSegments(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	q = openQueue(t, dir, Options{})
+	openQueue(t, dir, Options{})
 	if f := queueFiles(t, dir); len(f) != 0 {
 		t.Errorf("files after reopen: %v", f)
 	}

@@ -44,7 +44,7 @@ func dial(ctx context.Context, s *settings) (*conn, error) {
 	// Any failure, 535 (bad credentials) included, is temporary for the
 	// recipients: the operator must fix the configuration, and the mail
 	// stays queued meanwhile.
-	if err := login(sc, s); err != nil {
+	if _, err := sc.Login(s.clientCert, s.username, s.password, s.mechanisms); err != nil {
 		offered, _ := sc.Extension("AUTH")
 		c.close()
 		return nil, setupFailure(err, s, offered)
@@ -60,35 +60,6 @@ func dial(ctx context.Context, s *settings) (*conn, error) {
 		}
 	}
 	return c, nil
-}
-
-// login authenticates as configured: by the client certificate (EXTERNAL)
-// when the smarthost offers it, else, or if it refuses the key, by
-// password. With a certificate and no password, a smarthost not offering
-// EXTERNAL gets no AUTH: it may log the key in by itself, as Switchyard
-// does, or refuse MAIL.
-func login(sc *smtpclient.Client, s *settings) error {
-	if s.clientCert {
-		err := sc.AuthenticateExternal("")
-		var re *smtpclient.ReplyError
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, smtpclient.ErrNoAUTH), errors.Is(err, smtpclient.ErrNoMechanism):
-			if s.username == "" {
-				return nil
-			}
-		case errors.As(err, &re) && re.Reply.Code/100 == 5 && s.username != "":
-			// The key is unknown there: the password may still do.
-		default:
-			return err
-		}
-	}
-	if s.username == "" {
-		return nil
-	}
-	_, err := sc.Authenticate(s.username, s.password, s.mechanisms)
-	return err
 }
 
 // setupFailure describes an error of smtpclient.Dial or Authenticate for

@@ -2,6 +2,7 @@ package smtpclient
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -70,6 +71,33 @@ func (c *Client) AuthenticateExternal(authzid string) error {
 		return &ReplyError{"AUTH EXTERNAL", r}
 	}
 	return nil
+}
+
+// Login authenticates as a client configured with a TLS client
+// certificate (external) and or a username does: by AUTH EXTERNAL when
+// the server offers it, else, or when the server refuses the key (5xx),
+// by Authenticate if username is set. With a certificate, no username and
+// no EXTERNAL offered, it does nothing: the server may log the key in by
+// itself, or refuse MAIL. It returns the mechanism that logged in, "" for
+// none; errors are those of AuthenticateExternal and Authenticate.
+func (c *Client) Login(external bool, username, password string, mechanisms []string) (string, error) {
+	if external {
+		err := c.AuthenticateExternal("")
+		var re *ReplyError
+		switch {
+		case err == nil:
+			return "EXTERNAL", nil
+		case errors.Is(err, ErrNoAUTH), errors.Is(err, ErrNoMechanism):
+		case errors.As(err, &re) && re.Reply.Code/100 == 5 && username != "":
+			// The key is unknown there: the password may still do.
+		default:
+			return "EXTERNAL", err
+		}
+	}
+	if username == "" {
+		return "", nil
+	}
+	return c.Authenticate(username, password, mechanisms)
 }
 
 // Auth runs one SASL exchange (RFC 4954 §4) with sc and returns the server's

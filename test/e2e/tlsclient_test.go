@@ -48,10 +48,9 @@ func startTLSClientServer(t *testing.T) *mtatest.Server {
 // clientKey is a client's key and self-signed certificate, also as PEM
 // files.
 type clientKey struct {
-	cert               tls.Certificate
-	certFile, keyFile  string
-	certPEM            string
-	fingerprintPrinted string // As `mta tlspubkey add` printed it.
+	cert              tls.Certificate
+	certFile, keyFile string
+	certPEM           string
 }
 
 // newClientKey makes an ed25519 key with a certificate named name,

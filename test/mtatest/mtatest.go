@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,16 +55,10 @@ func Root() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
+// goBin is the go command: go test puts the GOROOT/bin of the go that
+// runs it first in the PATH of the tests.
 func goBin() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		return p
-	}
 	return "go"
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 func build() (*Binaries, error) {
