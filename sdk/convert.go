@@ -226,7 +226,11 @@ func verdictToProto(v Verdict) (*pb.Verdict, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pb.Verdict{Action: a, Code: int32(v.Code), EnhancedCode: v.EnhancedCode, Text: v.Text, PrependHeaders: v.PrependHeaders}, nil
+	p := &pb.Verdict{Action: a, Code: int32(v.Code), EnhancedCode: v.EnhancedCode, Text: v.Text, PrependHeaders: v.PrependHeaders}
+	for _, h := range v.DeleteHeaders {
+		p.DeleteHeaders = append(p.DeleteHeaders, &pb.HeaderRef{Name: h.Name, Index: int32(h.Index)})
+	}
+	return p, nil
 }
 
 func verdictFromProto(p *pb.Verdict) (Verdict, error) {
@@ -234,5 +238,9 @@ func verdictFromProto(p *pb.Verdict) (Verdict, error) {
 	if err != nil {
 		return Verdict{}, err
 	}
-	return Verdict{Action: a, Code: int(p.GetCode()), EnhancedCode: p.GetEnhancedCode(), Text: p.GetText(), PrependHeaders: p.GetPrependHeaders()}, nil
+	v := Verdict{Action: a, Code: int(p.GetCode()), EnhancedCode: p.GetEnhancedCode(), Text: p.GetText(), PrependHeaders: p.GetPrependHeaders()}
+	for _, h := range p.GetDeleteHeaders() {
+		v.DeleteHeaders = append(v.DeleteHeaders, HeaderRef{Name: h.GetName(), Index: int(h.GetIndex())})
+	}
+	return v, nil
 }

@@ -2205,6 +2205,7 @@ type Verdict struct {
 	EnhancedCode   string                 `protobuf:"bytes,3,opt,name=enhanced_code,json=enhancedCode,proto3" json:"enhanced_code,omitempty"`
 	Text           string                 `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
 	PrependHeaders []string               `protobuf:"bytes,5,rep,name=prepend_headers,json=prependHeaders,proto3" json:"prepend_headers,omitempty"` // Complete header fields, CRLF-terminated.
+	DeleteHeaders  []*HeaderRef           `protobuf:"bytes,6,rep,name=delete_headers,json=deleteHeaders,proto3" json:"delete_headers,omitempty"`    // At the data stage: fields of the message to remove.
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -2274,6 +2275,67 @@ func (x *Verdict) GetPrependHeaders() []string {
 	return nil
 }
 
+func (x *Verdict) GetDeleteHeaders() []*HeaderRef {
+	if x != nil {
+		return x.DeleteHeaders
+	}
+	return nil
+}
+
+// HeaderRef is the index-th (from 1, from the top) header field named name
+// (compared without case).
+type HeaderRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Index         int32                  `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaderRef) Reset() {
+	*x = HeaderRef{}
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaderRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaderRef) ProtoMessage() {}
+
+func (x *HeaderRef) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaderRef.ProtoReflect.Descriptor instead.
+func (*HeaderRef) Descriptor() ([]byte, []int) {
+	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *HeaderRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HeaderRef) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type SecretRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"` // As the client gave it: account name or address.
@@ -2284,7 +2346,7 @@ type SecretRequest struct {
 
 func (x *SecretRequest) Reset() {
 	*x = SecretRequest{}
-	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2296,7 +2358,7 @@ func (x *SecretRequest) String() string {
 func (*SecretRequest) ProtoMessage() {}
 
 func (x *SecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2309,7 +2371,7 @@ func (x *SecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretRequest.ProtoReflect.Descriptor instead.
 func (*SecretRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SecretRequest) GetUsername() string {
@@ -2338,7 +2400,7 @@ type SecretResponse struct {
 
 func (x *SecretResponse) Reset() {
 	*x = SecretResponse{}
-	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2412,7 @@ func (x *SecretResponse) String() string {
 func (*SecretResponse) ProtoMessage() {}
 
 func (x *SecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2425,7 @@ func (x *SecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretResponse.ProtoReflect.Descriptor instead.
 func (*SecretResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SecretResponse) GetFound() bool {
@@ -2403,7 +2465,7 @@ type TLSPublicKeyRequest struct {
 
 func (x *TLSPublicKeyRequest) Reset() {
 	*x = TLSPublicKeyRequest{}
-	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2477,7 @@ func (x *TLSPublicKeyRequest) String() string {
 func (*TLSPublicKeyRequest) ProtoMessage() {}
 
 func (x *TLSPublicKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2490,7 @@ func (x *TLSPublicKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSPublicKeyRequest.ProtoReflect.Descriptor instead.
 func (*TLSPublicKeyRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TLSPublicKeyRequest) GetSpkiSha256() []byte {
@@ -2452,7 +2514,7 @@ type TLSPublicKeyResponse struct {
 
 func (x *TLSPublicKeyResponse) Reset() {
 	*x = TLSPublicKeyResponse{}
-	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2526,7 @@ func (x *TLSPublicKeyResponse) String() string {
 func (*TLSPublicKeyResponse) ProtoMessage() {}
 
 func (x *TLSPublicKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_switchyard_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2539,7 @@ func (x *TLSPublicKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TLSPublicKeyResponse.ProtoReflect.Descriptor instead.
 func (*TLSPublicKeyResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_switchyard_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TLSPublicKeyResponse) GetFound() bool {
@@ -2686,13 +2748,17 @@ const file_switchyard_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\b \x03(\tR\n" +
 	"recipients\x12\x12\n" +
-	"\x04size\x18\t \x01(\x03R\x04size\"\xb5\x01\n" +
+	"\x04size\x18\t \x01(\x03R\x04size\"\xfd\x01\n" +
 	"\aVerdict\x124\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x1c.switchyard.plugin.v1.ActionR\x06action\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12#\n" +
 	"\renhanced_code\x18\x03 \x01(\tR\fenhancedCode\x12\x12\n" +
 	"\x04text\x18\x04 \x01(\tR\x04text\x12'\n" +
-	"\x0fprepend_headers\x18\x05 \x03(\tR\x0eprependHeaders\"I\n" +
+	"\x0fprepend_headers\x18\x05 \x03(\tR\x0eprependHeaders\x12F\n" +
+	"\x0edelete_headers\x18\x06 \x03(\v2\x1f.switchyard.plugin.v1.HeaderRefR\rdeleteHeaders\"5\n" +
+	"\tHeaderRef\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\"I\n" +
 	"\rSecretRequest\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1c\n" +
 	"\tmechanism\x18\x02 \x01(\tR\tmechanism\"n\n" +
@@ -2772,7 +2838,7 @@ func file_switchyard_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_switchyard_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_switchyard_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_switchyard_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                    // 0: switchyard.plugin.v1.Kind
 	(Status)(0),                  // 1: switchyard.plugin.v1.Status
@@ -2808,12 +2874,13 @@ var file_switchyard_plugin_v1_plugin_proto_goTypes = []any{
 	(*CheckPart)(nil),            // 31: switchyard.plugin.v1.CheckPart
 	(*CheckRequest)(nil),         // 32: switchyard.plugin.v1.CheckRequest
 	(*Verdict)(nil),              // 33: switchyard.plugin.v1.Verdict
-	(*SecretRequest)(nil),        // 34: switchyard.plugin.v1.SecretRequest
-	(*SecretResponse)(nil),       // 35: switchyard.plugin.v1.SecretResponse
-	(*TLSPublicKeyRequest)(nil),  // 36: switchyard.plugin.v1.TLSPublicKeyRequest
-	(*TLSPublicKeyResponse)(nil), // 37: switchyard.plugin.v1.TLSPublicKeyResponse
-	nil,                          // 38: switchyard.plugin.v1.Table.FieldsEntry
-	nil,                          // 39: switchyard.plugin.v1.DeriveResponse.SecretsEntry
+	(*HeaderRef)(nil),            // 34: switchyard.plugin.v1.HeaderRef
+	(*SecretRequest)(nil),        // 35: switchyard.plugin.v1.SecretRequest
+	(*SecretResponse)(nil),       // 36: switchyard.plugin.v1.SecretResponse
+	(*TLSPublicKeyRequest)(nil),  // 37: switchyard.plugin.v1.TLSPublicKeyRequest
+	(*TLSPublicKeyResponse)(nil), // 38: switchyard.plugin.v1.TLSPublicKeyResponse
+	nil,                          // 39: switchyard.plugin.v1.Table.FieldsEntry
+	nil,                          // 40: switchyard.plugin.v1.DeriveResponse.SecretsEntry
 }
 var file_switchyard_plugin_v1_plugin_proto_depIdxs = []int32{
 	8,  // 0: switchyard.plugin.v1.DescribeResponse.policy:type_name -> switchyard.plugin.v1.PolicyInfo
@@ -2825,7 +2892,7 @@ var file_switchyard_plugin_v1_plugin_proto_depIdxs = []int32{
 	13, // 6: switchyard.plugin.v1.Value.list:type_name -> switchyard.plugin.v1.List
 	14, // 7: switchyard.plugin.v1.Value.table:type_name -> switchyard.plugin.v1.Table
 	12, // 8: switchyard.plugin.v1.List.values:type_name -> switchyard.plugin.v1.Value
-	38, // 9: switchyard.plugin.v1.Table.fields:type_name -> switchyard.plugin.v1.Table.FieldsEntry
+	39, // 9: switchyard.plugin.v1.Table.fields:type_name -> switchyard.plugin.v1.Table.FieldsEntry
 	16, // 10: switchyard.plugin.v1.DeliverPart.request:type_name -> switchyard.plugin.v1.DeliverRequest
 	17, // 11: switchyard.plugin.v1.DeliverRequest.recipients:type_name -> switchyard.plugin.v1.Recipient
 	18, // 12: switchyard.plugin.v1.DeliverRequest.options:type_name -> switchyard.plugin.v1.DeliverOptions
@@ -2837,36 +2904,37 @@ var file_switchyard_plugin_v1_plugin_proto_depIdxs = []int32{
 	22, // 18: switchyard.plugin.v1.AuthStart.conn:type_name -> switchyard.plugin.v1.ConnInfo
 	24, // 19: switchyard.plugin.v1.AuthClientMessage.start:type_name -> switchyard.plugin.v1.AuthStart
 	27, // 20: switchyard.plugin.v1.AuthServerMessage.outcome:type_name -> switchyard.plugin.v1.AuthOutcome
-	39, // 21: switchyard.plugin.v1.DeriveResponse.secrets:type_name -> switchyard.plugin.v1.DeriveResponse.SecretsEntry
+	40, // 21: switchyard.plugin.v1.DeriveResponse.secrets:type_name -> switchyard.plugin.v1.DeriveResponse.SecretsEntry
 	22, // 22: switchyard.plugin.v1.PreAuthRequest.conn:type_name -> switchyard.plugin.v1.ConnInfo
 	32, // 23: switchyard.plugin.v1.CheckPart.request:type_name -> switchyard.plugin.v1.CheckRequest
 	2,  // 24: switchyard.plugin.v1.CheckRequest.stage:type_name -> switchyard.plugin.v1.Stage
 	22, // 25: switchyard.plugin.v1.CheckRequest.conn:type_name -> switchyard.plugin.v1.ConnInfo
 	4,  // 26: switchyard.plugin.v1.Verdict.action:type_name -> switchyard.plugin.v1.Action
-	12, // 27: switchyard.plugin.v1.Table.FieldsEntry.value:type_name -> switchyard.plugin.v1.Value
-	6,  // 28: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
-	9,  // 29: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
-	15, // 30: switchyard.plugin.v1.Transport.Deliver:input_type -> switchyard.plugin.v1.DeliverPart
-	25, // 31: switchyard.plugin.v1.Mechanism.Authenticate:input_type -> switchyard.plugin.v1.AuthClientMessage
-	28, // 32: switchyard.plugin.v1.Mechanism.Derive:input_type -> switchyard.plugin.v1.DeriveRequest
-	30, // 33: switchyard.plugin.v1.Mechanism.PreAuth:input_type -> switchyard.plugin.v1.PreAuthRequest
-	31, // 34: switchyard.plugin.v1.Policy.Check:input_type -> switchyard.plugin.v1.CheckPart
-	34, // 35: switchyard.plugin.v1.Host.Secret:input_type -> switchyard.plugin.v1.SecretRequest
-	36, // 36: switchyard.plugin.v1.Host.TLSPublicKey:input_type -> switchyard.plugin.v1.TLSPublicKeyRequest
-	7,  // 37: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
-	10, // 38: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
-	19, // 39: switchyard.plugin.v1.Transport.Deliver:output_type -> switchyard.plugin.v1.DeliverResult
-	26, // 40: switchyard.plugin.v1.Mechanism.Authenticate:output_type -> switchyard.plugin.v1.AuthServerMessage
-	29, // 41: switchyard.plugin.v1.Mechanism.Derive:output_type -> switchyard.plugin.v1.DeriveResponse
-	27, // 42: switchyard.plugin.v1.Mechanism.PreAuth:output_type -> switchyard.plugin.v1.AuthOutcome
-	33, // 43: switchyard.plugin.v1.Policy.Check:output_type -> switchyard.plugin.v1.Verdict
-	35, // 44: switchyard.plugin.v1.Host.Secret:output_type -> switchyard.plugin.v1.SecretResponse
-	37, // 45: switchyard.plugin.v1.Host.TLSPublicKey:output_type -> switchyard.plugin.v1.TLSPublicKeyResponse
-	37, // [37:46] is the sub-list for method output_type
-	28, // [28:37] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	34, // 27: switchyard.plugin.v1.Verdict.delete_headers:type_name -> switchyard.plugin.v1.HeaderRef
+	12, // 28: switchyard.plugin.v1.Table.FieldsEntry.value:type_name -> switchyard.plugin.v1.Value
+	6,  // 29: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
+	9,  // 30: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
+	15, // 31: switchyard.plugin.v1.Transport.Deliver:input_type -> switchyard.plugin.v1.DeliverPart
+	25, // 32: switchyard.plugin.v1.Mechanism.Authenticate:input_type -> switchyard.plugin.v1.AuthClientMessage
+	28, // 33: switchyard.plugin.v1.Mechanism.Derive:input_type -> switchyard.plugin.v1.DeriveRequest
+	30, // 34: switchyard.plugin.v1.Mechanism.PreAuth:input_type -> switchyard.plugin.v1.PreAuthRequest
+	31, // 35: switchyard.plugin.v1.Policy.Check:input_type -> switchyard.plugin.v1.CheckPart
+	35, // 36: switchyard.plugin.v1.Host.Secret:input_type -> switchyard.plugin.v1.SecretRequest
+	37, // 37: switchyard.plugin.v1.Host.TLSPublicKey:input_type -> switchyard.plugin.v1.TLSPublicKeyRequest
+	7,  // 38: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
+	10, // 39: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
+	19, // 40: switchyard.plugin.v1.Transport.Deliver:output_type -> switchyard.plugin.v1.DeliverResult
+	26, // 41: switchyard.plugin.v1.Mechanism.Authenticate:output_type -> switchyard.plugin.v1.AuthServerMessage
+	29, // 42: switchyard.plugin.v1.Mechanism.Derive:output_type -> switchyard.plugin.v1.DeriveResponse
+	27, // 43: switchyard.plugin.v1.Mechanism.PreAuth:output_type -> switchyard.plugin.v1.AuthOutcome
+	33, // 44: switchyard.plugin.v1.Policy.Check:output_type -> switchyard.plugin.v1.Verdict
+	36, // 45: switchyard.plugin.v1.Host.Secret:output_type -> switchyard.plugin.v1.SecretResponse
+	38, // 46: switchyard.plugin.v1.Host.TLSPublicKey:output_type -> switchyard.plugin.v1.TLSPublicKeyResponse
+	38, // [38:47] is the sub-list for method output_type
+	29, // [29:38] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_plugin_v1_plugin_proto_init() }
@@ -2889,7 +2957,7 @@ func file_switchyard_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_plugin_v1_plugin_proto_rawDesc), len(file_switchyard_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -109,7 +109,7 @@ type checker struct{ got []byte }
 func (c *checker) Check(ctx context.Context, req *sdk.CheckRequest) (sdk.Verdict, error) {
 	if req.Stage == sdk.StageData {
 		c.got, _ = io.ReadAll(req.Message)
-		return sdk.Verdict{Action: sdk.ActionReject, Code: 554, EnhancedCode: "5.7.1", Text: "spam", PrependHeaders: []string{"X-Test: 1\r\n"}}, nil
+		return sdk.Verdict{Action: sdk.ActionReject, Code: 554, EnhancedCode: "5.7.1", Text: "spam", PrependHeaders: []string{"X-Test: 1\r\n"}, DeleteHeaders: []sdk.HeaderRef{{Name: "Authentication-Results", Index: 2}}}, nil
 	}
 	return sdk.Verdict{Action: sdk.ActionContinue}, nil
 }
@@ -247,7 +247,7 @@ func TestCheckerOverRPC(t *testing.T) {
 	}
 	msg := "Subject: hi\r\n\r\nbody\r\n"
 	v, err = c.Checker().Check(ctx(t), &sdk.CheckRequest{Stage: sdk.StageData, Message: strings.NewReader(msg)})
-	if err != nil || v.Action != sdk.ActionReject || v.Code != 554 || v.PrependHeaders[0] != "X-Test: 1\r\n" {
+	if err != nil || v.Action != sdk.ActionReject || v.Code != 554 || v.PrependHeaders[0] != "X-Test: 1\r\n" || len(v.DeleteHeaders) != 1 || v.DeleteHeaders[0] != (sdk.HeaderRef{Name: "Authentication-Results", Index: 2}) {
 		t.Fatalf("data: %+v %v", v, err)
 	}
 	if string(ch.got) != msg {
