@@ -125,6 +125,8 @@ func TestStrictInput(t *testing.T) {
 		{"form feed after the sender", []step{{ehlo, 250, ""}, {"MAIL FROM:a@remote.example\f\r\n", 501, "5.1.7"}, {mailOK, 250, ""}}},
 		// go-smtp trimmed every CR before the line ending (third_party/go-smtp patch 9).
 		{"CR CR LF after the sender", []step{{ehlo, 250, ""}, {"MAIL FROM:a@remote.example\r\r\n", 500, "5.5.2"}, {mailOK, 250, ""}}},
+		// go-smtp took a parameter glued to the path (third_party/go-smtp patch 10).
+		{"parameter without a space", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example>SMTPUTF8\r\n", 501, "5.5.4"}, {mailOK, 250, ""}, {"RCPT TO:<alice@example.org>NOTIFY=NEVER\r\n", 501, "5.5.4"}}},
 		{"CR inside a command", []step{{ehlo, 250, ""}, {"NOOP a\rb\r\n", 500, "5.5.2"}, {"EHLO x\r\r\n", 500, "5.5.2"}, {mailOK, 250, ""}}},
 		{"hyphen first in a label", []step{{ehlo, 250, ""}, {"MAIL FROM:<a@-remote.example>\r\n", 501, "5.1.7"}}},
 		{"A-label that is no punycode", []step{{ehlo, 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@xn--zz.example>\r\n", 501, "5.1.3"}}},

@@ -338,6 +338,12 @@ func (c *Conn) handleMail(arg string) {
 		c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting MAIL arg syntax of FROM:<address>")
 		return
 	}
+	if p.s != "" && p.s[0] != ' ' {
+		// RFC 5321 §4.1.1.2: SP between the path and the parameters.
+		// (Switchyard patch.)
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Was expecting a space between the address and the MAIL parameters")
+		return
+	}
 	args, err := parseArgs(p.s)
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse MAIL ESMTP parameters: "+err.Error())
@@ -708,6 +714,12 @@ func (c *Conn) handleRcpt(arg string) {
 			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Was expecting RCPT arg syntax of TO:<address>")
 			return
 		}
+	}
+	if p.s != "" && p.s[0] != ' ' {
+		// RFC 5321 §4.1.1.3: SP between the path and the parameters.
+		// (Switchyard patch.)
+		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Was expecting a space between the address and the RCPT parameters")
+		return
 	}
 
 	if c.server.MaxRecipients > 0 && len(c.recipients) >= c.server.MaxRecipients {
