@@ -7,7 +7,10 @@
 // errors that name the file, the line and the key (Error).
 package config
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // Config is a loaded mta.toml. Fields without a toml tag are derived at load.
 type Config struct {
@@ -31,6 +34,7 @@ type Config struct {
 	Listeners []Listener            `toml:"listeners"`
 	Plugins   map[string]*Plugin    `toml:"plugins"`
 	Transport map[string]*Transport `toml:"transports"`
+	Policies  map[string]*Policy    `toml:"policies"`
 	Routes    []Route               `toml:"routes"`   // Global routes, tried last.
 	Domains   map[string]*Domain    `toml:"domains"`  // Local domains, by mailaddr.Domain.Unicode once checked.
 	Accounts  map[string]*Account   `toml:"accounts"` // By account name.
@@ -184,6 +188,10 @@ type Listener struct {
 	MaxConnections      *int `toml:"max_connections"`
 	MaxConnectionsPerIP *int `toml:"max_connections_per_ip"`
 	ConnectionRatePerIP *int `toml:"connection_rate_per_ip"`
+	// Policies are the policy checks of SMTP transactions on this listener
+	// (smtp, submission and submissions only), names in [policies], asked
+	// in this order (sdk.Checker).
+	Policies []string `toml:"policies"`
 
 	RelayPrefixes []netip.Prefix `toml:"-"` // Parsed RelayNetworks.
 	// Conns are the effective connection caps of this listener: the
@@ -216,6 +224,29 @@ type Transport struct {
 	Plugin string         `toml:"plugin"` // Key in [plugins].
 	Config map[string]any `toml:"config"` // Passed to the plugin's Configure.
 }
+
+// Policy is a policy check instance, [policies.NAME]: a plugin that serves
+// sdk.Checker, with the table passed to its Configure.
+type Policy struct {
+	Plugin string `toml:"plugin"` // Key in [plugins].
+	// Timeout bounds each call of the check, the message's transfer to it
+	// included. Default 10s.
+	Timeout Duration `toml:"timeout"`
+	// OnError is what a failed call does: the plugin down, slow or
+	// returning an error. "tempfail" (451 4.7.1, the default) or "accept"
+	// (as if the check had no opinion).
+	OnError string         `toml:"on_error"`
+	Config  map[string]any `toml:"config"` // Passed to the plugin's Configure.
+}
+
+// On errors of a Policy.
+const (
+	OnErrorTempfail = "tempfail"
+	OnErrorAccept   = "accept"
+)
+
+// DefaultPolicyTimeout is a Policy's Timeout when not set.
+const DefaultPolicyTimeout = Duration(10 * time.Second)
 
 // Route picks a transport for a delivery. Empty match fields match anything.
 type Route struct {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -502,5 +503,49 @@ func TestLogConfig(t *testing.T) {
 	_, err = Parse("mta.toml", []byte(base+"[log]\nlevel = \"loud\"\nformat = \"xml\"\n"))
 	if err == nil || !strings.Contains(err.Error(), `log.level: must be "debug", "info", "warn" or "error", not "loud"`) || !strings.Contains(err.Error(), `log.format: must be "text" or "json", not "xml"`) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestPolicies(t *testing.T) {
+	src := `hostname = "h.example"
+[plugins.p]
+path = "p"
+[policies.a]
+plugin = "p"
+[policies.b]
+plugin = "p"
+timeout = "3s"
+on_error = "accept"
+[policies.b.config]
+x = 1
+[[listeners]]
+name = "mx"
+kind = "smtp"
+address = "127.0.0.1:2525"
+policies = ["b", "a"]
+`
+	c, err := Parse("/x/mta.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.Policies["a"], c.Policies["b"]
+	if a.Timeout != DefaultPolicyTimeout || a.OnError != OnErrorTempfail || b.Timeout != Duration(3*time.Second) || b.OnError != OnErrorAccept || b.Config["x"] != int64(1) {
+		t.Errorf("policies %+v %+v", a, b)
+	}
+	if got := c.Listeners[0].Policies; !slices.Equal(got, []string{"b", "a"}) {
+		t.Errorf("listener policies %v", got)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{"[policies.c]\n", "policies.c.plugin: required"},
+		{"[policies.c]\nplugin = \"q\"\n", `policies.c.plugin: unknown plugin "q"`},
+		{"[policies.c]\nplugin = \"p\"\non_error = \"reject\"\n", `policies.c.on_error: must be "tempfail" or "accept", not "reject"`},
+		{"[policies.c]\nplugin = \"p\"\ntimeout = \"-1s\"\n", `policies.c.timeout: negative duration "-1s"`},
+		{"[[listeners]]\nname = \"sub\"\nkind = \"submission\"\naddress = \"127.0.0.1:2587\"\npolicies = [\"nope\"]\n", `listeners[1].policies[0]: unknown policy "nope"`},
+		{"[[listeners]]\nname = \"sub\"\nkind = \"submission\"\naddress = \"127.0.0.1:2587\"\npolicies = [\"a\", \"a\"]\n", `listeners[1].policies[1]: "a" is listed twice`},
+		{"[[listeners]]\nname = \"imap\"\nkind = \"imap\"\naddress = \"127.0.0.1:2143\"\npolicies = [\"a\"]\n", "listeners[1].policies: only for SMTP listeners"},
+	} {
+		if _, err := Parse("/x/mta.toml", []byte(src+tc.src)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
 	}
 }

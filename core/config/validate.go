@@ -43,6 +43,7 @@ func (v *checker) check() {
 	v.auth()
 	v.sendmail()
 	v.transports()
+	v.policies()
 	v.routes("routes", c.Routes)
 	v.domains()
 	v.accounts()
@@ -321,6 +322,46 @@ func (v *checker) transports() {
 			v.add(key+".plugin", "required")
 		} else if _, ok := v.c.Plugins[t.Plugin]; !ok {
 			v.add(key+".plugin", "unknown plugin %q (not in [plugins])", t.Plugin)
+		}
+	}
+}
+
+// policies checks [policies] and the listeners' lists of them.
+func (v *checker) policies() {
+	for _, name := range slices.Sorted(maps.Keys(v.c.Policies)) {
+		p := v.c.Policies[name]
+		key := "policies." + quoteKey(name)
+		if p.Plugin == "" {
+			v.add(key+".plugin", "required")
+		} else if _, ok := v.c.Plugins[p.Plugin]; !ok {
+			v.add(key+".plugin", "unknown plugin %q (not in [plugins])", p.Plugin)
+		}
+		if p.Timeout == 0 {
+			p.Timeout = DefaultPolicyTimeout
+		}
+		switch p.OnError {
+		case "":
+			p.OnError = OnErrorTempfail
+		case OnErrorTempfail, OnErrorAccept:
+		default:
+			v.add(key+".on_error", "must be %q or %q, not %q", OnErrorTempfail, OnErrorAccept, p.OnError)
+		}
+	}
+	for i, l := range v.c.Listeners {
+		key := fmt.Sprintf("listeners[%d].policies", i)
+		if len(l.Policies) > 0 && l.Kind != KindSMTP && l.Kind != KindSubmission && l.Kind != KindSubmissions {
+			v.add(key, "only for SMTP listeners (kinds %s, %s, %s)", KindSMTP, KindSubmission, KindSubmissions)
+			continue
+		}
+		seen := map[string]bool{}
+		for j, name := range l.Policies {
+			switch {
+			case v.c.Policies[name] == nil:
+				v.add(fmt.Sprintf("%s[%d]", key, j), "unknown policy %q (not in [policies])", name)
+			case seen[name]:
+				v.add(fmt.Sprintf("%s[%d]", key, j), "%q is listed twice", name)
+			}
+			seen[name] = true
 		}
 	}
 }

@@ -103,6 +103,7 @@ type Manager struct {
 
 	procs      []*proc          // By name.
 	transports map[string]*proc // By [transports] key.
+	policies   map[string]*proc // By [policies] key.
 	mechanisms map[string]*proc // By SASL name, from Describe at Start.
 	mechOrder  []string         // Keys of mechanisms, in plugin name order.
 	mechProcs  []*proc          // Plugins serving mechanisms, by name.
@@ -124,7 +125,8 @@ type instance struct {
 
 // Start starts every [plugins.NAME] process, asks each to Describe itself
 // and configures every instance: the plugin's own [plugins.NAME.config] with
-// sdk.KindPlugin and every [transports.T] it serves with sdk.KindTransport.
+// sdk.KindPlugin, every [transports.T] it serves with sdk.KindTransport
+// and every [policies.P] with sdk.KindPolicy.
 // Plugins get the server's hostname, the config directory, and their data
 // directory <data_dir>/plugins/<NAME>, created with mode 0700 unless
 // CheckOnly.
@@ -143,6 +145,7 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 		checkOnly:      opts.CheckOnly,
 		deliverTimeout: opts.DeliverTimeout,
 		transports:     map[string]*proc{},
+		policies:       map[string]*proc{},
 		mechanisms:     map[string]*proc{},
 	}
 	if m.log == nil {
@@ -184,6 +187,27 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 			table:   nonNil(t.Config),
 		})
 		m.transports[name] = p
+	}
+	for _, name := range sortedKeys(cfg.Policies) {
+		pc := cfg.Policies[name]
+		if pc == nil {
+			continue
+		}
+		p := byName[pc.Plugin]
+		if p == nil {
+			if _, ok := cfg.Plugins[pc.Plugin]; !ok {
+				errs = append(errs, &ConfigError{Plugin: pc.Plugin, Key: "policies." + name + ".plugin", Msg: fmt.Sprintf("no plugin %q in [plugins]", pc.Plugin)})
+			}
+			continue
+		}
+		p.instances = append(p.instances, instance{
+			kind:    sdk.KindPolicy,
+			name:    name,
+			keyPath: "policies." + name + ".config",
+			refKey:  "policies." + name + ".plugin",
+			table:   nonNil(pc.Config),
+		})
+		m.policies[name] = p
 	}
 	if len(errs) > 0 {
 		m.cancel()

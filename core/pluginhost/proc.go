@@ -40,6 +40,7 @@ type running struct {
 	proc      *process
 	transport sdk.Transport
 	mechanism sdk.Mechanism // Nil unless the plugin described mechanisms.
+	checker   sdk.Checker   // Nil unless the plugin described a policy.
 	desc      *sdk.Description
 	pid       int
 	started   time.Time
@@ -97,6 +98,9 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 	if len(desc.Mechanisms) > 0 {
 		r.mechanism = c.Mechanism()
 	}
+	if desc.Policy != nil {
+		r.checker = c.Checker()
+	}
 	return r, nil
 }
 
@@ -104,6 +108,9 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 func (p *proc) configure(ctx context.Context, c hostrpc.Client, desc *sdk.Description, in instance) []error {
 	if in.kind == sdk.KindTransport && !desc.Transport {
 		return []error{&ConfigError{Plugin: p.name, Key: in.refKey, Msg: fmt.Sprintf("plugin %s (%s) is not a transport", p.name, desc.Name)}}
+	}
+	if in.kind == sdk.KindPolicy && desc.Policy == nil {
+		return []error{&ConfigError{Plugin: p.name, Key: in.refKey, Msg: fmt.Sprintf("plugin %s (%s) is not a policy check", p.name, desc.Name)}}
 	}
 	conf := p.conf
 	conf.Kind, conf.Instance, conf.KeyPath, conf.Table = in.kind, in.name, in.keyPath, in.table
