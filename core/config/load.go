@@ -137,7 +137,7 @@ func (c *Config) unknownKeys(keys []toml.Key) Errors {
 	var reported []toml.Key
 	seen := map[string]int{}
 	for _, k := range keys {
-		if len(k) >= 3 && (k[0] == "plugins" || k[0] == "transports") && k[2] == "config" {
+		if len(k) >= 3 && (k[0] == "plugins" || k[0] == "transports" || k[0] == "policies") && k[2] == "config" {
 			continue // Passed to the plugin as is.
 		}
 		if slices.ContainsFunc(reported, func(r toml.Key) bool { return len(r) < len(k) && slices.Equal(r, k[:len(r)]) }) {

@@ -11,6 +11,7 @@
 package localdelivery
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -22,6 +23,11 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk"
 	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
+
+// QuarantineField is the header field of a message a policy check
+// quarantined (smtpd adds it): delivered to Junk, also when the queue
+// retries it. A sender can set it only to demote its own message.
+const QuarantineField = "X-Switchyard-Quarantine"
 
 // Local delivers to the Inboxes of the configured accounts.
 type Local struct {
@@ -39,6 +45,9 @@ func New(cfg *config.Config, st *store.Store) *Local {
 type Rcpt struct {
 	Account   string
 	Addresses []string
+	// Junk delivers to the account's Junk mailbox (a policy check
+	// quarantined the message), or its Inbox if it has none.
+	Junk bool
 }
 
 // DeliverLocal delivers msg to the Inbox of each account of rcpts, a copy
@@ -51,7 +60,7 @@ func (l *Local) DeliverLocal(ctx context.Context, from string, rcpts []Rcpt, msg
 	for i, r := range rcpts {
 		acc, err := l.store.Account(r.Account)
 		if err == nil {
-			errs[i] = l.deliver(ctx, acc, header(from, r.Addresses), msg)
+			errs[i] = l.deliver(ctx, acc, header(from, r.Addresses), msg, r.Junk)
 		} else {
 			errs[i] = err
 		}
@@ -59,13 +68,21 @@ func (l *Local) DeliverLocal(ctx context.Context, from string, rcpts []Rcpt, msg
 	return errs
 }
 
-func (l *Local) deliver(ctx context.Context, acc *store.Account, hdr string, msg *io.SectionReader) error {
+func (l *Local) deliver(ctx context.Context, acc *store.Account, hdr string, msg *io.SectionReader, junk bool) error {
+	mailbox := store.Inbox
+	if junk {
+		if mb, err := acc.MailboxBySpecialUse(ctx, store.Junk); err == nil {
+			mailbox = mb.Name
+		} else if !errors.Is(err, store.ErrNoMailbox) {
+			return err
+		}
+	}
 	in, err := l.store.NewIncoming(io.MultiReader(strings.NewReader(hdr), io.NewSectionReader(msg, 0, msg.Size())))
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	_, err = acc.Deliver(ctx, store.Inbox, in, store.DeliverOptions{})
+	_, err = acc.Deliver(ctx, mailbox, in, store.DeliverOptions{})
 	return err
 }
 
@@ -113,6 +130,11 @@ func (l *Local) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.Deli
 	if err != nil {
 		return sdk.ResultAll(req, sdk.StatusTemporary, 451, "4.3.0", "reading message: "+err.Error()), nil
 	}
+	if quarantined(msg) {
+		for i := range rcpts {
+			rcpts[i].Junk = true
+		}
+	}
 	for i, err := range l.DeliverLocal(ctx, req.From, rcpts, msg) {
 		rr := sdk.RecipientResult{Status: sdk.StatusDelivered, Code: 250, EnhancedCode: "2.0.0", Text: "delivered to " + rcpts[i].Account}
 		switch {
@@ -137,4 +159,28 @@ func section(r io.Reader) (*io.SectionReader, error) {
 	}
 	b, err := io.ReadAll(r)
 	return io.NewSectionReader(bytes.NewReader(b), 0, int64(len(b))), err
+}
+
+// quarantined reports whether msg's header section has QuarantineField.
+func quarantined(msg *io.SectionReader) bool {
+	br := bufio.NewReader(io.NewSectionReader(msg, 0, msg.Size()))
+	prefix := []byte(strings.ToLower(QuarantineField) + ":")
+	start := true // At the start of a line.
+	for {
+		line, err := br.ReadSlice('\n')
+		if start && len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return false // The end of the header section, or of msg.
+		}
+		if start && len(line) >= len(prefix) && bytes.EqualFold(line[:len(prefix)], prefix) {
+			return true
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			start = false // The rest of a long line follows.
+		case err != nil:
+			return false
+		default:
+			start = true
+		}
+	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/notify"
 	"github.com/switchyard-mta/switchyard/core/pickup"
 	"github.com/switchyard-mta/switchyard/core/pluginhost"
+	"github.com/switchyard-mta/switchyard/core/policy"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/route"
 	"github.com/switchyard-mta/switchyard/core/smtpd"
@@ -142,6 +143,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 				Store:           st,
 			})
 		default:
+			var checks *policy.Chain
+			if checks, err = policy.NewChain(cfg, l.Policies, plugins, log.With(slog.String("listener", l.Name))); err != nil {
+				break
+			}
 			servers[i], err = smtpd.New(smtpd.Config{
 				Hostname:        cfg.Hostname,
 				Listener:        l,
@@ -157,6 +162,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 				SASL:            auth,
 				AuthLimit:       authLimit,
 				Keys:            st,
+				Policies:        checks,
 				Queue:           q,
 				Local:           loc,
 			})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/localdelivery"
+	"github.com/switchyard-mta/switchyard/core/policy"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk"
@@ -78,29 +79,62 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 	// chunks through a pipe, DATA through its dot-unstuffing reader.
 	r = &deadlineReader{r: r, conn: s.sc.Conn(), timeout: s.srv.cfg.ReadTimeout}
 
-	sp := s.srv.cfg.Queue.NewSpool()
-	defer sp.Discard() // Does nothing once Add took it.
-	if _, err := io.WriteString(sp, s.received(time.Now())); err != nil {
-		s.log.Error("spooling message", slog.Any("err", err))
-		return s.drain(r, errQueue), 0, ""
+	received := s.received(time.Now())
+	var sp *queue.Spool
+	var m mark
+	if s.srv.cfg.Policies.Wants(sdk.StageData) {
+		// The checks read the message as the client sent it; what they
+		// add goes on top of it, with the Received field, in a new spool.
+		raw := s.srv.cfg.Queue.NewSpool()
+		defer raw.Discard()
+		n, reply := s.spool(raw, r)
+		size = n
+		if reply != nil {
+			return reply, size, ""
+		}
+		msg, err := raw.Reader()
+		if err != nil {
+			s.log.Error("reading spooled message", slog.Any("err", err))
+			return errQueue, size, ""
+		}
+		reply, deletes := s.dataPolicy(msg)
+		if reply != nil {
+			return reply, size, ""
+		}
+		var hdrs []string
+		hdrs, m = s.policyMessage()
+		sp = s.srv.cfg.Queue.NewSpool()
+		defer sp.Discard() // Does nothing once Add took it.
+		err = s.writePrefix(sp, hdrs, m, received)
+		if err == nil {
+			err = policy.Rewrite(sp, io.NewSectionReader(msg, 0, msg.Size()), deletes)
+		}
+		if err != nil {
+			s.log.Error("spooling message", slog.Any("err", err))
+			return errQueue, size, ""
+		}
+	} else {
+		var hdrs []string
+		hdrs, m = s.policyMessage()
+		sp = s.srv.cfg.Queue.NewSpool()
+		defer sp.Discard() // Does nothing once Add took it.
+		if err := s.writePrefix(sp, hdrs, m, received); err != nil {
+			s.log.Error("spooling message", slog.Any("err", err))
+			return s.drain(r, errQueue), 0, ""
+		}
+		n, reply := s.spool(sp, r)
+		size = n
+		if reply != nil {
+			return reply, size, ""
+		}
 	}
-	size, err := copyMessage(sp, r)
-	var we errWrite
-	switch {
-	case err == nil:
-	case err == errBareCRLF || err == errNUL:
-		return err.(*smtp.SMTPError), size, ""
-	case err == smtp.ErrDotBareCR:
-		// What follows cannot be read in step with the client: end the
-		// connection after the reply.
-		s.log.Info("message refused, dot and bare CR at a line start: closing")
-		s.hangUp()
-		return smtp.ErrDotBareCR, size, ""
-	case errors.As(err, &we):
-		s.log.Error("spooling message", slog.Any("err", err))
-		return s.drain(r, errQueue), size, ""
-	default:
-		return s.readFailed(err), size, ""
+	if m.action == sdk.ActionDiscard {
+		s.log.Info("message discarded by policy", slog.String("policy", m.check), slog.String("reason", m.reason))
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Accepted"}, size, ""
+	}
+	quarantine := m.action == sdk.ActionQuarantine
+	if quarantine {
+		s.log.Info("message quarantined by policy", slog.String("policy", m.check), slog.String("reason", m.reason))
 	}
 
 	ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
@@ -120,7 +154,7 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 			continue
 		}
 		if _, ok := rcptsOf[acc]; !ok {
-			local = append(local, localdelivery.Rcpt{Account: acc})
+			local = append(local, localdelivery.Rcpt{Account: acc, Junk: quarantine})
 		}
 		rcptsOf[acc] = append(rcptsOf[acc], i)
 	}
@@ -139,10 +173,14 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 		for i, err := range s.srv.cfg.Local.DeliverLocal(ctx, s.from, local, msg) {
 			if err == nil {
 				delivered++
+				mailbox := store.Inbox
+				if quarantine {
+					mailbox = "Junk"
+				}
 				for _, addr := range local[i].Addresses {
 					// As the queue's delivery lines (core/queue).
 					s.log.Info("delivery", slog.String("from", s.from), slog.String("to", addr), slog.String("transport", "local"),
-						slog.String("status", "sent"), slog.String("account", local[i].Account), slog.String("mailbox", store.Inbox))
+						slog.String("status", "sent"), slog.String("account", local[i].Account), slog.String("mailbox", mailbox))
 				}
 				continue
 			}
@@ -166,7 +204,7 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Delivered"}, size, ""
 	}
 	env := queue.Envelope{Account: s.account, From: s.from, Recipients: queued, Options: s.opts}
-	id, err = s.srv.cfg.Queue.Add(ctx, env, sp)
+	id, err := s.srv.cfg.Queue.Add(ctx, env, sp)
 	if err != nil {
 		if delivered > 0 {
 			// The client will send it again: local recipients get it twice,
@@ -178,6 +216,53 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 		return errQueue, size, ""
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Queued as " + id}, size, id
+}
+
+// spool copies the message from the client to sp, and returns its size and,
+// if it cannot be taken, the reply.
+func (s *session) spool(sp *queue.Spool, r io.Reader) (int64, *smtp.SMTPError) {
+	size, err := copyMessage(sp, r)
+	var we errWrite
+	switch {
+	case err == nil:
+		return size, nil
+	case err == errBareCRLF || err == errNUL:
+		return size, err.(*smtp.SMTPError)
+	case err == smtp.ErrDotBareCR:
+		// What follows cannot be read in step with the client: end the
+		// connection after the reply.
+		s.log.Info("message refused, dot and bare CR at a line start: closing")
+		s.hangUp()
+		return size, smtp.ErrDotBareCR
+	case errors.As(err, &we):
+		s.log.Error("spooling message", slog.Any("err", err))
+		return size, s.drain(r, errQueue)
+	default:
+		return size, s.readFailed(err)
+	}
+}
+
+// dataPolicy runs the data-stage checks on msg and returns the reply of a
+// refusal, or the header fields to delete.
+func (s *session) dataPolicy(msg *io.SectionReader) (*smtp.SMTPError, []sdk.HeaderRef) {
+	end, err := policy.HeaderEnd(msg, msg.Size())
+	if err != nil {
+		s.log.Error("reading spooled message", slog.Any("err", err))
+		return errQueue, nil
+	}
+	req := s.checkRequest(sdk.StageData)
+	req.Size = msg.Size()
+	open := func(need sdk.BodyNeed) io.Reader {
+		if need == sdk.BodyHeaders {
+			return io.NewSectionReader(msg, 0, end)
+		}
+		return io.NewSectionReader(msg, 0, msg.Size())
+	}
+	reply, res := s.runPolicy(req, open)
+	if reply != nil {
+		s.log.Info("message refused by policy", slog.String("policy", res.Check), slog.Int("code", reply.Code))
+	}
+	return reply, res.Deletes
 }
 
 // drain reads the rest of the message, so that the reply comes after it,

@@ -36,6 +36,9 @@ type greetingConn struct {
 	scan     bool      // Look for the first LF: the bytes read are plaintext.
 	reply    string    // The 421 (RFC 5321 §4.2.2, §3.8).
 	tls      *tls.Conn // Over it, for implicit TLS; the reply goes there.
+	// policy is what the connect-stage policy checks decided, kept here
+	// as the one value per connection that every session of it sees.
+	policy connPolicy
 
 	mu        sync.Mutex
 	lifted    bool

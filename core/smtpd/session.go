@@ -59,6 +59,14 @@ type session struct {
 	exchange    atomic.Pointer[sasl.Exchange]     // A plugin's AUTH exchange in progress.
 	attempt     atomic.Pointer[authlimit.Attempt] // The exchange's, counted by core/authlimit.
 
+	// What the policy checks added: for the connection (connect stage),
+	// the session (helo) and the transaction (mail, rcpt).
+	connPolicy  *connPolicy
+	heloHeaders []string
+	heloMark    mark
+	txHeaders   []string
+	txMark      mark
+
 	// The transaction, from MAIL on.
 	start      time.Time
 	from       string
@@ -90,6 +98,19 @@ func (s *Server) newSession(sc *smtp.Conn) (_ smtp.Session, err error) {
 	c.Log.Debug("session started", slog.Bool("relay", relay))
 	sess := &session{srv: s, sc: sc, conn: c, log: c.Log, relay: relay}
 	sess.preAuth()
+	cp := &connPolicy{}
+	if g, ok := c.Conn.(*greetingConn); ok {
+		cp = &g.policy
+	}
+	if err := sess.policyConnect(cp); err != nil {
+		return nil, err
+	}
+	if s.cfg.Policies.Wants(sdk.StageHelo) {
+		if err, _ := sess.runPolicy(sess.checkRequest(sdk.StageHelo), nil); err != nil {
+			c.Log.Info("greeting refused by policy", slog.String("helo", sc.Hostname()), slog.Int("code", err.Code))
+			return nil, err
+		}
+	}
 	return sess, nil
 }
 
@@ -126,6 +147,8 @@ func (s *session) Reset() {
 	s.size = 0
 	s.recipients = nil
 	s.accounts = nil
+	s.txHeaders = nil
+	s.txMark = mark{}
 	// A HELO or EHLO again: go-smtp resets, then echoes the name, without
 	// asking. One with a NUL or CR is refused here, and the connection
 	// ended before that echo (go-smtp holds its lock: no s.sc.Close).
@@ -151,9 +174,15 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 		s.log.Info("sender refused", slog.String("account", s.account), slog.String("from", from), slog.Int("code", err.Code))
 		return err
 	}
+	s.from, s.size = from, opts.Size
+	if s.srv.cfg.Policies.Wants(sdk.StageMail) {
+		if err, _ := s.runPolicy(s.checkRequest(sdk.StageMail), nil); err != nil {
+			s.log.Info("sender refused by policy", slog.String("account", s.account), slog.String("from", from), slog.Int("code", err.Code))
+			s.Reset()
+			return err
+		}
+	}
 	s.start = time.Now()
-	s.from = from
-	s.size = opts.Size
 	s.opts = sdk.DeliverOptions{
 		SMTPUTF8:   opts.UTF8,
 		Body:       string(opts.Body),
@@ -210,6 +239,14 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 		return err
 	}
 	r := sdk.Recipient{Address: to}
+	if s.srv.cfg.Policies.Wants(sdk.StageRcpt) {
+		req := s.checkRequest(sdk.StageRcpt)
+		req.Recipients = append(req.Recipients, to)
+		if err, _ := s.runPolicy(req, nil); err != nil {
+			s.log.Info("recipient refused by policy", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
+			return err
+		}
+	}
 	for _, n := range opts.Notify {
 		r.Notify = append(r.Notify, string(n))
 	}

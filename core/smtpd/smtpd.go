@@ -34,6 +34,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/clientconn"
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/localdelivery"
+	"github.com/switchyard-mta/switchyard/core/policy"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
@@ -92,8 +93,11 @@ type Config struct {
 	// Keys are the known TLS client keys: a submission client presenting
 	// one is logged in without AUTH, and may log in only to its account.
 	// Nil: none.
-	Keys  authflow.Keys
-	Queue Queue
+	Keys authflow.Keys
+	// Policies are the listener's policy checks, asked at each stage of a
+	// transaction (core/policy). Nil: none.
+	Policies *policy.Chain
+	Queue    Queue
 	// Local delivers to local accounts. Nil: recipients at local domains
 	// are refused with a temporary error.
 	Local Local

@@ -58,6 +58,7 @@ type setup struct {
 	Hostname       string            // Default mail.example.org.
 	IMAP           bool              // Adds the listeners "imap" and "imaps".
 	RelayNetworks  []string          // Of the mx listener.
+	Policies       []string          // Of the mx listener; Rest configures them.
 	MaxMessageSize string            // Default: the server's.
 	BackoffScale   float64           // Default 0.0001.
 	MaxAttempts    int               // Default: the server's.
@@ -103,6 +104,9 @@ func serverConfig(bin *mtatest.Binaries, s setup, submission, submissions, mx st
 	fmt.Fprintf(&b, "[[listeners]]\nname = \"mx\"\nkind = \"smtp\"\naddress = %q\n", mx)
 	if len(s.RelayNetworks) > 0 {
 		fmt.Fprintf(&b, "relay_networks = [%s]\n", quoteList(s.RelayNetworks))
+	}
+	if len(s.Policies) > 0 {
+		fmt.Fprintf(&b, "policies = [%s]\n", quoteList(s.Policies))
 	}
 	if s.IMAP {
 		fmt.Fprintf(&b, "[[listeners]]\nname = \"imap\"\nkind = \"imap\"\naddress = %q\n", mtatest.FreeAddr())

@@ -26,7 +26,7 @@ import (
 // Binaries are the built executables.
 type Binaries struct {
 	MTA     string
-	Plugins map[string]string // By directory name under plugins/.
+	Plugins map[string]string // By directory name under plugins/ or test/plugins/.
 }
 
 var (
@@ -72,15 +72,18 @@ func build() (*Binaries, error) {
 	}
 	b := &Binaries{MTA: filepath.Join(dir, "mta"), Plugins: map[string]string{}}
 	pkgs := map[string]string{b.MTA: "./cmd/mta"}
-	entries, err := os.ReadDir(filepath.Join(root, "plugins"))
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			p := filepath.Join(dir, "plugins", e.Name())
-			b.Plugins[e.Name()] = p
-			pkgs[p] = "./plugins/" + e.Name()
+	// The shipped plugins, and those only the tests use (test/plugins).
+	for _, src := range []string{"plugins", "test/plugins"} {
+		entries, err := os.ReadDir(filepath.Join(root, src))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				p := filepath.Join(dir, "plugins", e.Name())
+				b.Plugins[e.Name()] = p
+				pkgs[p] = "./" + src + "/" + e.Name()
+			}
 		}
 	}
 	for out, pkg := range pkgs {
