@@ -21,8 +21,10 @@ import (
 type Stage int
 
 const (
-	// StageConnect: the client connected; CheckRequest.Conn is known. A
-	// reject or tempfail answers the greeting, and the connection closes.
+	// StageConnect: the client connected; CheckRequest.Conn is known. It
+	// runs once per connection, when the client first greets (the TLS
+	// handshake of implicit TLS is done then); a reject or tempfail
+	// answers that EHLO or HELO, and the connection closes.
 	StageConnect Stage = iota + 1
 	// StageHelo: the client sent EHLO or HELO (CheckRequest.Helo). A
 	// reject or tempfail answers it; the client may greet again.
