@@ -123,6 +123,11 @@ func (s *signer) sign(st *settings, req *sdk.CheckRequest) (sigs []string, keys 
 	if err != nil {
 		return nil, nil, "", err
 	}
+	if raw[0] == ' ' || raw[0] == '\t' {
+		// Below a prepended field, the line would continue that field
+		// (RFC 5322 §2.2.3): the message is not what was signed.
+		return nil, nil, "header section starts with white space", nil
+	}
 	domain, reason := fromDomain(fields)
 	if reason != "" {
 		return nil, nil, reason, nil

@@ -42,7 +42,7 @@ type fixture struct {
 }
 
 // newKey writes a new key into dir.
-func newKey(t *testing.T, dir, domain, selector string, rsa bool) *testKey {
+func newKey(t testing.TB, dir, domain, selector string, rsa bool) *testKey {
 	t.Helper()
 	signer, pemData, err := dkimkey.Generate(rsa)
 	if err != nil {
@@ -330,6 +330,7 @@ func TestNotSigned(t *testing.T) {
 		{"other domain", fromAt("alice@example.net"), true, "no keys for From domain example.net"},
 		{"suffix is not a parent", fromAt("alice@badexample.org"), true, "no keys for From domain badexample.org"},
 		{"empty", "", true, "no From field"},
+		{"leading white space", " " + message, true, "header section starts with white space"},
 	} {
 		v, err := f.check(tc.msg, tc.submission)
 		if err != nil || v.Action != sdk.ActionContinue || len(v.PrependHeaders) != 0 {
