@@ -126,7 +126,7 @@ func parseConfig(c *sdk.Configuration, warn func(msg string, args ...any)) (*set
 				path = filepath.Join(c.ConfigDir, path)
 			}
 			if k.signer, err = dkimkey.Load(path); err != nil {
-				bad(p+".key_file", "%s", strings.TrimPrefix(err.Error(), "dkimkey: "))
+				bad(p+".key_file", "%s", strings.ReplaceAll(err.Error(), "dkimkey: ", ""))
 			} else {
 				k.algorithm = "rsa"
 				if _, ok := k.signer.Public().(ed25519.PublicKey); ok {

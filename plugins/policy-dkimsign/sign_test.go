@@ -445,7 +445,7 @@ func TestConfigErrors(t *testing.T) {
 		{"too long", map[string]any{"keys": []any{good(map[string]any{"domain": strings.Repeat("a.", 100) + "org", "selector": strings.Repeat("s", 60)})}}, []string{"keys[0].selector: " + strings.Repeat("s", 60) + "._domainkey."}},
 		{"duplicate", map[string]any{"keys": []any{good(nil), good(map[string]any{"key_file": keys[1].file, "domain": "EXAMPLE.org."})}}, []string{"keys[1].selector: e1 is also the selector of keys[0] for example.org"}},
 		{"absent file", map[string]any{"keys": []any{good(map[string]any{"key_file": "absent.pem"})}}, []string{"keys[0].key_file: open " + filepath.Join(dir, "absent.pem") + ": no such file"}},
-		{"not a key", map[string]any{"keys": []any{good(map[string]any{"key_file": "notakey.pem"})}}, []string{"keys[0].key_file: " + filepath.Join(dir, "notakey.pem") + ": dkimkey: unusable key: no PEM"}},
+		{"not a key", map[string]any{"keys": []any{good(map[string]any{"key_file": "notakey.pem"})}}, []string{"keys[0].key_file: " + filepath.Join(dir, "notakey.pem") + ": unusable key: no PEM"}},
 		{"small rsa", map[string]any{"keys": []any{good(map[string]any{"key_file": filepath.Join(dir, "small.pem")})}}, []string{"keys[0].key_file: ", "RSA key of 512 bits"}},
 		{"expiration not a duration", map[string]any{"keys": []any{good(map[string]any{"expiration": "30d"})}}, []string{`keys[0].expiration: "30d" is not a duration`}},
 		{"expiration short", map[string]any{"keys": []any{good(map[string]any{"expiration": "59m"})}}, []string{"keys[0].expiration: 59m0s is under 1h0m0s"}},
