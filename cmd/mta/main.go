@@ -47,6 +47,9 @@ var commands = []command{
 	{words: "tlspubkey rm", args: "FINGERPRINT", help: "Remove a TLS client key: connections with it no longer log in.", run: runAdmin},
 	{words: "tlspubkey set-preauth", args: "FINGERPRINT true|false", help: "Set whether IMAP connections with the key start logged in (PREAUTH).", run: runAdmin},
 	{words: "tlspubkey gen", args: "STEM", help: "Make an ed25519 key and a self-signed certificate: STEM.key, STEM.crt and STEM.p12 (for mail clients; no password).", run: runTLSPubKeyGen},
+	{words: "dkim gen", args: "[-rsa] DOMAIN SELECTOR KEYFILE", help: "Make a DKIM signing key (ed25519; RSA 2048 with -rsa) in a new KEYFILE, mode 0600; print its DNS record and the policy-dkimsign table.", run: runDKIMGen, flags: func(fs *flag.FlagSet) {
+		fs.Bool("rsa", false, "make an RSA key of 2048 bits rather than ed25519")
+	}},
 	{words: "sendmail", args: "[-t] [-i] [-f SENDER] [RECIPIENT ...]", help: "Submit a message from standard input, as sendmail does (see mta sendmail -h).", run: nil},
 }
 
