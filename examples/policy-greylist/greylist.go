@@ -285,8 +285,10 @@ func (ch *checker) Check(ctx context.Context, req *sdk.CheckRequest) (sdk.Verdic
 	if len(req.Recipients) == 0 {
 		return sdk.Verdict{}, errors.New("rcpt stage without a recipient")
 	}
-	rcpt := req.Recipients[len(req.Recipients)-1]
-	if len(req.From) > maxAddrLen || len(rcpt) > maxAddrLen {
+	// Lower-casing may lengthen a string (invalid UTF-8 becomes U+FFFD):
+	// the bound is on what is stored.
+	lfrom, lrcpt := strings.ToLower(req.From), strings.ToLower(req.Recipients[len(req.Recipients)-1])
+	if len(lfrom) > maxAddrLen || len(lrcpt) > maxAddrLen {
 		return sdk.Verdict{}, fmt.Errorf("address longer than %d bytes", maxAddrLen)
 	}
 	bits := inst.settings.ipv6Prefix
@@ -294,7 +296,7 @@ func (ch *checker) Check(ctx context.Context, req *sdk.CheckRequest) (sdk.Verdic
 		bits = inst.settings.ipv4Prefix
 	}
 	network, _ := addr.Prefix(bits) // Cannot fail: bits is in range for addr.
-	k := triplet{network: network, from: strings.ToLower(req.From), rcpt: strings.ToLower(rcpt)}
+	k := triplet{network: network, from: lfrom, rcpt: lrcpt}
 
 	o, waited := inst.store.check(k, ch.now())
 	attrs := []any{slog.String("instance", req.Instance), slog.String("result", o.String()), slog.String("client", addr.String()),
