@@ -306,10 +306,10 @@ func (ch *checker) Check(ctx context.Context, req *sdk.CheckRequest) (sdk.Verdic
 		ch.log.Info("greylisted", attrs...)
 		return greylisted, nil
 	case outcomeEarly:
-		ch.log.Info("greylisted", append(attrs, slog.Duration("waited", waited))...)
+		ch.log.Info("greylisted", append(attrs, slog.String("waited", waited.String()))...)
 		return greylisted, nil
 	case outcomePassed:
-		ch.log.Info("passed greylisting", append(attrs, slog.Duration("waited", waited))...)
+		ch.log.Info("passed greylisting", append(attrs, slog.String("waited", waited.String()))...)
 		return pass, nil
 	default:
 		ch.log.Debug("whitelisted", attrs...)

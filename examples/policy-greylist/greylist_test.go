@@ -176,7 +176,7 @@ func TestGreylisting(t *testing.T) {
 	clk.advance(5 * time.Minute)
 	wantPass(t, "retry after the lifetime", e.attempt("192.0.2.10", from, rcpt))
 
-	for _, want := range []string{`"result":"new"`, `"result":"early"`, `"result":"passed"`, `"waited":300000000000`, `"from":"sender@example.net"`} {
+	for _, want := range []string{`"result":"new"`, `"result":"early"`, `"result":"passed"`, `"waited":"5m0s"`, `"from":"sender@example.net"`} {
 		if !strings.Contains(e.logs.String(), want) {
 			t.Errorf("log lacks %s", want)
 		}
@@ -578,4 +578,22 @@ func TestParseDuration(t *testing.T) {
 			t.Errorf("%q: got %v, want an error", in, got)
 		}
 	}
+}
+
+func TestFullOfWhitelisted(t *testing.T) {
+	clk := newClock()
+	e := start(t, t.TempDir(), clk, map[string]any{"max_entries": int64(10)})
+	for i := range 10 {
+		r := fmt.Sprintf("u%d@example.org", i)
+		wantGreylisted(t, "first", e.attempt("192.0.2.1", from, r))
+		clk.advance(5 * time.Minute)
+		wantPass(t, "retry", e.attempt("192.0.2.1", from, r))
+	}
+	// With the cap full of whitelisted triplets, a new one still gets in,
+	// and the least recently passed make room.
+	wantGreylisted(t, "new", e.attempt("192.0.2.1", from, rcpt))
+	clk.advance(5 * time.Minute)
+	wantPass(t, "new, retried", e.attempt("192.0.2.1", from, rcpt))
+	wantPass(t, "most recent of the full", e.attempt("192.0.2.1", from, "u9@example.org"))
+	wantGreylisted(t, "least recent of the full", e.attempt("192.0.2.1", from, "u0@example.org"))
 }

@@ -331,7 +331,7 @@ func (s *store) check(k triplet, now time.Time) (outcome, time.Duration) {
 		s.m[k] = e
 		s.write(k, e)
 		if len(s.m) > s.t.maxEntries {
-			s.evict(t)
+			s.evict(t, &k)
 		}
 		return outcomeNew, 0
 	case e.passed:
@@ -393,7 +393,7 @@ func (s *store) prune(now int64) {
 		}
 	}
 	if len(s.m) > s.t.maxEntries {
-		s.evict(now)
+		s.evict(now, nil)
 	}
 }
 
@@ -401,8 +401,10 @@ func (s *store) prune(now int64) {
 // on every new triplet: expired entries first, then greylisted ones, oldest
 // first, and only then whitelisted ones, least recently passed first. A
 // flood of new triplets thus pushes out other new triplets, not the
-// whitelist. Called with s.mu held.
-func (s *store) evict(now int64) {
+// whitelist. keep, if not nil, is the triplet just added: never dropped, so
+// that a cap full of whitelisted triplets still lets new ones in. Called
+// with s.mu held.
+func (s *store) evict(now int64, keep *triplet) {
 	target := s.t.maxEntries - s.t.maxEntries/10
 	for k, e := range s.m {
 		if s.t.expired(e, now) {
@@ -419,6 +421,9 @@ func (s *store) evict(now int64) {
 	}
 	all := make([]aged, 0, len(s.m))
 	for k, e := range s.m {
+		if keep != nil && k == *keep {
+			continue
+		}
 		at := e.first
 		if e.passed {
 			at = e.last
