@@ -119,12 +119,13 @@ type store struct {
 func openStore(path string, t timing, now time.Time, log *slog.Logger) (*store, error) {
 	s := &store{path: path, log: log, t: t, m: map[triplet]entry{}}
 	f, err := os.Open(path)
+	var st loadStats
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		return nil, fmt.Errorf("opening state: %w", err)
 	default:
-		st, err := s.load(f, now.Unix())
+		st, err = s.load(f, now.Unix())
 		f.Close()
 		switch {
 		case errors.Is(err, errNotStateFile):
@@ -136,18 +137,19 @@ func openStore(path string, t timing, now time.Time, log *slog.Logger) (*store, 
 			log.Warn("state file unreadable, starting empty", slog.String("file", path), slog.String("moved_to", aside), slog.Any("err", err))
 		case err != nil:
 			return nil, fmt.Errorf("reading state %s: %w", path, err)
-		default:
-			attrs := []any{slog.String("file", path), slog.Int("entries", len(s.m)), slog.Int("records", st.records)}
-			if st.bad > 0 || st.torn {
-				log.Warn("state file had bad records, skipped", append(attrs, slog.Int("bad", st.bad), slog.Bool("torn_end", st.torn))...)
-			} else {
-				log.Info("state loaded", attrs...)
-			}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.prune(now.Unix())
+	if st.records > 0 || st.bad > 0 || st.torn {
+		attrs := []any{slog.String("file", path), slog.Int("entries", len(s.m)), slog.Int("records", st.records)}
+		if st.bad > 0 || st.torn {
+			log.Warn("state file had bad records, skipped", append(attrs, slog.Int("bad", st.bad), slog.Bool("torn_end", st.torn))...)
+		} else {
+			log.Info("state loaded", attrs...)
+		}
+	}
 	if err := s.compact(); err != nil {
 		return nil, err
 	}
