@@ -19,8 +19,10 @@ bin/mta:
 $(PLUGIN_BINS): bin/plugins/%:
 	$(GO) build -o $@ ./plugins/$*
 
+# An example in a module of its own, as an outsider's plugin is, builds
+# from its directory.
 $(EXAMPLE_BINS): bin/examples/%:
-	$(GO) build -o $@ ./examples/$*
+	if [ -f examples/$*/go.mod ]; then cd examples/$* && $(GO) build -o ../../$@ .; else $(GO) build -o $@ ./examples/$*; fi
 
 run: build
 	./bin/mta serve -config mta.toml
@@ -31,6 +33,7 @@ test: build
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
 	cd third_party/go-smtp && $(GO) vet . && $(GO) test .
+	for m in examples/*/go.mod; do (cd $$(dirname $$m) && $(GO) vet ./... && $(GO) test ./...) || exit 1; done
 
 bench: build
 	$(GO) run ./test/bench

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/sdk/dane"
+	"github.com/switchyard-mta/switchyard/sdk/dkimkey"
 	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
@@ -55,7 +57,7 @@ func (r Record) String() string {
 type Set struct {
 	Domain   string   // The domain in A-labels, without trailing dot.
 	Hostname string   // The server's hostname (the MX target) in A-labels, without trailing dot.
-	Records  []Record // In order: MX, SPF, HELO SPF, DMARC, MTA-STS, TLS-RPT, TLSA.
+	Records  []Record // In order: MX, SPF, HELO SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA.
 	// Policy is the MTA-STS policy file, served at PolicyURL (RFC 8461 §3.3).
 	Policy    string
 	PolicyURL string
@@ -148,14 +150,38 @@ func Generate(cfg *config.Config, domain string, cert *x509.Certificate) (*Set, 
 		}
 	}
 
-	add("_dmarc."+d, "TXT", txt("v=DMARC1; p=quarantine; rua=mailto:postmaster@"+d),
-		"DMARC (RFC 7489 §6.3): receivers quarantine mail from @"+d+" that passes",
+	keys, err := dkimKeys(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range keys {
+		comment := []string{}
+		if i == 0 {
+			comment = []string{
+				"DKIM (RFC 6376 §3.6.2): the public keys policy-dkimsign signs mail from",
+				"@" + d + " with, one record per selector. Publish a new key's record before",
+				"the key signs, and keep an old one's until mail signed with it is delivered.",
+			}
+		}
+		add(strings.TrimSuffix(dkimkey.Name(k.selector, d), "."), "TXT", dkimkey.TXTData(k.record), comment...)
+	}
+
+	dmarc := []string{
+		"DMARC (RFC 7489 §6.3): receivers quarantine mail from @" + d + " that passes",
 		"neither aligned SPF nor aligned DKIM, and send aggregate reports to",
-		"postmaster@"+d+" (an address of this domain needs no external",
-		"authorization, RFC 7489 §7.1). p=quarantine, not p=reject: until DKIM",
-		"signing arrives (a later plugin), only SPF can align, and SPF fails for",
-		"forwarded mail and mailing lists; quarantine lands those in spam instead of",
-		"bouncing them. Move to p=reject once DKIM signs everything sent.")
+		"postmaster@" + d + " (an address of this domain needs no external",
+		"authorization, RFC 7489 §7.1).",
+	}
+	if len(keys) == 0 {
+		dmarc = append(dmarc, "p=quarantine, not p=reject: without DKIM signing",
+			"(policy-dkimsign), only SPF can align, and SPF fails for forwarded mail",
+			"and mailing lists; quarantine lands those in spam instead of bouncing them.",
+			"Move to p=reject once DKIM signs everything sent.")
+	} else {
+		dmarc = append(dmarc, "DKIM signs mail sent here: once reports show that all",
+			"of it passes, move to p=reject.")
+	}
+	add("_dmarc."+d, "TXT", txt("v=DMARC1; p=quarantine; rua=mailto:postmaster@"+d), dmarc...)
 
 	policy, mode := MTASTSPolicy(host, cert)
 	s.Policy = policy
@@ -291,11 +317,64 @@ func senders(cfg *config.Config, hostname string) ([]helo, []other, error) {
 	return helos, others, nil
 }
 
-// pluginName is the plugin a transport names: its [plugins] key, or the
+// DKIMSignPlugin names the plugin whose [[policies.NAME.config.keys]]
+// (domain, selector, key_file) sign mail: their records are published.
+const DKIMSignPlugin = "policy-dkimsign"
+
+// dkimKey is the record of one signing key of the domain.
+type dkimKey struct {
+	selector, record string
+}
+
+// dkimKeys returns the DKIM keys of the policy-dkimsign instances that sign
+// for domain d (A-labels), by selector.
+func dkimKeys(cfg *config.Config, d string) ([]dkimKey, error) {
+	var keys []dkimKey
+	for _, name := range slices.Sorted(maps.Keys(cfg.Policies)) {
+		p := cfg.Policies[name]
+		if pluginName(cfg, p.Plugin) != DKIMSignPlugin {
+			continue
+		}
+		var list []map[string]any // An array of tables, as TOML decodes it.
+		switch v := p.Config["keys"].(type) {
+		case []map[string]any:
+			list = v
+		case []any:
+			for _, e := range v {
+				t, _ := e.(map[string]any)
+				list = append(list, t)
+			}
+		}
+		for i, t := range list {
+			domain, _ := t["domain"].(string)
+			selector, _ := t["selector"].(string)
+			file, _ := t["key_file"].(string)
+			if a, err := aLabels(domain); err != nil || a != d {
+				continue
+			}
+			if !filepath.IsAbs(file) {
+				file = filepath.Join(cfg.Dir, file)
+			}
+			key, err := dkimkey.Load(file)
+			if err == nil {
+				var record string
+				if record, err = dkimkey.Record(key.Public()); err == nil {
+					keys = append(keys, dkimKey{selector, record})
+					continue
+				}
+			}
+			return nil, fmt.Errorf("policies.%s.config.keys[%d].key_file: %w", name, i, err)
+		}
+	}
+	slices.SortFunc(keys, func(a, b dkimKey) int { return strings.Compare(a.selector, b.selector) })
+	return keys, nil
+}
+
+// pluginName is the plugin a transport or policy names: its [plugins] key, or the
 // file name of the plugin's path when that is a known plugin and the key is
 // not (e.g. key "socks" with path "bin/plugins/transport-socks").
 func pluginName(cfg *config.Config, key string) string {
-	known := func(n string) bool { return n == SOCKSPlugin || n == DirectPlugin }
+	known := func(n string) bool { return n == SOCKSPlugin || n == DirectPlugin || n == DKIMSignPlugin }
 	if p := cfg.Plugins[key]; p != nil && !known(key) && known(filepath.Base(p.Path)) {
 		return filepath.Base(p.Path)
 	}

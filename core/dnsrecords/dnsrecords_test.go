@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/switchyard-mta/switchyard/core/config"
+	"github.com/switchyard-mta/switchyard/sdk/dkimkey"
 )
 
 const base = `
@@ -355,5 +357,74 @@ func TestTXTSplit(t *testing.T) {
 	parts := rr.(*dns.TXT).Txt
 	if len(parts) < 2 || len(parts[0]) != 255 || strings.Join(parts, "") != want+" ~all" {
 		t.Errorf("split SPF %q", parts)
+	}
+}
+
+// TestDKIM: the records of policy-dkimsign's keys for the domain, by
+// selector, and none for another domain's or another plugin's keys.
+func TestDKIM(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, rsa bool) (string, string) {
+		key, pemData, err := dkimkey.Generate(rsa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pemData, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		record, err := dkimkey.Record(key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, record
+	}
+	ed, edRecord := write("ed.pem", false)
+	rsa, rsaRecord := write("rsa.pem", true)
+	other, _ := write("other.pem", false)
+	cfg := parse(t, fmt.Sprintf(`[plugins.dkim]
+path = "bin/plugins/policy-dkimsign"
+[plugins.script]
+path = "bin/plugins/policy-script"
+[policies.sign]
+plugin = "dkim"
+[[policies.sign.config.keys]]
+domain = "example.org"
+selector = "s2"
+key_file = %q
+[[policies.sign.config.keys]]
+domain = "EXAMPLE.org"
+selector = "s1"
+key_file = %q
+[[policies.sign.config.keys]]
+domain = "example.net"
+selector = "s1"
+key_file = %q
+[policies.other]
+plugin = "script"
+[[policies.other.config.keys]]
+domain = "example.org"
+selector = "s3"
+key_file = %q
+`, rsa, ed, other, other))
+	s, err := Generate(cfg, "example.org", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := find(s, "s1._domainkey.example.org.", "TXT"); len(got) != 1 || got[0] != dkimkey.TXTData(edRecord) {
+		t.Errorf("s1: %q", got)
+	}
+	if got := find(s, "s2._domainkey.example.org.", "TXT"); len(got) != 1 || got[0] != dkimkey.TXTData(rsaRecord) || !strings.Contains(got[0], `" "`) {
+		t.Errorf("s2 (RSA, split): %q", got)
+	}
+	if got := find(s, "s3._domainkey.example.org.", "TXT"); len(got) != 0 {
+		t.Errorf("another plugin's key published: %q", got)
+	}
+	checkZone(t, s)
+	if err := os.Remove(ed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Generate(cfg, "example.org", nil); err == nil || !strings.Contains(err.Error(), "policies.sign.config.keys[1].key_file") {
+		t.Errorf("missing key file: %v", err)
 	}
 }
