@@ -9,7 +9,10 @@
 // without TLS or AUTH, as Postfix's smtp-source would. Where Debian's postfix
 // is installed and the bench runs as root, a private Postfix instance relays
 // the same load to the same sink, and the Switchyard rates are also given as
-// ratios to it.
+// ratios to it. Two more runs through the inbound listener add policy
+// checks, policy-msgauth and then policy-msgauth with the greylist example,
+// DNS answered from memory on loopback; their rates are also given as
+// ratios to the run without checks, which shows what a check costs.
 package main
 
 import (
@@ -57,7 +60,16 @@ func run(n, conns, size int) error {
 		return err
 	}
 	defer sink.Close()
-	msg := mtatest.MakeMessage("bench@example.org", "sink@example.net", "bench", size)
+	// One message for every run, DKIM-signed for the policy runs.
+	msg, record, err := signedMessage(size)
+	if err != nil {
+		return err
+	}
+	zone, err := startZone(benchZone(record))
+	if err != nil {
+		return err
+	}
+	defer zone.Close()
 	fmt.Printf("load: %d messages of %d bytes over %d sessions\n\n", n, len(msg), conns)
 
 	// Reference: straight to the sink.
@@ -79,7 +91,7 @@ func run(n, conns, size int) error {
 		fmt.Printf("%-48s skipped: %v\n", "postfix: smtp (mynetworks) → queue → smtp", err)
 	} else {
 		l := load{addr: pfAddr, from: "app@relay.test", to: "sink@example.net", n: n, conns: conns, msg: msg}
-		pfRate, err = measure(sink, l, n, "postfix: smtp (mynetworks) → queue → smtp", refRate, 0, pf.log)
+		pfRate, err = measure(sink, l, n, "postfix: smtp (mynetworks) → queue → smtp", refRate, 0, 0, pf.log)
 		pf.Stop()
 		if err != nil {
 			return err
@@ -91,31 +103,42 @@ func run(n, conns, size int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	sub, mx := mtatest.FreeAddr(), mtatest.FreeAddr()
-	srv, err := mtatest.StartServer(bin, dir, config(sub, mx, bin.Plugins["transport-submission"], sink.Addr))
+	sub, mx, mxAuth, mxGrey := mtatest.FreeAddr(), mtatest.FreeAddr(), mtatest.FreeAddr(), mtatest.FreeAddr()
+	cfg := config(sub, mx, bin.Plugins["transport-submission"], sink.Addr) + policyConfig(bin, zone.Addr, mxAuth, mxGrey)
+	srv, err := mtatest.StartServer(bin, dir, cfg)
 	if err != nil {
 		return err
 	}
 	defer srv.Stop()
 	logTail := func() string { return tail(srv.Log(), 20) }
-	runs := []struct {
-		name string
-		l    load
-	}{
-		{"switchyard: smtp (relay_networks) → queue → plugin", load{addr: mx, from: "app@relay.test", to: "sink@example.net", n: n, conns: conns, msg: msg}},
-		{"switchyard: submission+TLS+AUTH → queue → plugin", load{addr: sub, startTLS: true, user: "bench@example.org", pass: srv.Passwords["bench"], from: "bench@example.org", to: "sink@example.net", n: n, conns: conns, msg: msg}},
+	inbound := func(addr string) load {
+		return load{addr: addr, from: "app@" + benchDomain, to: "sink@example.net", n: n, conns: conns, msg: msg}
 	}
-	for _, r := range runs {
-		if _, err := measure(sink, r.l, n, r.name, refRate, pfRate, logTail); err != nil {
-			return err
-		}
+	mxRate, err := measure(sink, inbound(mx), n, "switchyard: smtp (relay_networks) → queue → plugin", refRate, pfRate, 0, logTail)
+	if err != nil {
+		return err
+	}
+	sl := load{addr: sub, startTLS: true, user: "bench@example.org", pass: srv.Passwords["bench"], from: "bench@example.org", to: "sink@example.net", n: n, conns: conns, msg: msg}
+	if _, err := measure(sink, sl, n, "switchyard: submission+TLS+AUTH → queue → plugin", refRate, pfRate, 0, logTail); err != nil {
+		return err
+	}
+	// The cost of policy checks on the inbound path, as a ratio to it.
+	if _, err := measure(sink, inbound(mxAuth), n, "switchyard: smtp + policy-msgauth", refRate, pfRate, mxRate, logTail); err != nil {
+		return err
+	}
+	if err := warmGreylist(mxGrey, "app@"+benchDomain, "sink@example.net"); err != nil {
+		return err
+	}
+	if _, err := measure(sink, inbound(mxGrey), n, "switchyard: smtp + policy-msgauth + greylist", refRate, pfRate, mxRate, logTail); err != nil {
+		return err
 	}
 	return nil
 }
 
 // measure sends l and waits until the sink has all n messages; the rate is
 // end to end, from the first connection to the last arrival.
-func measure(sink *mtatest.Sink, l load, n int, name string, refRate, pfRate float64, logTail func() string) (float64, error) {
+// With noPolicyRate, the rate is also given as a ratio to that run's.
+func measure(sink *mtatest.Sink, l load, n int, name string, refRate, pfRate, noPolicyRate float64, logTail func() string) (float64, error) {
 	before := sink.Count()
 	start := time.Now()
 	accDur, err := l.send()
@@ -130,6 +153,9 @@ func measure(sink *mtatest.Sink, l load, n int, name string, refRate, pfRate flo
 	fmt.Printf("%-48s %7.0f msg/s  (%v; accepted at %.0f msg/s)  ×%.2f reference", name, rate, dur.Round(time.Millisecond), float64(n)/accDur.Seconds(), rate/refRate)
 	if pfRate > 0 {
 		fmt.Printf("  ×%.2f postfix", rate/pfRate)
+	}
+	if noPolicyRate > 0 {
+		fmt.Printf("  ×%.2f no policy", rate/noPolicyRate)
 	}
 	fmt.Println()
 	return rate, nil

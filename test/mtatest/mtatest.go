@@ -26,7 +26,7 @@ import (
 // Binaries are the built executables.
 type Binaries struct {
 	MTA     string
-	Plugins map[string]string // By directory name under plugins/ or test/plugins/.
+	Plugins map[string]string // By directory name under plugins/, examples/ or test/plugins/.
 }
 
 var (
@@ -55,6 +55,11 @@ func Root() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // goBin is the go command: go test puts the GOROOT/bin of the go that
 // runs it first in the PATH of the tests.
 func goBin() string {
@@ -71,26 +76,33 @@ func build() (*Binaries, error) {
 		return nil, err
 	}
 	b := &Binaries{MTA: filepath.Join(dir, "mta"), Plugins: map[string]string{}}
-	pkgs := map[string]string{b.MTA: "./cmd/mta"}
-	// The shipped plugins, and those only the tests use (test/plugins).
-	for _, src := range []string{"plugins", "test/plugins"} {
+	// Output path → the package, built in dir (the root, or the
+	// directory of an example in a module of its own).
+	type pkg struct{ dir, path string }
+	pkgs := map[string]pkg{b.MTA: {root, "./cmd/mta"}}
+	// The shipped plugins, the examples, and those only the tests use.
+	for _, src := range []string{"plugins", "examples", "test/plugins"} {
 		entries, err := os.ReadDir(filepath.Join(root, src))
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range entries {
-			if e.IsDir() {
-				p := filepath.Join(dir, "plugins", e.Name())
-				b.Plugins[e.Name()] = p
-				pkgs[p] = "./" + src + "/" + e.Name()
+			if !e.IsDir() {
+				continue
+			}
+			p := filepath.Join(dir, "plugins", e.Name())
+			b.Plugins[e.Name()] = p
+			pkgs[p] = pkg{root, "./" + src + "/" + e.Name()}
+			if own := filepath.Join(root, src, e.Name()); fileExists(filepath.Join(own, "go.mod")) {
+				pkgs[p] = pkg{own, "."}
 			}
 		}
 	}
 	for out, pkg := range pkgs {
-		cmd := exec.Command(goBin(), "build", "-o", out, pkg)
-		cmd.Dir = root
+		cmd := exec.Command(goBin(), "build", "-o", out, pkg.path)
+		cmd.Dir = pkg.dir
 		if o, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, o)
+			return nil, fmt.Errorf("go build %s: %v\n%s", pkg.path, err, o)
 		}
 	}
 	return b, nil
