@@ -2,13 +2,15 @@ package main
 
 import (
 	"strings"
+
+	"github.com/switchyard-mta/switchyard/sdk/dnsresolve"
 )
 
 const authResultsName = "Authentication-Results"
 
 const (
 	foldAt      = 76  // Longest line before CRLF when folding (RFC 5322 §2.1.1: 78).
-	maxValueLen = 200 // Quoted values from the peer are cut to this length.
+	maxValueLen = 255 // Values are cut to this length: a domain name fits.
 )
 
 // result is one resinfo of an Authentication-Results field (RFC 8601 §2.2).
@@ -61,8 +63,8 @@ func formatResults(authservID string, results []result) string {
 			switch {
 			case j == 0:
 			case n+1+len(p) > foldAt:
-				b.WriteString("\r\n\t")
-				n = 1
+				b.WriteString("\r\n\t  ") // Indented under its method.
+				n = 3
 			default:
 				b.WriteString(" ")
 				n++
@@ -92,9 +94,17 @@ func isToken(s string) bool {
 	return true
 }
 
+// cut returns s cut to maxValueLen.
+func cut(s string) string {
+	if len(s) > maxValueLen {
+		return s[:maxValueLen]
+	}
+	return s
+}
+
 // value is a token, or else a quoted-string.
 func value(s string) string {
-	if isToken(s) {
+	if s = cut(s); isToken(s) {
 		return s
 	}
 	return quoted(s)
@@ -103,7 +113,7 @@ func value(s string) string {
 // pvalue is a value, a domain-name or local-part@domain-name as the pvalue
 // of RFC 8601 §2.2 allows (dot-atom local parts only), or a quoted-string.
 func pvalue(s string) string {
-	if isToken(s) {
+	if s = cut(s); isToken(s) {
 		return s
 	}
 	local, domain, ok := strings.Cut(s, "@")
@@ -127,6 +137,16 @@ func isDotAtom(s string) bool {
 		}
 	}
 	return true
+}
+
+// asciiDomain returns s in lowercase A-labels without a trailing dot if it
+// is a host name (see isDomainName), U-labels converted (RFC 5891 §5).
+func asciiDomain(s string) (string, bool) {
+	a, err := dnsresolve.ToASCII(s)
+	if err != nil || !isDomainName(a) {
+		return "", false
+	}
+	return a, true
 }
 
 // isDomainName reports whether s is a host name in ASCII: letter-digit-hyphen
@@ -153,10 +173,7 @@ func isDomainName(s string) bool {
 // printable returns s with every octet outside printable US-ASCII replaced
 // by '?', cut to maxValueLen.
 func printable(s string) string {
-	b := []byte(s)
-	if len(b) > maxValueLen {
-		b = b[:maxValueLen]
-	}
+	b := []byte(cut(s))
 	for i, c := range b {
 		if c < ' ' || c >= 0x7f {
 			b[i] = '?'

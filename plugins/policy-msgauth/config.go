@@ -55,7 +55,7 @@ func parseSettings(c *sdk.Configuration, hostname string) (*settings, error) {
 		errs = append(errs, sdk.ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	s := &settings{dmarcReject: sdk.ActionReject, timeout: defaultTimeout, maxSignatures: defaultMaxSignatures}
-	if h, err := dnsresolve.ToASCII(hostname); err != nil {
+	if h, ok := asciiDomain(hostname); !ok {
 		// The authserv-id must name this server unambiguously (RFC 8601 §2.5).
 		bad("", "the server's hostname %q is not a domain name to name results with", hostname)
 	} else {

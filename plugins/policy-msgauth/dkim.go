@@ -9,8 +9,6 @@ import (
 	"unicode"
 
 	"github.com/emersion/go-msgauth/dkim"
-
-	"github.com/switchyard-mta/switchyard/sdk/dnsresolve"
 )
 
 const dkimSignatureName = "DKIM-Signature"
@@ -73,7 +71,7 @@ func verifyDKIM(ctx context.Context, l *lookups, msg []byte, fields []field, com
 			sigPrefix: stripSpace(t["b"]),
 		}
 		r.domain = stripSpace(t["d"])
-		if d, err := dnsresolve.ToASCII(r.domain); err == nil {
+		if d, ok := asciiDomain(r.domain); ok {
 			r.domain = d
 		}
 		if len(r.sigPrefix) > 8 {
@@ -119,9 +117,11 @@ func verifyDKIM(ctx context.Context, l *lookups, msg []byte, fields []field, com
 			// The error would name the resolver; the reader needs less.
 			r.reason = "key unavailable: temporary DNS failure"
 		case v.Err != nil:
-			r.reason = strings.TrimPrefix(v.Err.Error(), "dkim: ")
+			// Without the DNS error's detail: header.s and header.d say
+			// where the key was looked for.
+			r.reason, _, _ = strings.Cut(strings.TrimPrefix(v.Err.Error(), "dkim: "), ": lookup ")
 		}
-		if d, err := dnsresolve.ToASCII(v.Domain); err == nil {
+		if d, ok := asciiDomain(v.Domain); ok {
 			r.domain = d
 		}
 	}

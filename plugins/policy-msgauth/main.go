@@ -56,7 +56,7 @@
 //		spf=pass smtp.mailfrom=example.com;
 //		spf=none smtp.helo=mail.example.com;
 //		dkim=pass header.d=example.com header.s=sel header.a=ed25519-sha256
-//		header.b=Zm9vYmFy;
+//		  header.b=Zm9vYmFy;
 //		dmarc=pass (p=reject dis=none) header.from=example.com;
 //		iprev=pass (mail.example.com) policy.iprev=192.0.2.1
 //

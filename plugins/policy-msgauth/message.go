@@ -7,8 +7,6 @@ import (
 	"mime"
 	"net/mail"
 	"strings"
-
-	"github.com/switchyard-mta/switchyard/sdk/dnsresolve"
 )
 
 // field is a header field of the message as it arrived.
@@ -92,8 +90,8 @@ func authorDomain(fields []field) (string, error) {
 	if at < 0 {
 		return "", errFromDomain
 	}
-	d, err := dnsresolve.ToASCII(addrs[0].Address[at+1:])
-	if err != nil {
+	d, ok := asciiDomain(addrs[0].Address[at+1:])
+	if !ok {
 		return "", errFromDomain
 	}
 	return d, nil
@@ -166,7 +164,7 @@ func ownResults(fields []field, hostname string) []int {
 		}
 		if strings.EqualFold(strings.TrimSuffix(id, "."), hostname) {
 			own = append(own, n)
-		} else if a, err := dnsresolve.ToASCII(id); err == nil && a == hostname {
+		} else if a, ok := asciiDomain(id); ok && a == hostname {
 			own = append(own, n)
 		}
 	}

@@ -23,8 +23,8 @@ type spfResult struct {
 // evaluate: a valid, multi-label name (RFC 7208 §4.3); an address literal
 // or a single label is not.
 func spfDomain(d string) (string, bool) {
-	a, err := dnsresolve.ToASCII(d)
-	if err != nil || !strings.Contains(a, ".") {
+	a, ok := asciiDomain(d)
+	if !ok || !strings.Contains(a, ".") {
 		return d, false
 	}
 	return a, true
