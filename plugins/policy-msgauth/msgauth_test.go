@@ -471,9 +471,9 @@ func TestIPRev(t *testing.T) {
 		want string
 	}{
 		{"192.0.2.1", "pass policy.iprev=192.0.2.1"},
-		{"192.0.2.2", "fail policy.iprev=192.0.2.2"},       // liar.example.net is 192.0.2.99.
-		{"192.0.2.3", "permerror policy.iprev=192.0.2.3"},  // No PTR.
-		{"192.0.2.4", "temperror policy.iprev=192.0.2.4"},  // The name's A lookup fails.
+		{"192.0.2.2", "fail policy.iprev=192.0.2.2"},      // liar.example.net is 192.0.2.99.
+		{"192.0.2.3", "permerror policy.iprev=192.0.2.3"}, // No PTR.
+		{"192.0.2.4", "temperror policy.iprev=192.0.2.4"}, // The name's A lookup fails.
 		{"[::ffff:192.0.2.1]", "pass policy.iprev=192.0.2.1"},
 		{"[2001:db8::1]", "permerror policy.iprev=2001:db8::1"},
 	} {
