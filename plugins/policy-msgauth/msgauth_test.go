@@ -253,7 +253,7 @@ func message(from string) string {
 }
 
 // sign prepends a DKIM-Signature of domain and selector with key.
-func sign(t *testing.T, msg, domain, selector string, key crypto.Signer) string {
+func sign(t testing.TB, msg, domain, selector string, key crypto.Signer) string {
 	t.Helper()
 	var b bytes.Buffer
 	err := dkim.Sign(&b, strings.NewReader(msg), &dkim.SignOptions{
