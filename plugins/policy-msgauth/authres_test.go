@@ -377,10 +377,48 @@ func TestAuthorDomain(t *testing.T) {
 		{"From: not an address\r\n", "", errFromSyntax},
 		{"From: a@[192.0.2.1]\r\n", "", errFromDomain},
 	} {
-		fields, _ := parseHeader([]byte(tc.header + "\r\nbody\r\n"))
-		got, err := authorDomain(fields)
+		got, err := authorDomain(parseHeader([]byte(tc.header + "\r\nbody\r\n")).fields)
 		if got != tc.want || err != tc.err {
 			t.Errorf("%q: %q, %v; want %q, %v", tc.header, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+func TestParseHeader(t *testing.T) {
+	msg := "From: a@example.com\r\n" +
+		"Subject: one\r\n two\r\n\tthree\r\n" +
+		"no colon here\r\n" +
+		" Authentication-Results : x; none\n" + // Continues "no colon here".
+		"X-LF: bare\n lf\n" +
+		"Empty:\r\n" +
+		"\r\n" +
+		"Body: not a field\r\n"
+	h := parseHeader([]byte(msg))
+	var got []string
+	for _, f := range h.fields {
+		got = append(got, f.name+"|"+f.value)
+	}
+	want := []string{
+		"From| a@example.com",
+		"Subject| one two\tthree",
+		"no colon here| Authentication-Results : x; none",
+		"X-LF| bare lf",
+		"Empty|",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("fields\n%q, want\n%q", got, want)
+	}
+	if !h.complete || h.size != strings.Index(msg, "Body:") {
+		t.Errorf("complete %v, size %d", h.complete, h.size)
+	}
+	if h := parseHeader([]byte("From: a\r\n b")); h.complete || len(h.fields) != 1 || h.fields[0].value != " a b" || h.size != 11 {
+		t.Errorf("no empty line: %+v", h)
+	}
+	if h := parseHeader([]byte(" x\r\ny: z\r\n")); len(h.fields) != 2 || h.fields[0].name != "x" {
+		t.Errorf("leading continuation: %+v", h)
+	}
+	// Lines × octets: 1 × 21 for From, 3 × 28 for Subject.
+	if h := parseHeader([]byte("From: a@example.com\r\nSubject: one\r\n two\r\n\tthree\r\n\r\n")); h.foldCost != 21+3*28 {
+		t.Errorf("fold cost %d", h.foldCost)
 	}
 }

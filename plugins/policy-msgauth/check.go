@@ -154,8 +154,8 @@ func (c *checker) check(ctx context.Context, s *settings, req *sdk.CheckRequest,
 	ctx, cancel := context.WithTimeout(ctx, budget(ctx, s.timeout))
 	defer cancel()
 
-	fields, complete := parseHeader(msg)
-	from, fromErr := authorDomain(fields)
+	hdr := parseHeader(msg)
+	from, fromErr := authorDomain(hdr.fields)
 
 	var (
 		wg           sync.WaitGroup
@@ -167,7 +167,7 @@ func (c *checker) check(ctx context.Context, s *settings, req *sdk.CheckRequest,
 		policy       = dmarcLookup{status: "permerror"}
 	)
 	wg.Go(func() { mfrom, hello = checkSPFIdentities(ctx, s.resolver, ip, req.Helo, req.From) })
-	wg.Go(func() { dkims, moreSigs = verifyDKIM(ctx, dkimLookups, msg, fields, complete, s.maxSignatures) })
+	wg.Go(func() { dkims, moreSigs = verifyDKIM(ctx, dkimLookups, msg, hdr, s.maxSignatures) })
 	wg.Go(func() { rev = checkIPRev(ctx, s.resolver, ip) })
 	if fromErr == nil {
 		wg.Go(func() { policy = lookupDMARC(ctx, s.resolver, from) })
@@ -193,7 +193,7 @@ func (c *checker) check(ctx context.Context, s *settings, req *sdk.CheckRequest,
 		v.Text = fmt.Sprintf("DMARC policy of %s: quarantine", from)
 	}
 	v.PrependHeaders = []string{formatResults(s.hostname, authResults(req, ip, mfrom, hello, dkims, dmarc, rev))}
-	for _, n := range ownResults(fields, s.hostname) {
+	for _, n := range ownResults(hdr.fields, s.hostname) {
 		v.DeleteHeaders = append(v.DeleteHeaders, sdk.HeaderRef{Name: authResultsName, Index: n})
 	}
 

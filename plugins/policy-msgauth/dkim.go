@@ -51,12 +51,25 @@ func stripSpace(s string) string {
 	}, s)
 }
 
-// verifyDKIM verifies the first max DKIM-Signature fields of msg, in order,
-// with keys looked up through l. complete says whether msg has the empty
-// line that ends the header section. more reports signatures beyond max,
-// which are ignored.
-func verifyDKIM(ctx context.Context, l *lookups, msg []byte, fields []field, complete bool, max int) (results []dkimResult, more bool) {
-	for _, f := range fields {
+// Bounds on the work go-msgauth does on a header section, which grows with
+// the product of two sizes the peer chooses.
+const (
+	// maxFoldCost bounds header.foldCost: go-msgauth joins a field's lines
+	// one at a time. A large folded field costs some 10^5.
+	maxFoldCost = 1 << 26
+	// maxPickCost bounds, over signatures, signed fields (h=) × header
+	// octets: go-msgauth scans the header for each signed field. Ten
+	// signatures of 20 fields over a 64 KiB header cost some 10^7.
+	maxPickCost = 1 << 28
+)
+
+// verifyDKIM verifies the first max DKIM-Signature fields of msg, whose
+// header section is h, in order, with keys looked up through l. more
+// reports signatures beyond max, which are ignored. A header that would
+// cost too much to verify gets permerror for every signature.
+func verifyDKIM(ctx context.Context, l *lookups, msg []byte, h header, max int) (results []dkimResult, more bool) {
+	var signed int64
+	for _, f := range h.fields {
 		if !strings.EqualFold(f.name, dkimSignatureName) {
 			continue
 		}
@@ -78,12 +91,19 @@ func verifyDKIM(ctx context.Context, l *lookups, msg []byte, fields []field, com
 			r.sigPrefix = r.sigPrefix[:8]
 		}
 		results = append(results, r)
+		signed += int64(strings.Count(t["h"], ":") + 1)
 	}
 	if len(results) == 0 {
 		return nil, false
 	}
+	if h.foldCost > maxFoldCost || signed*int64(h.size) > maxPickCost {
+		for i := range results {
+			results[i].value, results[i].reason = "permerror", "header too large to verify"
+		}
+		return results, more
+	}
 	var body io.Reader = bytes.NewReader(msg)
-	if !complete {
+	if !h.complete {
 		// A message of header fields only: the body is empty, and go-msgauth
 		// wants the empty line.
 		end := "\r\n"

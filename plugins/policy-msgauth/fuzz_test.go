@@ -74,9 +74,8 @@ func FuzzCheck(f *testing.F) {
 		if id != hostname || len(results) < 5 {
 			t.Fatalf("id %q, %d results:\n%s", id, len(results), v.PrependHeaders[0])
 		}
-		fields, _ := parseHeader(msg)
 		n := 0
-		for _, fl := range fields {
+		for _, fl := range parseHeader(msg).fields {
 			if strings.EqualFold(fl.name, authResultsName) {
 				n++
 			}

@@ -20,30 +20,65 @@ type field struct {
 	value string
 }
 
+// header is the header section of a message (RFC 5322 §2.1).
+type header struct {
+	fields []field
+	// complete reports whether the empty line that ends the section was
+	// there; without it the whole message is header.
+	complete bool
+	// foldCost bounds the work of joining continuation lines one at a time,
+	// as go-msgauth's dkim does: the sum over fields of lines × octets.
+	foldCost int64
+	size     int // Octets of the section.
+}
+
 // parseHeader splits the header section of msg into fields, up to the empty
 // line that ends it (RFC 5322 §2.1). A line that begins with white space
-// continues the field before it. complete reports whether the empty line
-// was there; without it the whole message is header.
-func parseHeader(msg []byte) (fields []field, complete bool) {
-	for len(msg) > 0 {
-		line := msg
-		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
-			line, msg = msg[:i], msg[i+1:]
-		} else {
-			msg = nil
+// continues the field before it. Lines end in LF, with or without CR.
+func parseHeader(msg []byte) header {
+	var h header
+	var fieldStart, valueStart, lines int
+	finish := func(at int) {
+		if len(h.fields) > 0 {
+			h.fields[len(h.fields)-1].value = unfold(msg[valueStart:at])
+			h.foldCost += int64(lines) * int64(at-fieldStart)
 		}
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			return fields, true
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(fields) > 0 {
-			fields[len(fields)-1].value += string(line)
-			continue
-		}
-		name, value, _ := strings.Cut(string(line), ":")
-		fields = append(fields, field{name: strings.TrimSpace(name), value: value})
 	}
-	return fields, false
+	pos := 0
+	for pos < len(msg) {
+		lineEnd, next := len(msg), len(msg)
+		if i := bytes.IndexByte(msg[pos:], '\n'); i >= 0 {
+			lineEnd, next = pos+i, pos+i+1
+		}
+		line := bytes.TrimSuffix(msg[pos:lineEnd], []byte("\r"))
+		switch {
+		case len(line) == 0:
+			finish(pos)
+			h.complete, h.size = true, next
+			return h
+		case (line[0] == ' ' || line[0] == '\t') && len(h.fields) > 0:
+			lines++
+		default:
+			finish(pos)
+			name, _, colon := bytes.Cut(line, []byte(":"))
+			h.fields = append(h.fields, field{name: string(bytes.TrimSpace(name))})
+			fieldStart, valueStart, lines = pos, pos+len(name), 1
+			if colon {
+				valueStart++
+			}
+		}
+		pos = next
+	}
+	finish(len(msg))
+	h.size = len(msg)
+	return h
+}
+
+// unfold removes the line breaks of b (RFC 5322 §2.2.3): every LF, and the
+// CR before one.
+func unfold(b []byte) string {
+	b = bytes.ReplaceAll(b, []byte("\r\n"), nil)
+	return string(bytes.ReplaceAll(b, []byte("\n"), nil))
 }
 
 // Why the author domain is unknown (RFC 7489 §6.6.1).

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -385,6 +386,32 @@ func TestDKIMMaxSignatures(t *testing.T) {
 	want(t, "dkim", find(rs, "dkim", "header.s"), "pass header.s=rsa")
 	if !strings.Contains(f.logs.String(), `"dkim_more":true`) {
 		t.Errorf("log %s", f.logs)
+	}
+}
+
+// TestDKIMCost: headers made so that verifying them takes time quadratic
+// in their size get permerror, quickly.
+func TestDKIMCost(t *testing.T) {
+	keys(t)
+	f := setup(t, nil)
+	signed := sign(t, message("a@example.com"), "example.com", "ed", edKey)
+	// The right body hash, so that go-msgauth goes on to the header.
+	bh := regexp.MustCompile(`bh=[^;]+;`).FindString(signed)
+	for name, msg := range map[string]string{
+		"many signed fields": "DKIM-Signature: v=1; a=ed25519-sha256; d=example.com; s=ed; " + bh + " b=AAAA; h=" +
+			strings.Repeat("x:", 100000) + "from\r\n" + strings.Repeat("X: y\r\n", 20000) + signed,
+		"many folded lines": "X-Long: x" + strings.Repeat("\r\n x", 200000) + "\r\n" + signed,
+	} {
+		start := time.Now()
+		_, rs := f.check(t, envelope{from: "bounce@relay.example"}, msg)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s: took %v", name, d)
+		}
+		for _, r := range rs {
+			if r.method == "dkim" && (r.value != "permerror" || r.reason != "header too large to verify") {
+				t.Errorf("%s: dkim=%s reason %q", name, r.value, r.reason)
+			}
+		}
 	}
 }
 
