@@ -126,10 +126,11 @@ func readMessage(r io.Reader, size int64) ([]byte, error) {
 	}
 	limit := int64(maxUnsized)
 	if size > 0 {
-		limit = min(size, maxUnsized) + sizeSlack
+		// The core has bounded the size (limits.max_message_size).
+		limit = min(size, 1<<40) + sizeSlack
 	}
 	var buf bytes.Buffer
-	buf.Grow(int(min(max(size, 0), limit)))
+	buf.Grow(int(min(max(size, 0), maxUnsized))) // More as it comes.
 	if _, err := buf.ReadFrom(io.LimitReader(r, limit+1)); err != nil {
 		return nil, fmt.Errorf("policy-msgauth: reading message: %w", err)
 	}
@@ -176,18 +177,16 @@ func (c *checker) check(ctx context.Context, s *settings, req *sdk.CheckRequest,
 	}
 	wg.Wait()
 	dmarc := evaluateDMARC(from, policy, mfrom, dkims, c.percent)
+	if dmarc.disposition == policyReject && s.dmarcReject == sdk.ActionQuarantine {
+		dmarc.disposition = policyQuarantine // dmarc_fail = "quarantine".
+	}
 
 	v := sdk.Verdict{Action: sdk.ActionContinue}
 	switch dmarc.disposition {
 	case policyReject:
-		v.Action = s.dmarcReject
-		if v.Action == sdk.ActionReject {
-			// RFC 7489 §10.3 suggests 550 5.7.1.
-			v.Code, v.EnhancedCode = 550, "5.7.1"
-			v.Text = fmt.Sprintf("message rejected by the DMARC policy of %s", from)
-		} else {
-			v.Text = fmt.Sprintf("DMARC policy of %s: reject", from)
-		}
+		// RFC 7489 §10.3 suggests 550 5.7.1.
+		v.Action, v.Code, v.EnhancedCode = sdk.ActionReject, 550, "5.7.1"
+		v.Text = fmt.Sprintf("message rejected by the DMARC policy of %s", from)
 	case policyQuarantine:
 		v.Action = sdk.ActionQuarantine
 		v.Text = fmt.Sprintf("DMARC policy of %s: quarantine", from)

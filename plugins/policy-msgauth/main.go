@@ -68,9 +68,12 @@
 //     gets none (RFC 7208 §4.3).
 //   - dkim: one result per DKIM-Signature field, from the top, at most
 //     `max_signatures` of them, with header.d, header.s, header.a and the
-//     first 8 characters of b= (header.b, RFC 6008); none if unsigned.
+//     first 8 characters of b= (header.b, RFC 6008); none if unsigned. A
+//     header section that would cost verification time quadratic in its
+//     size (a field of very many lines, very many signed fields over a
+//     large header) gets permerror for every signature.
 //   - dmarc: header.from is the author domain; the comment gives the policy
-//     requested (p=) and the one applied (dis=). Without exactly one From
+//     requested (p=, or sp=) and what the message gets (dis=). Without exactly one From
 //     field holding exactly one address there is no author domain, and the
 //     result is permerror with the reason (RFC 7489 §6.6.1).
 //   - iprev: pass when a PTR name of the client (at most 10 are tried) has

@@ -436,7 +436,7 @@ func TestDMARC(t *testing.T) {
 		{"relaxed dkim", unaligned, sign(t, message("a@sub.example.com"), "example.com", "ed", edKey), "pass", sdk.ActionContinue, 50, "sub.example.com", "p=quarantine dis=none"},
 		{"null path, helo aligned", envelope{}, message("a@example.com"), "pass", sdk.ActionContinue, 50, "example.com", "p=reject dis=none"},
 		{"fail reject", unaligned, message("a@example.com"), "fail", sdk.ActionReject, 50, "example.com", "p=reject dis=reject"},
-		{"fail reject, quarantine instance", envelope{instance: "quarantine", from: "bounce@relay.example"}, message("a@example.com"), "fail", sdk.ActionQuarantine, 50, "example.com", "p=reject dis=reject"},
+		{"fail reject, quarantine instance", envelope{instance: "quarantine", from: "bounce@relay.example"}, message("a@example.com"), "fail", sdk.ActionQuarantine, 50, "example.com", "p=reject dis=quarantine"},
 		{"dkim fails", unaligned, strings.Replace(sign(t, message("a@example.com"), "example.com", "ed", edKey), "Hello.", "Bye.", 1), "fail", sdk.ActionReject, 50, "example.com", "p=reject dis=reject"},
 		{"spf pass but strict", envelope{from: "bounce@sub.strict.example"}, message("a@strict.example"), "fail", sdk.ActionReject, 50, "strict.example", "p=reject dis=reject"},
 		{"sp for a subdomain", unaligned, message("a@sub.example.com"), "fail", sdk.ActionQuarantine, 50, "sub.example.com", "p=quarantine dis=quarantine"},
