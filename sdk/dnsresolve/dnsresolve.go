@@ -231,6 +231,35 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, Result
 	return txts, res, nil
 }
 
+// LookupPTR returns the names the reverse zone gives ip: its PTR records
+// at in-addr.arpa (RFC 1035 §3.5) or ip6.arpa (RFC 3596 §2.5), lowercase
+// A-labels without the trailing dot, in the order of the answer. An
+// IPv4-mapped IPv6 address is looked up as IPv4. Records whose target is not
+// a host name are skipped, as Go's own resolver skips them: a result with no
+// names and no error means there is no usable name. Nothing here confirms
+// the names: a caller that relies on one looks up its addresses (iprev,
+// RFC 8601 §3; the SPF "ptr" mechanism, RFC 7208 §5.5).
+func (r *Resolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, Result, error) {
+	if !ip.IsValid() {
+		return nil, Result{}, fmt.Errorf("%w: no ip address", ErrInvalidName)
+	}
+	rev, err := dns.ReverseAddr(ip.Unmap().WithZone("").String())
+	if err != nil {
+		return nil, Result{}, fmt.Errorf("%w: %v: %v", ErrInvalidName, ip, err)
+	}
+	rrs, res, err := r.lookup(ctx, rev, dns.TypePTR)
+	if err != nil {
+		return nil, res, err
+	}
+	var names []string
+	for _, rr := range rrs {
+		if n := name(rr.(*dns.PTR).Ptr); validName(n) && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names, res, nil
+}
+
 // LookupTLSA returns the TLSA records at _port._proto.host (RFC 6698 §3),
 // e.g. _25._tcp.mx.example.org (RFC 7672 §2.2.1). Records with unknown
 // parameters are returned; dane.Usable judges them. Callers must ignore

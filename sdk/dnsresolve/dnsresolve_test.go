@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +50,16 @@ var zones = []dnstest.Zone{
 	{Origin: "unsignedalias.example.org.", Records: "@ CNAME mx1.example.org."},
 	{Origin: "unsigned.example.", Records: "@ MX 10 mx\nmx A 127.0.0.4\n"},
 	{Origin: "xn--bcher-kva.example.", Signed: true, Records: "@ MX 10 @\n@ A 127.0.0.8\n"},
+	{Origin: "0.0.127.in-addr.arpa.", Signed: true, Records: `
+		1 PTR mx1.example.org.
+		1 PTR MX2.Example.ORG.
+		1 PTR mx1.example.org.
+		2 PTR bad\032name.example.
+		5 CNAME 5.sub
+		5.sub PTR alias.example.org.
+		6 PTR servfail.example.org.
+	`},
+	{Origin: strings.Repeat("0.", 31) + "ip6.arpa.", Records: "1 PTR mx1.example.org.\n"},
 }
 
 // newTestServer starts a resolver on loopback answering from zones.
@@ -58,6 +69,7 @@ func newTestServer(t *testing.T) *dnstest.Server {
 	s.SetFault("drop.example.org.", dnstest.Drop)
 	s.SetFault("big.example.org.", dnstest.Truncate)
 	s.SetFault("nochase.example.org.", dnstest.CNAMEOnly) // The chain ends in a new query.
+	s.SetFault("6.0.0.127.in-addr.arpa.", dnstest.ServFail)
 	return s
 }
 
@@ -187,6 +199,42 @@ func TestLookupTXT(t *testing.T) {
 	txts, res, err := r.LookupTXT(context.Background(), "alias.example.org")
 	if err != nil || !slices.Equal(txts, []string{"v=STSv1; id=20260101"}) || !res.Authentic {
 		t.Errorf("txt %q %+v %v", txts, res, err)
+	}
+}
+
+func TestLookupPTR(t *testing.T) {
+	_, r := newTestResolver(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		ip            netip.Addr
+		wantNames     []string
+		wantName      string
+		wantAuthentic bool
+		wantErr       error
+	}{
+		// Lowercased, without the trailing dot, duplicates once.
+		{netip.MustParseAddr("127.0.0.1"), []string{"mx1.example.org", "mx2.example.org"}, "1.0.0.127.in-addr.arpa", true, nil},
+		{netip.MustParseAddr("::ffff:127.0.0.1"), []string{"mx1.example.org", "mx2.example.org"}, "1.0.0.127.in-addr.arpa", true, nil},
+		{netip.MustParseAddr("::1"), []string{"mx1.example.org"}, "1." + strings.Repeat("0.", 31) + "ip6.arpa", false, nil},
+		// A target that is no host name is skipped.
+		{netip.MustParseAddr("127.0.0.2"), nil, "2.0.0.127.in-addr.arpa", true, nil},
+		// Classless delegation (RFC 2317) by CNAME.
+		{netip.MustParseAddr("127.0.0.5"), []string{"alias.example.org"}, "5.sub.0.0.127.in-addr.arpa", true, nil},
+		{netip.MustParseAddr("127.0.0.9"), nil, "9.0.0.127.in-addr.arpa", true, ErrNotFound},
+		{netip.MustParseAddr("127.0.0.6"), nil, "", false, ErrTemporary},
+		{netip.Addr{}, nil, "", false, ErrInvalidName},
+	} {
+		names, res, err := r.LookupPTR(ctx, tc.ip)
+		if !errors.Is(err, tc.wantErr) {
+			t.Errorf("%v: err %v, want %v", tc.ip, err, tc.wantErr)
+			continue
+		}
+		if !slices.Equal(names, tc.wantNames) {
+			t.Errorf("%v: names %q, want %q", tc.ip, names, tc.wantNames)
+		}
+		if tc.wantName != "" && (res.Name != tc.wantName || res.Authentic != tc.wantAuthentic) {
+			t.Errorf("%v: result %+v, want name %s, authentic %v", tc.ip, res, tc.wantName, tc.wantAuthentic)
+		}
 	}
 }
 

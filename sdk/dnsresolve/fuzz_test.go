@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -35,7 +36,7 @@ func wellFormed(name string) bool {
 }
 
 // fuzzQtypes are the types the resolver asks for.
-var fuzzQtypes = []uint16{dns.TypeMX, dns.TypeA, dns.TypeAAAA, dns.TypeTXT, dns.TypeTLSA}
+var fuzzQtypes = []uint16{dns.TypeMX, dns.TypeA, dns.TypeAAAA, dns.TypeTXT, dns.TypeTLSA, dns.TypePTR}
 
 // seedMsgs are well-formed answers the fuzz targets start from.
 func seedMsgs(t testing.TB) [][]byte {
@@ -49,6 +50,7 @@ func seedMsgs(t testing.TB) [][]byte {
 		{"example.org. TXT \"v=STSv1; \" \"id=1\""},
 		{"_25._tcp.example.org. TLSA 3 1 1 8d02536c887482bc34ff54e41d2ba659bf85b341a0a20afadb5813dcfbcf286d"},
 		{"example.org. A 127.0.0.1", "other.example. A 127.0.0.2"},
+		{"1.2.0.192.in-addr.arpa. PTR Mail.Example.org.", "1.2.0.192.in-addr.arpa. PTR bad\\032name.example."},
 		{},
 	} {
 		m := new(dns.Msg)
@@ -179,12 +181,13 @@ func (s *fuzzServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // FuzzLookup runs the resolver's lookups against a loopback server that
 // answers every query with the fuzzed message. Invariants: no panic; a
 // bounded number of queries (CNAME chains and loops end); errors are the
-// documented ones; names in results (Result.Name, MX hosts) are well-formed
-// lowercase names; MX records are sorted by preference; addresses are
-// valid; an answer is authentic only if the message had the AD bit.
+// documented ones; names in results (Result.Name, MX hosts, PTR names) are
+// well-formed lowercase names; MX records are sorted by preference;
+// addresses are valid; an answer is authentic only if the message had the
+// AD bit.
 func FuzzLookup(f *testing.F) {
 	for _, b := range seedMsgs(f) {
-		for kind := range 4 {
+		for kind := range 5 {
 			f.Add(b, uint8(kind), true)
 		}
 		f.Add(b, uint8(0), false)
@@ -199,7 +202,7 @@ func FuzzLookup(f *testing.F) {
 		var res Result
 		var err error
 		lookups := int64(1)
-		switch kind % 4 {
+		switch kind % 5 {
 		case 0:
 			var mxs []MX
 			mxs, res, err = r.LookupMX(ctx, "example.org")
@@ -226,6 +229,14 @@ func FuzzLookup(f *testing.F) {
 			_, res, err = r.LookupTXT(ctx, "example.org")
 		case 3:
 			_, res, err = r.LookupTLSA(ctx, 25, "tcp", "example.org")
+		case 4:
+			var names []string
+			names, res, err = r.LookupPTR(ctx, netip.MustParseAddr("192.0.2.1"))
+			for _, n := range names {
+				if !wellFormed(n) {
+					t.Fatalf("ptr name %q", n)
+				}
+			}
 		}
 		if n := srv.queries.Load(); n > lookups*2*maxQueries {
 			t.Fatalf("%d queries for %d lookups", n, lookups)
