@@ -59,6 +59,7 @@ type setup struct {
 	IMAP           bool              // Adds the listeners "imap" and "imaps".
 	RelayNetworks  []string          // Of the mx listener.
 	Policies       []string          // Of the mx listener; Rest configures them.
+	SubmitPolicies []string          // Of the submission listener.
 	MaxMessageSize string            // Default: the server's.
 	BackoffScale   float64           // Default 0.0001.
 	MaxAttempts    int               // Default: the server's.
@@ -100,6 +101,9 @@ func serverConfig(bin *mtatest.Binaries, s setup, submission, submissions, mx st
 		fmt.Fprintf(&b, "max_attempts = %d\n", s.MaxAttempts)
 	}
 	fmt.Fprintf(&b, "[[listeners]]\nname = \"submission\"\nkind = \"submission\"\naddress = %q\n", submission)
+	if len(s.SubmitPolicies) > 0 {
+		fmt.Fprintf(&b, "policies = [%s]\n", quoteList(s.SubmitPolicies))
+	}
 	fmt.Fprintf(&b, "[[listeners]]\nname = \"submissions\"\nkind = \"submissions\"\naddress = %q\n", submissions)
 	fmt.Fprintf(&b, "[[listeners]]\nname = \"mx\"\nkind = \"smtp\"\naddress = %q\n", mx)
 	if len(s.RelayNetworks) > 0 {
