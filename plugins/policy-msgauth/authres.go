@@ -6,7 +6,10 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk/dnsresolve"
 )
 
-const authResultsName = "Authentication-Results"
+const (
+	authResultsName = "Authentication-Results"
+	authResultsKey  = "authentication-results" // Its field.key.
+)
 
 const (
 	foldAt      = 76  // Longest line before CRLF when folding (RFC 5322 §2.1.1: 78).

@@ -76,7 +76,7 @@ func FuzzCheck(f *testing.F) {
 		}
 		n := 0
 		for _, fl := range parseHeader(msg).fields {
-			if strings.EqualFold(fl.name, authResultsName) {
+			if fl.key == authResultsKey {
 				n++
 			}
 		}

@@ -41,9 +41,11 @@
 // Every verdict carries the header field in Verdict.PrependHeaders, and in
 // Verdict.DeleteHeaders the Authentication-Results fields of the message
 // whose authserv-id is this server's hostname, which only this server may
-// write (RFC 8601 §5). A field's name is the text before its first colon
-// without surrounding white space, compared without case, and Index counts
-// the fields of that name from 1 at the top of the header as it arrived.
+// write (RFC 8601 §5). Index counts the fields of that name from 1 at the
+// top of the header as it arrived, as the core's header rewrite does: a
+// field is a line that begins with neither space nor tab and has a colon,
+// its name what comes before the colon without trailing spaces and tabs,
+// compared in lower case.
 //
 // # Header field
 //

@@ -18,6 +18,11 @@ type field struct {
 	// value is what follows the colon, unfolded (RFC 5322 §2.2.3): the line
 	// breaks of continuation lines removed, their white space kept.
 	value string
+	// key is the name as the core counts fields to delete (HeaderRef):
+	// lowercase (strings.ToLower), before the colon, trailing spaces and
+	// tabs removed, leading ones kept; "" for a line without a colon, which
+	// the core does not count.
+	key string
 }
 
 // header is the header section of a message (RFC 5322 §2.1).
@@ -61,7 +66,11 @@ func parseHeader(msg []byte) header {
 		default:
 			finish(pos)
 			name, _, colon := bytes.Cut(line, []byte(":"))
-			h.fields = append(h.fields, field{name: string(bytes.TrimSpace(name))})
+			f := field{name: string(bytes.TrimSpace(name))}
+			if colon {
+				f.key = strings.ToLower(string(bytes.TrimRight(name, " \t")))
+			}
+			h.fields = append(h.fields, f)
 			fieldStart, valueStart, lines = pos, pos+len(name), 1
 			if colon {
 				valueStart++
@@ -184,12 +193,13 @@ func skipCFWS(v string) string {
 // ownResults returns the Authentication-Results fields among fields whose
 // authserv-id is hostname (without case, a trailing dot ignored, U-labels
 // compared as A-labels): those a verifier must remove before adding its
-// own (RFC 8601 §5), as 1-based indexes among the fields of that name.
+// own (RFC 8601 §5), as 1-based indexes among the fields of that name,
+// counted by field.key as the core counts them.
 func ownResults(fields []field, hostname string) []int {
 	var own []int
 	n := 0
 	for _, f := range fields {
-		if !strings.EqualFold(f.name, authResultsName) {
+		if f.key != authResultsKey {
 			continue
 		}
 		n++

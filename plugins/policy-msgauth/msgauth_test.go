@@ -514,7 +514,11 @@ func TestIPRev(t *testing.T) {
 func TestOwnResultsDeleted(t *testing.T) {
 	keys(t)
 	f := setup(t, nil)
-	msg := "Authentication-Results: mx.example.org; dmarc=pass header.from=example.com\r\n" +
+	// Counted as the core counts them: not a line without a colon, nor a
+	// name that only Unicode case folding makes Authentication-Results.
+	msg := "Authentication-Results\r\n" +
+		"Authentication-Re\u017fults: mx.example.org; none\r\n" +
+		"Authentication-Results: mx.example.org; dmarc=pass header.from=example.com\r\n" +
 		"Received: from x by y\r\n" +
 		"Authentication-Results: other.example.net; spf=pass smtp.mailfrom=example.com\r\n" +
 		"X-Authentication-Results: mx.example.org; none\r\n" +
