@@ -160,7 +160,10 @@ type Verdict struct {
 }
 
 // HeaderRef names a header field of a message: the Index-th field (from 1,
-// counted from the top) whose name is Name, compared without case.
+// counted from the top) whose name is Name. The core counts the lines of
+// the header section that start a field (not with a space or tab) and
+// have a colon; a field's name is what precedes the colon, less trailing
+// spaces and tabs, compared after strings.ToLower.
 type HeaderRef struct {
 	Name  string
 	Index int
