@@ -13,6 +13,8 @@ const (
 	maxTimeout           = time.Minute
 	defaultMaxSignatures = 10
 	maxMaxSignatures     = 50
+	defaultDNSCache      = 10000
+	maxDNSCache          = 1000000
 )
 
 // options are the keys of [policies.NAME.config].
@@ -33,6 +35,10 @@ type options struct {
 	// MaxSignatures is how many DKIM-Signature fields are verified, from
 	// the top; the rest are ignored. Default 10, at most 50.
 	MaxSignatures *int `toml:"max_signatures"`
+	// DNSCache is how many DNS answers are kept for their TTL, so that a
+	// sender's records are asked once, not for every message (negative
+	// answers for at most 5 minutes). 0: none. Default 10000.
+	DNSCache *int `toml:"dns_cache"`
 }
 
 // settings are one instance's validated options.
@@ -91,9 +97,18 @@ func parseSettings(c *sdk.Configuration, hostname string) (*settings, error) {
 			s.maxSignatures = n
 		}
 	}
+	cache := defaultDNSCache
+	if o.DNSCache != nil {
+		if cache = *o.DNSCache; cache < 0 || cache > maxDNSCache {
+			bad("dns_cache", "%d is out of range 0-%d", cache, maxDNSCache)
+		}
+	}
 	if errs != nil {
 		return nil, errs
 	}
 	r.Timeout = s.timeout
+	if cache > 0 {
+		r.Cache = dnsresolve.NewCache(cache)
+	}
 	return s, nil
 }

@@ -70,6 +70,8 @@ type Resolver struct {
 	// validating resolver reached over a trusted path, such as loopback.
 	TrustAD bool
 	Timeout time.Duration // Per exchange; zero: DefaultTimeout.
+	// Cache, if set, keeps answers for their TTL and answers from it.
+	Cache *Cache
 }
 
 // New returns a resolver for server (host:port, or a host for port 53). An
@@ -303,7 +305,7 @@ func (r *Resolver) lookup(ctx context.Context, fqdn string, qtype uint16) ([]dns
 	seen := map[string]bool{}
 	for range maxQueries {
 		seen[strings.ToLower(fqdn)] = true
-		msg, err := r.exchange(ctx, fqdn, qtype)
+		msg, err := r.cachedExchange(ctx, fqdn, qtype)
 		if err != nil {
 			return nil, Result{Name: name(fqdn)}, err
 		}
@@ -380,6 +382,22 @@ func follow(answer []dns.RR, qname string, qtype uint16) ([]dns.RR, string) {
 		cur = next
 	}
 	return nil, cur // A CNAME loop within the answer.
+}
+
+// cachedExchange answers from r.Cache if it can, else exchanges and keeps
+// the answer there.
+func (r *Resolver) cachedExchange(ctx context.Context, fqdn string, qtype uint16) (*dns.Msg, error) {
+	if r.Cache == nil {
+		return r.exchange(ctx, fqdn, qtype)
+	}
+	if msg := r.Cache.get(fqdn, qtype); msg != nil {
+		return msg, nil
+	}
+	msg, err := r.exchange(ctx, fqdn, qtype)
+	if err == nil {
+		r.Cache.put(fqdn, qtype, msg)
+	}
+	return msg, err
 }
 
 // exchange sends one query, over UDP and then TCP if the answer is truncated.

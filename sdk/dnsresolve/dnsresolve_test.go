@@ -367,3 +367,51 @@ func TestToASCII(t *testing.T) {
 		}
 	}
 }
+
+// TestCache: answers come from the cache for their TTL, a negative answer
+// for the SOA's minimum, a full cache evicts, and expiry asks again.
+func TestCache(t *testing.T) {
+	srv := dnstest.NewServer(t, dnstest.Zone{Origin: "example.org.", Records: `
+		@ 300 IN SOA ns.example.org. hostmaster.example.org. 1 3600 600 86400 60
+		a 120 IN TXT "one"
+		b 120 IN TXT "two"
+		c 120 IN TXT "three"`})
+	r := &Resolver{Server: srv.Addr, Cache: NewCache(2)}
+	now := time.Now()
+	r.Cache.now = func() time.Time { return now }
+	ctx := context.Background()
+	count := func() int { return len(srv.Queries()) }
+	for range 3 {
+		if txt, _, err := r.LookupTXT(ctx, "a.example.org"); err != nil || len(txt) != 1 || txt[0] != "one" {
+			t.Fatalf("TXT %q %v", txt, err)
+		}
+	}
+	if n := count(); n != 1 {
+		t.Errorf("%d queries for three lookups, want 1", n)
+	}
+	for range 2 {
+		if _, _, err := r.LookupTXT(ctx, "nx.example.org"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("nx: %v", err)
+		}
+	}
+	if n := count(); n != 2 {
+		t.Errorf("%d queries after two negative lookups, want 2", n)
+	}
+	now = now.Add(61 * time.Second) // Past the negative TTL, within a's.
+	r.LookupTXT(ctx, "nx.example.org")
+	r.LookupTXT(ctx, "a.example.org")
+	if n := count(); n != 3 {
+		t.Errorf("%d queries after the negative TTL, want 3", n)
+	}
+	now = now.Add(2 * time.Minute)
+	r.LookupTXT(ctx, "a.example.org")
+	if n := count(); n != 4 {
+		t.Errorf("%d queries after the TTL, want 4", n)
+	}
+	// A third name in a cache of two evicts.
+	r.LookupTXT(ctx, "b.example.org")
+	r.LookupTXT(ctx, "c.example.org")
+	if got := len(r.Cache.entries); got > 2 {
+		t.Errorf("%d entries in a cache of 2", got)
+	}
+}

@@ -68,6 +68,10 @@ func (z *zoneServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			if !known {
 				m.Rcode = dns.RcodeNameError
 			}
+			// As a real zone: the SOA says how long the absence holds
+			// (RFC 2308 §3).
+			soa, _ := dns.NewRR(benchDomain + ". 300 IN SOA ns." + benchDomain + ". hostmaster." + benchDomain + ". 1 3600 600 86400 300")
+			m.Ns = []dns.RR{soa}
 		}
 	}
 	w.WriteMsg(m)
