@@ -196,14 +196,14 @@ func (c *checker) check(ctx context.Context, s *settings, req *sdk.CheckRequest,
 		v.DeleteHeaders = append(v.DeleteHeaders, sdk.HeaderRef{Name: authResultsName, Index: n})
 	}
 
-	if !c.log.Enabled(ctx, slog.LevelDebug) {
+	if !s.logChecks {
 		return v
 	}
 	dkimValues := make([]string, len(dkims))
 	for i, d := range dkims {
 		dkimValues[i] = d.value + ":" + d.domain
 	}
-	c.log.Debug("message checked",
+	c.log.Info("message checked",
 		slog.String("instance", req.Instance),
 		slog.String("remote", ip.String()),
 		slog.String("action", v.Action.String()),

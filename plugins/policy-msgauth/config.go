@@ -39,6 +39,9 @@ type options struct {
 	// sender's records are asked once, not for every message (negative
 	// answers for at most 5 minutes). 0: none. Default 10000.
 	DNSCache *int `toml:"dns_cache"`
+	// LogChecks logs a line per message checked with every result.
+	// Default false: the Authentication-Results field has them.
+	LogChecks bool `toml:"log_checks"`
 }
 
 // settings are one instance's validated options.
@@ -48,6 +51,7 @@ type settings struct {
 	dmarcReject   sdk.Action // ActionReject or ActionQuarantine.
 	timeout       time.Duration
 	maxSignatures int
+	logChecks     bool
 }
 
 // parseSettings decodes and validates the instance table of c.
@@ -107,6 +111,7 @@ func parseSettings(c *sdk.Configuration, hostname string) (*settings, error) {
 		return nil, errs
 	}
 	r.Timeout = s.timeout
+	s.logChecks = o.LogChecks
 	if cache > 0 {
 		r.Cache = dnsresolve.NewCache(cache)
 	}

@@ -22,7 +22,8 @@
 //     with a tenth of it to spare. A lookup that fails temporarily makes
 //     its method's result temperror, and a temperror never rejects.
 //     Whether the answers were DNSSEC-authentic (the AD bit of a trusted
-//     resolver) is logged per method; it changes no result.
+//     resolver) is logged per method with log_checks; it changes no
+//     result.
 //
 // # Verdicts
 //
@@ -97,6 +98,8 @@
 //     (the default); at most one minute.
 //   - max_signatures: how many DKIM signatures are verified, 1 to 50;
 //     default 10.
+//   - log_checks: log a line per message checked, with every result
+//     (default false: the Authentication-Results field has them).
 //   - dns_cache: how many DNS answers are kept for their TTL (negative
 //     ones at most 5 minutes), so that a sender's records are asked once,
 //     not per message; 0 for none; default 10000.
