@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -113,6 +116,9 @@ key_file = %q
 		}
 	}
 
+	// The independent verifier, dkimpy, on the copy bob got.
+	verifyDKIMPy(t, fetchBodyOf(t, cb, "INBOX", 1), map[string]string{"s1._domainkey.a.example": keyRecord(t, edKey), "s2._domainkey.a.example": keyRecord(t, rsaKey)})
+
 	direct := func(from, headerFrom, body string) error {
 		c, err := mtatest.Dial(b.Listeners["mx"], false, false)
 		if err != nil {
@@ -179,4 +185,55 @@ func authResults(t *testing.T, msg []byte) string {
 		t.Fatalf("no Authentication-Results field:\n%s", msg)
 	}
 	return regexp.MustCompile(`\r\n[ \t]+`).ReplaceAllString(string(m[1]), " ")
+}
+
+// keyRecord is the DKIM key record of the private key file.
+func keyRecord(t *testing.T, file string) string {
+	t.Helper()
+	key, err := dkimkey.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := dkimkey.Record(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// verifyDKIMPy has dkimpy (Debian's python3-dkim) verify every signature
+// of msg with the key records given by name; it skips where dkimpy, or
+// PyNaCl for ed25519, is missing.
+func verifyDKIMPy(t *testing.T, msg []byte, records map[string]string) {
+	t.Helper()
+	var py string
+	for _, p := range []string{"python3", "/usr/bin/python3"} {
+		if exec.Command(p, "-c", "import dkim, nacl.signing").Run() == nil {
+			py = p
+			break
+		}
+	}
+	if py == "" {
+		t.Log("dkimpy with PyNaCl not installed (apt-get install python3-dkim): not verified independently")
+		return
+	}
+	dir := t.TempDir()
+	msgFile, recFile := filepath.Join(dir, "msg.eml"), filepath.Join(dir, "records.json")
+	rec, _ := json.Marshal(records)
+	if os.WriteFile(msgFile, msg, 0o600) != nil || os.WriteFile(recFile, rec, 0o600) != nil {
+		t.Fatal("writing dkimpy input")
+	}
+	script := `
+import dkim, json, sys
+records = json.load(open(sys.argv[2]))
+msg = open(sys.argv[1], 'rb').read()
+d = dkim.DKIM(msg)
+n = msg.count(b'\nDKIM-Signature:') + msg.startswith(b'DKIM-Signature:')
+dns = lambda name, timeout=5: records.get(name.decode().rstrip('.'), '').encode() or None
+print(n, ' '.join(str(d.verify(idx=i, dnsfunc=dns)) for i in range(n)))
+`
+	out, err := exec.Command(py, "-c", script, msgFile, recFile).CombinedOutput()
+	if got := strings.TrimSpace(string(out)); err != nil || got != fmt.Sprintf("%d%s", len(records), strings.Repeat(" True", len(records))) {
+		t.Errorf("dkimpy: %v: %q, want every one of %d signatures True", err, got, len(records))
+	}
 }

@@ -334,3 +334,42 @@ func waitMessages(t *testing.T, c *imapclient.Client, mailbox string, want int) 
 func logHas(srv *mtatest.Server, expr string) bool {
 	return regexp.MustCompile(`(?m)^.*` + expr).MatchString(srv.Log())
 }
+
+// TestPolicyGreylist: the greylist example, an outsider's plugin, on the
+// MX: a new triplet gets 451 4.7.1, also when retried at once; after the
+// delay it passes, and the message is delivered.
+func TestPolicyGreylist(t *testing.T) {
+	t.Parallel()
+	bin := binaries(t)
+	srv := startServer(t, setup{IMAP: true, Policies: []string{"greylist"}, Rest: fmt.Sprintf(`
+[plugins.policy-greylist]
+path = %q
+[policies.greylist]
+plugin = "policy-greylist"
+[policies.greylist.config]
+delay = "1s"
+`, bin.Plugins["policy-greylist"]) + defaultRest})
+	attempt := func() error {
+		c, err := mtatest.Dial(srv.Listeners["mx"], false, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return send(c, "carol@remote.example", []string{"bob@example.org"}, []byte("Subject: greylisted\r\n\r\nretried\r\n"))
+	}
+	for _, when := range []string{"first attempt", "retried at once"} {
+		err := attempt()
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 451 || se.EnhancedCode != (smtp.EnhancedCode{4, 7, 1}) {
+			t.Fatalf("%s: %v, want 451 4.7.1", when, err)
+		}
+	}
+	time.Sleep(2100 * time.Millisecond)
+	if err := attempt(); err != nil {
+		t.Fatalf("after the delay: %v", err)
+	}
+	cb := imapLogin(t, srv, "imaps", "bob", srv.Passwords["bob"], nil)
+	if n := waitMessages(t, cb, "INBOX", 1); n != 1 {
+		t.Errorf("bob's Inbox holds %d messages, want 1", n)
+	}
+}
