@@ -167,47 +167,33 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 		byName[name] = p
 		m.procs = append(m.procs, p)
 	}
-	for _, name := range sortedKeys(cfg.Transport) {
-		t := cfg.Transport[name]
-		if t == nil {
-			continue
-		}
-		p := byName[t.Plugin]
-		if p == nil {
-			if _, ok := cfg.Plugins[t.Plugin]; !ok {
-				errs = append(errs, &ConfigError{Plugin: t.Plugin, Key: "transports." + name + ".plugin", Msg: fmt.Sprintf("no plugin %q in [plugins]", t.Plugin)})
-			}
-			continue
-		}
-		p.instances = append(p.instances, instance{
-			kind:    sdk.KindTransport,
-			name:    name,
-			keyPath: "transports." + name + ".config",
-			refKey:  "transports." + name + ".plugin",
-			table:   nonNil(t.Config),
-		})
-		m.transports[name] = p
+	// Instances, by the table that configures them.
+	type ref struct {
+		plugin string
+		table  map[string]any
 	}
-	for _, name := range sortedKeys(cfg.Policies) {
-		pc := cfg.Policies[name]
-		if pc == nil {
-			continue
-		}
-		p := byName[pc.Plugin]
-		if p == nil {
-			if _, ok := cfg.Plugins[pc.Plugin]; !ok {
-				errs = append(errs, &ConfigError{Plugin: pc.Plugin, Key: "policies." + name + ".plugin", Msg: fmt.Sprintf("no plugin %q in [plugins]", pc.Plugin)})
+	for _, group := range []struct {
+		kind   sdk.Kind
+		key    string // Of the tables in mta.toml.
+		refs   map[string]ref
+		served map[string]*proc
+	}{
+		{sdk.KindTransport, "transports", mapRefs(cfg.Transport, func(t *config.Transport) ref { return ref{t.Plugin, t.Config} }), m.transports},
+		{sdk.KindPolicy, "policies", mapRefs(cfg.Policies, func(pc *config.Policy) ref { return ref{pc.Plugin, pc.Config} }), m.policies},
+	} {
+		for _, name := range sortedKeys(group.refs) {
+			r := group.refs[name]
+			key := group.key + "." + name
+			p := byName[r.plugin]
+			if p == nil {
+				if _, ok := cfg.Plugins[r.plugin]; !ok {
+					errs = append(errs, &ConfigError{Plugin: r.plugin, Key: key + ".plugin", Msg: fmt.Sprintf("no plugin %q in [plugins]", r.plugin)})
+				}
+				continue
 			}
-			continue
+			p.instances = append(p.instances, instance{kind: group.kind, name: name, keyPath: key + ".config", refKey: key + ".plugin", table: nonNil(r.table)})
+			group.served[name] = p
 		}
-		p.instances = append(p.instances, instance{
-			kind:    sdk.KindPolicy,
-			name:    name,
-			keyPath: "policies." + name + ".config",
-			refKey:  "policies." + name + ".plugin",
-			table:   nonNil(pc.Config),
-		})
-		m.policies[name] = p
 	}
 	if len(errs) > 0 {
 		m.cancel()
@@ -253,6 +239,17 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 		m.wg.Go(func() { m.supervise(p) })
 	}
 	return m, nil
+}
+
+// mapRefs maps the non-nil values of m by f.
+func mapRefs[T any, R any](m map[string]*T, f func(*T) R) map[string]R {
+	out := make(map[string]R, len(m))
+	for k, v := range m {
+		if v != nil {
+			out[k] = f(v)
+		}
+	}
+	return out
 }
 
 // newProc checks a [plugins.NAME] entry.

@@ -363,6 +363,12 @@ func TestConfigErrors(t *testing.T) {
 		{"no such plugin", func(c *config.Config) {
 			c.Transport["relay"].Plugin = "missing"
 		}, []ConfigError{{"missing", "transports.relay.plugin", `no plugin "missing" in [plugins]`}}},
+		{"not a policy check", func(c *config.Config) {
+			c.Policies = map[string]*config.Policy{"check": {Plugin: "echo"}}
+		}, []ConfigError{{"echo", "policies.check.plugin", "plugin echo (echo) is not a policy check"}}},
+		{"policy of no such plugin", func(c *config.Config) {
+			c.Policies = map[string]*config.Policy{"check": {Plugin: "missing"}}
+		}, []ConfigError{{"missing", "policies.check.plugin", `no plugin "missing" in [plugins]`}}},
 		{"no path", func(c *config.Config) {
 			c.Plugins["echo"].Path = ""
 		}, []ConfigError{{"echo", "plugins.echo.path", "required"}}},
