@@ -62,11 +62,25 @@ func (c *Config) AccountByLogin(login string) (account string, ok bool) {
 	return c.lookup(a.Localpart, a.Domain.Unicode)
 }
 
-// MayUseAddress reports whether account may send as addr (MAIL FROM and
-// From): addr must resolve to account as AccountByAddress resolves it.
-func (c *Config) MayUseAddress(account string, addr mailaddr.Address) bool {
+// OwnsAddress reports whether addr resolves to account as AccountByAddress
+// resolves it.
+func (c *Config) OwnsAddress(account string, addr mailaddr.Address) bool {
 	a, ok := c.AccountByAddress(addr)
 	return ok && a == account
+}
+
+// MayUseAddress reports whether account may send as addr (MAIL FROM): an
+// address it owns (OwnsAddress), or one its send_as lists, by its domain
+// or as the address itself (the localpart exactly, the domain in any form).
+func (c *Config) MayUseAddress(account string, addr mailaddr.Address) bool {
+	if c.OwnsAddress(account, addr) {
+		return true
+	}
+	a := c.Accounts[account]
+	if a == nil || addr.Literal != "" || addr.Domain.Unicode == "" {
+		return false
+	}
+	return a.sendAsDomains[addr.Domain.Unicode] || a.sendAsAddrs[addr.Localpart+"@"+addr.Domain.Unicode]
 }
 
 // PostmasterAddress is the address "RCPT TO:<Postmaster>" and the

@@ -217,3 +217,51 @@ func TestIDNDomain(t *testing.T) {
 		}
 	}
 }
+
+// TestSendAs: an account may send as its own addresses and those of its
+// send_as, domains (in any form) and addresses; no one else may.
+func TestSendAs(t *testing.T) {
+	c, err := Parse("/x/mta.toml", []byte(`hostname = "h.example"
+[domains."example.org"]
+[accounts.relay]
+domain = "example.org"
+addresses = ["relay@example.org"]
+send_as = ["customer.example", "Bücher.example", "boss@partner.example"]
+[accounts.alice]
+domain = "example.org"
+addresses = ["alice@example.org"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		account, addr string
+		want          bool
+	}{
+		{"relay", "relay@example.org", true},
+		{"relay", "anyone@customer.example", true},
+		{"relay", "anyone@CUSTOMER.example", true},
+		{"relay", "x@xn--bcher-kva.example", true},
+		{"relay", "x@sub.customer.example", false},
+		{"relay", "boss@partner.example", true},
+		{"relay", "boss@PARTNER.example", true},
+		{"relay", "other@partner.example", false},
+		{"relay", "alice@example.org", false},
+		{"alice", "anyone@customer.example", false},
+		{"alice", "alice@example.org", true},
+		{"nobody", "anyone@customer.example", false},
+	} {
+		if got := c.MayUseAddress(tc.account, address(tc.addr)); got != tc.want {
+			t.Errorf("MayUseAddress(%s, %s) = %v, want %v", tc.account, tc.addr, got, tc.want)
+		}
+	}
+	if c.OwnsAddress("relay", address("boss@partner.example")) {
+		t.Error("a send_as address is owned")
+	}
+	for _, bad := range []string{`["not a domain!"]`, `["x@"]`, `["@example.net"]`} {
+		_, err := Parse("/x/mta.toml", []byte("hostname = \"h.example\"\n[domains.\"example.org\"]\n[accounts.a]\ndomain = \"example.org\"\nsend_as = "+bad+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "accounts.a.send_as[0]") {
+			t.Errorf("send_as = %s: %v, want an error at accounts.a.send_as[0]", bad, err)
+		}
+	}
+}

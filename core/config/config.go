@@ -275,4 +275,11 @@ type Account struct {
 	Routes    []Route  `toml:"routes"`    // Tried first.
 	// MaxStorage is the quota, e.g. "1GB". Zero: unlimited.
 	MaxStorage ByteSize `toml:"max_storage"`
+	// SendAs are domains ("other.example": any address at it) and
+	// addresses ("x@y.example") the account may submit from besides its
+	// own, as a site relaying its users' mail through one account does.
+	SendAs []string `toml:"send_as"`
+
+	sendAsDomains map[string]bool // By mailaddr.Domain.Unicode.
+	sendAsAddrs   map[string]bool // "localpart@" the domain's Unicode form.
 }

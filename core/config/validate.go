@@ -479,6 +479,30 @@ func (v *checker) accounts() {
 			}
 		}
 		v.routes(key+".routes", a.Routes)
+		v.sendAs(key+".send_as", a)
+	}
+}
+
+// sendAs parses an account's send_as into its sets.
+func (v *checker) sendAs(key string, a *Account) {
+	a.sendAsDomains, a.sendAsAddrs = map[string]bool{}, map[string]bool{}
+	for i, e := range a.SendAs {
+		ekey := fmt.Sprintf("%s[%d]", key, i)
+		if strings.Contains(e, "@") {
+			local, domain, err := parseAddress(e)
+			if err != nil {
+				v.add(ekey, "%v", err)
+				continue
+			}
+			a.sendAsAddrs[local+"@"+domain] = true
+			continue
+		}
+		d, err := mailaddr.ParseDomain(e)
+		if err != nil {
+			v.add(ekey, "want a domain or an address: %v", err)
+			continue
+		}
+		a.sendAsDomains[d.Unicode] = true
 	}
 }
 

@@ -50,7 +50,7 @@ func (h *host) TLSPublicKey(ctx context.Context, spkiSHA256 []byte) (_ *sdk.TLSK
 	}
 	acc := h.cfg.Accounts[k.Account]
 	login, lerr := mailaddr.ParseAddress(k.LoginAddress)
-	if acc == nil || lerr != nil || !h.cfg.MayUseAddress(k.Account, login) {
+	if acc == nil || lerr != nil || !h.cfg.OwnsAddress(k.Account, login) {
 		h.log.Warn("TLS public key names an account or address not in the configuration; not logged in",
 			slog.String("fingerprint", k.Fingerprint), slog.String("account", k.Account), slog.String("login", k.LoginAddress))
 		return nil, sdk.ErrNotFound

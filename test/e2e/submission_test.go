@@ -202,3 +202,32 @@ func lineWith(s, sub string) string {
 	}
 	return ""
 }
+
+// TestSendAs: an account with send_as submits from the domains and
+// addresses it lists, and from nothing else (553 5.7.1).
+func TestSendAs(t *testing.T) {
+	t.Parallel()
+	sink := startSink(t, nil)
+	srv := startServer(t, setup{Transports: map[string]string{"smarthost": sink.Addr}, Rest: `
+[domains."example.org"]
+[accounts.relay]
+domain = "example.org"
+addresses = ["relay@example.org"]
+send_as = ["customer.example", "boss@partner.example"]
+[[routes]]
+transport = "smarthost"
+`})
+	c := dialAuth(t, srv.Listeners["submission"], false, "relay@example.org", srv.Passwords["relay"])
+	for _, from := range []string{"news@customer.example", "boss@partner.example", "relay@example.org"} {
+		if err := send(c, from, []string{"someone@remote.example"}, []byte("From: "+from+"\r\nSubject: as\r\n\r\nx\r\n")); err != nil {
+			t.Errorf("as %s: %v", from, err)
+		}
+	}
+	for _, from := range []string{"other@partner.example", "x@elsewhere.example"} {
+		wantCode(t, "MAIL FROM "+from, c.Mail(from, nil), 553, smtp.EnhancedCode{5, 7, 1})
+		c.Reset()
+	}
+	if sink.WaitCount(3, waitShort) != 3 {
+		t.Errorf("sink got %d messages, want 3", sink.Count())
+	}
+}
