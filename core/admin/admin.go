@@ -1,5 +1,5 @@
 // Package admin runs the administrative commands of mta (account passwd,
-// queue list, plugin list, tlspubkey) on a server's data: in the running server, which
+// queue list, plugin list, tlspubkey, suppression) on a server's data: in the running server, which
 // serves them on its control socket (core/ctl), or opened directly when no
 // server runs.
 package admin
@@ -85,6 +85,9 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 	}
 	if verb, ok := strings.CutPrefix(words, "tlspubkey "); ok {
 		return h.tlsPubKey(ctx, verb, args, req.Stdin, out)
+	}
+	if verb, ok := strings.CutPrefix(words, "suppression "); ok {
+		return h.suppression(ctx, verb, args, out)
 	}
 	return &ctl.UsageError{Msg: fmt.Sprintf("unknown command %q", words)}
 }

@@ -109,7 +109,10 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		Log:               log,
 		Router:            localdelivery.Router(cfg, route.FromConfig(cfg)),
 		Deliverer:         loc.Deliverer(plugins),
-		Notify:            dsns.Notify,
+		Notify: func(ctx context.Context, n queue.Notice) error {
+			suppressFailed(ctx, st, cfg.Hostname, log, n)
+			return dsns.Notify(ctx, n)
+		},
 	})
 	if err != nil {
 		return err
@@ -162,6 +165,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 				SASL:            auth,
 				AuthLimit:       authLimit,
 				Keys:            st,
+				Suppressions:    st,
 				Policies:        checks,
 				Queue:           q,
 				Local:           loc,

@@ -238,6 +238,10 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
 		return err
 	}
+	if err := s.checkSuppressed(to); err != nil {
+		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code), slog.String("reason", "suppressed"))
+		return err
+	}
 	r := sdk.Recipient{Address: to}
 	if s.srv.cfg.Policies.Wants(sdk.StageRcpt) {
 		req := s.checkRequest(sdk.StageRcpt)
@@ -255,6 +259,27 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 	}
 	s.recipients = append(s.recipients, r)
 	s.accounts = append(s.accounts, account)
+	return nil
+}
+
+// checkSuppressed refuses a submission's recipient on the account's
+// suppression list.
+func (s *session) checkSuppressed(to string) *smtp.SMTPError {
+	sl := s.srv.cfg.Suppressions
+	if sl == nil || s.account == "" || !s.srv.submission() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
+	defer cancel()
+	sup, err := sl.Suppressed(ctx, s.account, to)
+	switch {
+	case err != nil:
+		s.log.Error("reading the suppression list", slog.Any("err", err))
+		return errInternal
+	case sup != nil:
+		// RFC 3463 X.7.1: delivery not authorized.
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + to + "> is on the account's suppression list"}
+	}
 	return nil
 }
 

@@ -37,6 +37,7 @@ import (
 	"github.com/switchyard-mta/switchyard/core/policy"
 	"github.com/switchyard-mta/switchyard/core/queue"
 	"github.com/switchyard-mta/switchyard/core/sasl"
+	"github.com/switchyard-mta/switchyard/core/store"
 	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
@@ -94,6 +95,9 @@ type Config struct {
 	// one is logged in without AUTH, and may log in only to its account.
 	// Nil: none.
 	Keys authflow.Keys
+	// Suppressions are the addresses each account may not send to: a
+	// submission's RCPT of one is refused. Nil: none.
+	Suppressions Suppressions
 	// Policies are the listener's policy checks, asked at each stage of a
 	// transaction (core/policy). Nil: none.
 	Policies *policy.Chain
@@ -131,6 +135,14 @@ type Accounts interface {
 	// PostmasterAddress is the address "RCPT TO:<Postmaster>" stands for;
 	// empty if there is none.
 	PostmasterAddress() string
+}
+
+// Suppressions answer whether an account's submissions may go to an
+// address; *store.Store implements it.
+type Suppressions interface {
+	// Suppressed returns the entry of account's list that addr matches,
+	// or nil.
+	Suppressed(ctx context.Context, account, addr string) (*store.Suppression, error)
 }
 
 // PasswordChecker checks login passwords; *store.Store implements it.

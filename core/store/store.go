@@ -89,7 +89,7 @@ type Credentials struct {
 }
 
 // dbTypes are all types stored in accounts.db, registered at Open.
-var dbTypes = []any{Credentials{}, TLSPublicKey{}}
+var dbTypes = []any{Credentials{}, TLSPublicKey{}, Suppression{}}
 
 // Store is the account database. Its methods are safe for concurrent use.
 type Store struct {
