@@ -28,7 +28,9 @@ transport = "smarthost"
 	if err := send(c, "alice@example.org", []string{"gone@remote.example"}, []byte("Subject: first\r\n\r\nx\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(waitShort, func() bool { return logHas(srv, `msg="recipient suppressed" .*account=alice rcpt=gone@remote.example reason="550 5.1.1 no such user`) }) {
+	if !waitFor(waitShort, func() bool {
+		return logHas(srv, `msg="recipient suppressed" .*account=alice rcpt=gone@remote.example reason="550 5.1.1 no such user`)
+	}) {
 		t.Fatalf("no suppression after the 5.1.1 failure:\n%s", srv.Log())
 	}
 	for _, rcpt := range []string{"gone@remote.example", "gone+news@REMOTE.example"} {
