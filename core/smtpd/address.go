@@ -17,11 +17,9 @@ var (
 	errAddrNUL = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "NUL in command"}
 	// RFC 6531 §3.5: non-ASCII addresses need SMTPUTF8.
 	errAddrNonASCII = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Non-ASCII address without SMTPUTF8"}
-	// RFC 5321 §4.1.1.11: ESMTP parameters need EHLO.
-	errParamsAfterHELO = &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "MAIL/RCPT parameters need EHLO"}
-	errSenderSyntax    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
-	errRcptSyntax      = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
-	errORcptInvalid    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Malformed ORCPT"}
+	errSenderSyntax = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+	errRcptSyntax   = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+	errORcptInvalid = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Malformed ORCPT"}
 	// RFC 5321 §4.5.1 requires a postmaster; a server without accounts has
 	// nobody to deliver to.
 	errNoPostmaster = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No postmaster here"}
@@ -72,18 +70,6 @@ func checkAddress(addr string, sender, smtputf8 bool) (mailaddr.Address, *smtp.S
 		return mailaddr.Address{}, syntax
 	}
 	return a, nil
-}
-
-// mailHasParams reports whether MAIL FROM carried ESMTP parameters, as far as
-// go-smtp's options show them (SIZE=0 does not show).
-func mailHasParams(o *smtp.MailOptions) bool {
-	return o.Size != 0 || o.UTF8 || o.RequireTLS || o.Body != "" || o.Return != "" || o.EnvelopeID != "" || o.Auth != nil
-}
-
-// rcptHasParams is mailHasParams for RCPT TO.
-func rcptHasParams(o *smtp.RcptOptions) bool {
-	return len(o.Notify) > 0 || o.OriginalRecipientType != "" || o.OriginalRecipient != "" ||
-		!o.RequireRecipientValidSince.IsZero() || o.DeliverBy != nil || o.MTPriority != nil
 }
 
 // checkORcpt checks the ORCPT address go-smtp decoded from xtext: valid

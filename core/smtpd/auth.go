@@ -29,7 +29,6 @@ var (
 // client presented a certificate.
 func (s *session) AuthMechanisms() []string {
 	defer guard.Recover(s.log, "smtp session", nil)
-	s.ehlo = true
 	if !s.srv.submission() || !s.isTLS() {
 		return nil
 	}

@@ -48,9 +48,6 @@ type session struct {
 	conn  *clientconn.Conn
 	log   *slog.Logger
 	relay bool // The client is in the listener's relay networks.
-	// The session's greeting was EHLO: go-smtp asked for AuthMechanisms,
-	// which it does for EHLO only. A HELO after an EHLO goes unnoticed.
-	ehlo bool
 
 	account string // After successful AUTH, or by client key.
 	// preauthTemp: the client's certificate could not be checked for a
@@ -194,9 +191,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 }
 
 func (s *session) checkMail(from string, opts *smtp.MailOptions) *smtp.SMTPError {
-	if !s.ehlo && mailHasParams(opts) {
-		return errParamsAfterHELO
-	}
 	addr, err := checkAddress(from, true, opts.UTF8)
 	if err != nil {
 		return err
@@ -286,9 +280,6 @@ func (s *session) checkSuppressed(to string) *smtp.SMTPError {
 // checkRcptSyntax checks what go-smtp's parser lets through, and parses
 // the address.
 func (s *session) checkRcptSyntax(to string, opts *smtp.RcptOptions) (mailaddr.Address, *smtp.SMTPError) {
-	if !s.ehlo && rcptHasParams(opts) {
-		return mailaddr.Address{}, errParamsAfterHELO
-	}
 	addr, err := checkAddress(to, false, s.opts.SMTPUTF8)
 	if err != nil {
 		return mailaddr.Address{}, err

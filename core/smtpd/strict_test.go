@@ -114,6 +114,9 @@ func TestStrictInput(t *testing.T) {
 			{"RCPT TO:<a@elsewhere.example> ORCPT=utf-8;a\\x{01}b@x\r\n", 501, "5.5.4"}}},
 		{"MAIL parameter after HELO", []step{{"HELO client.test\r\n", 250, ""}, {"MAIL FROM:<a@remote.example> BODY=8BITMIME\r\n", 555, "5.5.4"}, {mailOK, 250, ""}}},
 		{"RCPT parameter after HELO", []step{{"HELO client.test\r\n", 250, ""}, {mailOK, 250, ""}, {"RCPT TO:<a@elsewhere.example> NOTIFY=NEVER\r\n", 555, "5.5.4"}}},
+		// SIZE=0 leaves no trace in MailOptions (third_party/go-smtp patch 11).
+		{"SIZE=0 after HELO", []step{{"HELO client.test\r\n", 250, ""}, {"MAIL FROM:<> SIZE=0\r\n", 555, "5.5.4"}, {"MAIL FROM:<>\r\n", 250, ""}}},
+		{"parameter after EHLO, HELO", []step{{ehlo, 250, ""}, {"HELO client.test\r\n", 250, ""}, {"MAIL FROM:<a@remote.example> SIZE=10\r\n", 555, "5.5.4"}}},
 		{"MAIL parameter after EHLO again", []step{{"HELO client.test\r\n", 250, ""}, {ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> BODY=8BITMIME\r\n", 250, ""}}},
 		{"NUL in sender", []step{{ehlo, 250, ""}, {"MAIL FROM:<a\x00b@remote.example>\r\n", 554, "5.6.0"}}},
 		{"bare CR in sender", []step{{ehlo, 250, ""}, {"MAIL FROM:<a\rb@remote.example>\r\n", 500, "5.5.2"}}},

@@ -35,6 +35,7 @@ type Conn struct {
 	locker     sync.Mutex
 	binarymime bool
 	utf8       bool // MAIL had SMTPUTF8. (Switchyard patch.)
+	ehlo       bool // The greeting was EHLO (or LHLO), not HELO. (Switchyard patch.)
 
 	lineLimitReader *lineLimitReader
 	bdatPipe        *io.PipeWriter
@@ -229,6 +230,7 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 	// c.helo is populated before NewSession so
 	// NewSession can access it via Conn.Hostname.
 	c.helo = domain
+	c.ehlo = enhanced // (Switchyard patch.)
 
 	// RFC 5321: "An EHLO command MAY be issued by a client later in the session"
 	if c.session != nil {
@@ -347,6 +349,12 @@ func (c *Conn) handleMail(arg string) {
 	args, err := parseArgs(p.s)
 	if err != nil {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse MAIL ESMTP parameters: "+err.Error())
+		return
+	}
+	if len(args) > 0 && !c.ehlo {
+		// RFC 5321 §4.1.1.11, §4.1.1.2: parameters are ESMTP's, for a
+		// client that said EHLO. (Switchyard patch.)
+		c.writeResponse(555, EnhancedCode{5, 5, 4}, "MAIL/RCPT parameters need EHLO")
 		return
 	}
 
@@ -732,6 +740,10 @@ func (c *Conn) handleRcpt(arg string) {
 		c.writeResponse(501, EnhancedCode{5, 5, 4}, "Unable to parse RCPT ESMTP parameters: "+err.Error())
 		return
 	}
+	if len(args) > 0 && !c.ehlo {
+		c.writeResponse(555, EnhancedCode{5, 5, 4}, "MAIL/RCPT parameters need EHLO") // (Switchyard patch.)
+		return
+	}
 
 	opts := &RcptOptions{}
 
@@ -992,6 +1004,7 @@ func (c *Conn) handleStartTLS() {
 		c.setSession(nil)
 	}
 	c.helo = ""
+	c.ehlo = false // (Switchyard patch.)
 	c.didAuth = false
 	c.reset()
 }
