@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/switchyard-mta/switchyard/sdk"
 )
@@ -52,29 +53,40 @@ func validFieldName(s string) bool {
 	return true
 }
 
+// copyBufs are buffers for HeaderEnd and Rewrite: a message a second
+// costs no garbage of this size.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // HeaderEnd returns the length of msg's header section, the empty line
 // that ends it included; all of msg if it has no empty line. Lines end in
 // CRLF (smtpd refuses others).
 func HeaderEnd(msg io.ReaderAt, size int64) (int64, error) {
-	br := bufio.NewReaderSize(io.NewSectionReader(msg, 0, size), 32<<10)
-	var n int64
-	for {
-		line, err := br.ReadSlice('\n')
-		for errors.Is(err, bufio.ErrBufferFull) {
-			// A header line over the buffer: keep counting.
-			n += int64(len(line))
-			line, err = br.ReadSlice('\n')
-		}
-		n += int64(len(line))
-		if err == io.EOF {
-			return n, nil
-		} else if err != nil {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	// The message starts with an empty line: no header at all.
+	if size >= 2 {
+		if _, err := msg.ReadAt(buf[:2], 0); err != nil && err != io.EOF {
 			return 0, err
 		}
-		if len(line) == 2 && line[0] == '\r' {
-			return n, nil
+		if buf[0] == '\r' && buf[1] == '\n' {
+			return 2, nil
 		}
 	}
+	// CRLF CRLF ends it; chunks overlap by 3 bytes so none is missed.
+	for off := int64(0); off < size; off += int64(len(buf) - 3) {
+		n, err := msg.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		if err != nil && err != io.EOF {
+			return 0, err
+		}
+		if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
+			return off + int64(i) + 4, nil
+		}
+		if off+int64(n) >= size {
+			break
+		}
+	}
+	return size, nil
 }
 
 // Rewrite copies msg to w without the header fields deletes name. A
@@ -82,7 +94,9 @@ func HeaderEnd(msg io.ReaderAt, size int64) (int64, error) {
 // without case, from 1 at the top. The body is copied as it is.
 func Rewrite(w io.Writer, msg io.Reader, deletes []sdk.HeaderRef) error {
 	if len(deletes) == 0 {
-		_, err := io.Copy(w, msg)
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		_, err := io.CopyBuffer(w, msg, *bp)
 		return err
 	}
 	drop := map[string]map[int]bool{}

@@ -279,3 +279,28 @@ func FuzzRewrite(f *testing.F) {
 		}
 	})
 }
+
+// TestHeaderEnd: the end of the header section wherever it falls, also
+// across the chunks HeaderEnd reads in.
+func TestHeaderEnd(t *testing.T) {
+	want := func(msg string) int64 {
+		if strings.HasPrefix(msg, "\r\n") {
+			return 2
+		}
+		if i := strings.Index(msg, "\r\n\r\n"); i >= 0 {
+			return int64(i + 4)
+		}
+		return int64(len(msg))
+	}
+	msgs := []string{"", "\r\n", "\r\nbody", "A: 1\r\n", "A: 1\r\n\r\n", "A: 1\r\n\r\nB\r\n\r\n", "A: 1\r\nB: 2"}
+	for _, at := range []int{32<<10 - 8, 32<<10 - 5, 32<<10 - 4, 32<<10 - 3, 32<<10 - 2, 32 << 10, 64<<10 - 7} {
+		long := "X: " + strings.Repeat("x", at-3) // The header's first CRLF CRLF starts at at.
+		msgs = append(msgs, long+"\r\n\r\nbody\r\n", long+"\r\n")
+	}
+	for _, m := range msgs {
+		got, err := HeaderEnd(strings.NewReader(m), int64(len(m)))
+		if err != nil || got != want(m) {
+			t.Errorf("HeaderEnd of %d bytes (%.20q...): %d %v, want %d", len(m), m, got, err, want(m))
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -37,6 +38,10 @@ var (
 	errQueue       = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Queueing failed, try again later"}
 	errConnection  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Connection error, closing"}
 )
+
+// copyBufs are copyMessage's buffers: messages cost no garbage of this
+// size.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // errWrite marks a failure to spool the message, as opposed to reading
 // from the client.
@@ -302,7 +307,9 @@ func (s *session) readFailed(err error) *smtp.SMTPError {
 // read to its end, not written. n counts the bytes read; errWrite marks a
 // failure of w.
 func copyMessage(w io.Writer, r io.Reader) (n int64, err error) {
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	var refused *smtp.SMTPError
 	fill := 0   // Bytes of buf waiting for w.
 	cr := false // The previous byte was CR.
