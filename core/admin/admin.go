@@ -97,8 +97,8 @@ func (h *Handles) passwd(ctx context.Context, args []string, stdin []byte) error
 		return &ctl.UsageError{Msg: "usage: account passwd ACCOUNT (password on standard input)"}
 	}
 	account := args[0]
-	if _, ok := h.Config.Accounts[account]; !ok {
-		return &ctl.UsageError{Msg: fmt.Sprintf("no account %q in %s", account, h.Config.File)}
+	if err := h.checkAccount(account); err != nil {
+		return err
 	}
 	pw, _, _ := strings.Cut(string(stdin), "\n")
 	pw = strings.TrimSuffix(pw, "\r")
@@ -106,6 +106,14 @@ func (h *Handles) passwd(ctx context.Context, args []string, stdin []byte) error
 		return &ctl.UsageError{Msg: "password must be at least 8 characters"}
 	}
 	return SetPassword(ctx, h.Store, h.Plugins, account, pw)
+}
+
+// checkAccount makes an account not in the configuration an input error.
+func (h *Handles) checkAccount(name string) error {
+	if _, ok := h.Config.Accounts[name]; !ok {
+		return &ctl.UsageError{Msg: fmt.Sprintf("no account %q in %s", name, h.Config.File)}
+	}
+	return nil
 }
 
 func (h *Handles) queueList(ctx context.Context, out io.Writer) error {

@@ -15,18 +15,12 @@ import (
 
 // suppression runs `suppression add|list|rm`.
 func (h *Handles) suppression(ctx context.Context, verb string, args []string, out io.Writer) error {
-	account := func(name string) error {
-		if _, ok := h.Config.Accounts[name]; !ok {
-			return &ctl.UsageError{Msg: fmt.Sprintf("no account %q in %s", name, h.Config.File)}
-		}
-		return nil
-	}
 	switch verb {
 	case "add":
 		if len(args) < 2 {
 			return &ctl.UsageError{Msg: "usage: suppression add ACCOUNT ADDRESS [REASON]"}
 		}
-		if err := account(args[0]); err != nil {
+		if err := h.checkAccount(args[0]); err != nil {
 			return err
 		}
 		reason := strings.Join(args[2:], " ")
@@ -51,7 +45,7 @@ func (h *Handles) suppression(ctx context.Context, verb string, args []string, o
 		}
 		var name string
 		if len(args) == 1 {
-			if err := account(args[0]); err != nil {
+			if err := h.checkAccount(args[0]); err != nil {
 				return err
 			}
 			name = args[0]
@@ -78,7 +72,7 @@ func (h *Handles) suppression(ctx context.Context, verb string, args []string, o
 		if len(args) != 2 {
 			return &ctl.UsageError{Msg: "usage: suppression rm ACCOUNT ADDRESS"}
 		}
-		if err := account(args[0]); err != nil {
+		if err := h.checkAccount(args[0]); err != nil {
 			return err
 		}
 		err := h.Store.RemoveSuppression(ctx, args[0], args[1])

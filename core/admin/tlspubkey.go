@@ -153,8 +153,8 @@ func (h *Handles) tlsPubKeyList(ctx context.Context, args []string, out io.Write
 	var account string
 	if len(args) == 1 {
 		account = args[0]
-		if _, ok := h.Config.Accounts[account]; !ok {
-			return &ctl.UsageError{Msg: fmt.Sprintf("no account %q in %s", account, h.Config.File)}
+		if err := h.checkAccount(account); err != nil {
+			return err
 		}
 	}
 	keys, err := h.Store.TLSPublicKeys(ctx, account)
