@@ -17,12 +17,25 @@ func (c *Config) IsLocalDomain(d mailaddr.Domain) bool {
 }
 
 // AccountByAddress returns the account that receives mail for addr, an
-// address at a local domain. The localpart is compared exactly and then
+// address at a local domain, else the domain's catch-all account. The localpart is compared exactly and then
 // ignoring case (RFC 5321 §2.4 lets the localpart be case sensitive; an
 // address listed exactly wins). With the domain's LocalpartSeparator "+",
 // alice+tag@example.org is alice@example.org when not listed itself. It
 // works on Configs from Load or Parse.
 func (c *Config) AccountByAddress(addr mailaddr.Address) (account string, ok bool) {
+	if account, ok := c.OwnerOfAddress(addr); ok {
+		return account, true
+	}
+	d := c.Domains[addr.Domain.Unicode]
+	if d == nil || d.Catchall == "" || addr.Localpart == "" {
+		return "", false
+	}
+	return d.Catchall, true
+}
+
+// OwnerOfAddress is AccountByAddress without the domain's catch-all: the
+// account that has addr among its addresses.
+func (c *Config) OwnerOfAddress(addr mailaddr.Address) (account string, ok bool) {
 	d, ok := c.Domains[addr.Domain.Unicode]
 	if !ok {
 		return "", false
@@ -62,10 +75,10 @@ func (c *Config) AccountByLogin(login string) (account string, ok bool) {
 	return c.lookup(a.Localpart, a.Domain.Unicode)
 }
 
-// OwnsAddress reports whether addr resolves to account as AccountByAddress
-// resolves it.
+// OwnsAddress reports whether addr is an address of account, as
+// OwnerOfAddress resolves it (a catch-all owns nothing).
 func (c *Config) OwnsAddress(account string, addr mailaddr.Address) bool {
-	a, ok := c.AccountByAddress(addr)
+	a, ok := c.OwnerOfAddress(addr)
 	return ok && a == account
 }
 

@@ -265,3 +265,36 @@ addresses = ["alice@example.org"]
 		}
 	}
 }
+
+// TestCatchall: unknown addresses of a domain go to its catch-all
+// account, which owns none of them and may not send as them.
+func TestCatchall(t *testing.T) {
+	c, err := Parse("/x/mta.toml", []byte(`hostname = "h.example"
+[domains."example.org"]
+catchall = "inbox"
+[domains."example.net"]
+[accounts.alice]
+domain = "example.org"
+addresses = ["alice@example.org"]
+[accounts.inbox]
+domain = "example.org"
+addresses = ["inbox@example.org"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]string{"alice@example.org": "alice", "nobody@example.org": "inbox", "ALICE@example.org": "alice", "nobody@example.net": ""} {
+		if got, _ := c.AccountByAddress(address(addr)); got != want {
+			t.Errorf("AccountByAddress(%s) = %q, want %q", addr, got, want)
+		}
+	}
+	if _, ok := c.OwnerOfAddress(address("nobody@example.org")); ok {
+		t.Error("the catch-all owns an unknown address")
+	}
+	if c.MayUseAddress("inbox", address("nobody@example.org")) || !c.MayUseAddress("inbox", address("inbox@example.org")) {
+		t.Error("the catch-all may send as an unknown address, or not as its own")
+	}
+	if _, err := Parse("/x/mta.toml", []byte("hostname = \"h.example\"\n[domains.\"example.org\"]\ncatchall = \"nobody\"\n")); err == nil || !strings.Contains(err.Error(), `domains."example.org".catchall: unknown account "nobody"`) {
+		t.Errorf("unknown catch-all account: %v", err)
+	}
+}

@@ -266,6 +266,10 @@ type Domain struct {
 	// separator cuts). One character of RFC 5322 atext, not a letter or
 	// digit. Empty: none.
 	LocalpartSeparator string `toml:"localpart_separator"`
+	// Catchall is the account that receives mail for addresses of the
+	// domain no account has. It may not send as them. Empty: unknown
+	// addresses are refused (550 5.1.1).
+	Catchall string `toml:"catchall"`
 }
 
 // Account is a local user.

@@ -481,6 +481,11 @@ func (v *checker) accounts() {
 		v.routes(key+".routes", a.Routes)
 		v.sendAs(key+".send_as", a)
 	}
+	for _, name := range slices.Sorted(maps.Keys(c.Domains)) {
+		if ca := c.Domains[name].Catchall; ca != "" && c.Accounts[ca] == nil {
+			v.add("domains."+quoteKey(name)+".catchall", "unknown account %q (not in [accounts])", ca)
+		}
+	}
 }
 
 // sendAs parses an account's send_as into its sets.

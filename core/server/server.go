@@ -203,7 +203,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		Hostname:       cfg.Hostname,
 		MaxMessageSize: int64(cfg.Limits.MaxMessageSize),
 		Queue:          q,
-		AccountOf:      cfg.AccountByAddress,
+		AccountOf:      cfg.OwnerOfAddress,
 		Log:            log,
 	})
 	if err != nil {

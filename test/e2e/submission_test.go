@@ -231,3 +231,36 @@ transport = "smarthost"
 		t.Errorf("sink got %d messages, want 3", sink.Count())
 	}
 }
+
+// TestCatchall: mail to an unknown address of a domain with a catch-all
+// lands in that account's Inbox; another domain's unknown address is still
+// refused, and the catch-all account may not send as the address.
+func TestCatchall(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, setup{IMAP: true, Rest: `
+[domains."example.org"]
+catchall = "inbox"
+[domains."example.net"]
+[accounts.inbox]
+domain = "example.org"
+addresses = ["inbox@example.org"]
+`})
+	c, err := mtatest.Dial(srv.Listeners["mx"], false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := send(c, "carol@remote.example", []string{"whoever@example.org"}, []byte("Subject: caught\r\n\r\nx\r\n")); err != nil {
+		t.Fatalf("to an unknown address with a catch-all: %v", err)
+	}
+	if err := c.Mail("carol@remote.example", nil); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "RCPT of another domain's unknown address", c.Rcpt("whoever@example.net", nil), 550, smtp.EnhancedCode{5, 1, 1})
+	cb := imapLogin(t, srv, "imaps", "inbox", srv.Passwords["inbox"], nil)
+	if n := waitMessages(t, cb, "INBOX", 1); n != 1 {
+		t.Errorf("the catch-all's Inbox holds %d messages, want 1", n)
+	}
+	s := dialAuth(t, srv.Listeners["submission"], false, "inbox@example.org", srv.Passwords["inbox"])
+	wantCode(t, "MAIL FROM an address the catch-all receives", s.Mail("whoever@example.org", nil), 553, smtp.EnhancedCode{5, 7, 1})
+}
