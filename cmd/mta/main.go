@@ -50,6 +50,7 @@ var commands = []command{
 	{words: "dkim gen", args: "[-rsa] DOMAIN SELECTOR KEYFILE", help: "Make a DKIM signing key (ed25519; RSA 2048 with -rsa) in a new KEYFILE, mode 0600; print its DNS record and the policy-dkimsign table.", run: runDKIMGen, flags: func(fs *flag.FlagSet) {
 		fs.Bool("rsa", false, "make an RSA key of 2048 bits rather than ed25519")
 	}},
+	{words: "alias list", args: "[DOMAIN]", help: "List the aliases of the local domains, with their members and who may post.", run: runAdmin},
 	{words: "suppression add", args: "ACCOUNT ADDRESS [REASON]", help: "Put an address on an account's suppression list: its submissions to it are refused at RCPT.", run: runAdmin},
 	{words: "suppression list", args: "[ACCOUNT]", help: "List suppressed addresses, of every account or of ACCOUNT, with why and when.", run: runAdmin},
 	{words: "suppression rm", args: "ACCOUNT ADDRESS", help: "Take an address off an account's suppression list.", run: runAdmin},

@@ -82,6 +82,8 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 		return h.queueList(ctx, out)
 	case "plugin list":
 		return h.pluginList(out)
+	case "alias list":
+		return h.aliasList(args, out)
 	}
 	if verb, ok := strings.CutPrefix(words, "tlspubkey "); ok {
 		return h.tlsPubKey(ctx, verb, args, req.Stdin, out)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
@@ -31,6 +32,25 @@ func (c *Config) AccountByAddress(addr mailaddr.Address) (account string, ok boo
 		return "", false
 	}
 	return d.Catchall, true
+}
+
+// AliasOf returns the alias addr is, or nil. The localpart compares
+// without case; a localpart separator ("+tag") is ignored as for accounts.
+func (c *Config) AliasOf(addr mailaddr.Address) *Alias {
+	d := c.Domains[addr.Domain.Unicode]
+	if d == nil || len(c.aliases) == 0 {
+		return nil
+	}
+	local := strings.ToLower(addr.Localpart)
+	if al := c.aliases[local+"@"+addr.Domain.Unicode]; al != nil {
+		return al
+	}
+	if sep := d.LocalpartSeparator; sep != "" {
+		if i := strings.Index(local, sep); i > 0 {
+			return c.aliases[local[:i]+"@"+addr.Domain.Unicode]
+		}
+	}
+	return nil
 }
 
 // OwnerOfAddress is AccountByAddress without the domain's catch-all: the
@@ -83,10 +103,14 @@ func (c *Config) OwnsAddress(account string, addr mailaddr.Address) bool {
 }
 
 // MayUseAddress reports whether account may send as addr (MAIL FROM): an
-// address it owns (OwnsAddress), or one its send_as lists, by its domain
+// address it owns (OwnsAddress), an alias it is a member of that allows
+// it (allow_msg_from), or one its send_as lists, by its domain
 // or as the address itself (the localpart exactly, the domain in any form).
 func (c *Config) MayUseAddress(account string, addr mailaddr.Address) bool {
 	if c.OwnsAddress(account, addr) {
+		return true
+	}
+	if al := c.AliasOf(addr); al != nil && al.AllowMsgFrom && slices.Contains(al.Accounts, account) {
 		return true
 	}
 	a := c.Accounts[account]

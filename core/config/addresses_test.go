@@ -298,3 +298,49 @@ addresses = ["inbox@example.org"]
 		t.Errorf("unknown catch-all account: %v", err)
 	}
 }
+
+// TestAliases: an alias resolves by its localpart in any case and with a
+// +tag, lists its members' accounts, lets members send as it only with
+// allow_msg_from, and is refused when it names a non-local member or an
+// account's address.
+func TestAliases(t *testing.T) {
+	c, err := Parse("/x/mta.toml", []byte(`hostname = "h.example"
+[domains."example.org"]
+localpart_separator = "+"
+[domains."example.org".aliases.team]
+members = ["alice@example.org", "Bob@EXAMPLE.org"]
+allow_msg_from = true
+[domains."example.org".aliases.all]
+members = ["alice@example.org"]
+post_public = true
+[accounts.alice]
+domain = "example.org"
+addresses = ["alice@example.org"]
+[accounts.bob]
+domain = "example.org"
+addresses = ["Bob@example.org"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	al := c.AliasOf(address("Team+x@example.org"))
+	if al == nil || al.Address != "team@example.org" || strings.Join(al.Accounts, ",") != "alice,bob" || al.Members[1] != "Bob@example.org" {
+		t.Fatalf("alias %+v", al)
+	}
+	if c.AliasOf(address("alice@example.org")) != nil || c.AliasOf(address("team@example.net")) != nil {
+		t.Error("an account's address or another domain is an alias")
+	}
+	if !c.MayUseAddress("bob", address("team@example.org")) || c.MayUseAddress("bob", address("all@example.org")) || c.MayUseAddress("carol", address("team@example.org")) {
+		t.Error("allow_msg_from not applied as configured")
+	}
+	for src, want := range map[string]string{
+		"[domains.\"example.org\".aliases.x]\nmembers = [\"nobody@example.org\"]\n":    `domains."example.org".aliases.x.members[0]: "nobody@example.org" is not an address of a local account`,
+		"[domains.\"example.org\".aliases.x]\n":                                        `domains."example.org".aliases.x.members: required`,
+		"[domains.\"example.org\".aliases.alice]\nmembers = [\"alice@example.org\"]\n": `domains."example.org".aliases.alice: alice@example.org is also an address of account "alice"`,
+	} {
+		_, err := Parse("/x/mta.toml", []byte("hostname = \"h.example\"\n[domains.\"example.org\"]\n[accounts.alice]\ndomain = \"example.org\"\naddresses = [\"alice@example.org\"]\n"+src))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", src, err, want)
+		}
+	}
+}

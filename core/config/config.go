@@ -46,6 +46,7 @@ type Config struct {
 	keys      keyIndex          // Where the file defines its keys, for Line.
 	addrs     map[string]string // Account by address "local@domain" (domain lower case).
 	addrsFold map[string]string // Account by address with a lower-case localpart; "" if ambiguous.
+	aliases   map[string]*Alias // By lower-case localpart@domain (Unicode).
 }
 
 // Log configures what mta serve logs to standard error.
@@ -270,6 +271,28 @@ type Domain struct {
 	// domain no account has. It may not send as them. Empty: unknown
 	// addresses are refused (550 5.1.1).
 	Catchall string `toml:"catchall"`
+	// Aliases are addresses of the domain that deliver to several local
+	// accounts, by localpart: [domains."D".aliases.NAME].
+	Aliases map[string]*Alias `toml:"aliases"`
+
+	key string // As the file names it, for messages.
+}
+
+// Alias is an address that delivers to the accounts of its members.
+type Alias struct {
+	// Members are addresses of local accounts. Required.
+	Members []string `toml:"members"`
+	// PostPublic lets anyone send to the alias; by default only its
+	// members may (MAIL FROM one of their addresses, or logged in as one).
+	PostPublic bool `toml:"post_public"`
+	// ListMembers lets members see who the others are (mta alias list
+	// shows it).
+	ListMembers bool `toml:"list_members"`
+	// AllowMsgFrom lets members send with the alias as sender.
+	AllowMsgFrom bool `toml:"allow_msg_from"`
+
+	Address  string   `toml:"-"` // localpart@domain (Unicode).
+	Accounts []string `toml:"-"` // Of Members, by index.
 }
 
 // Account is a local user.

@@ -430,8 +430,51 @@ func (v *checker) domains() {
 			v.add(key+".localpart_separator", "invalid separator %q: want one of !#$%%&'*+-/=?^_`{|}~", sep)
 		}
 		v.routes(key+".routes", d.Routes)
+		d.key = key
 	}
 	v.c.Domains = domains
+}
+
+// aliases checks the domains' aliases, once the accounts are known.
+func (v *checker) aliases() {
+	c := v.c
+	c.aliases = map[string]*Alias{}
+	for _, domain := range slices.Sorted(maps.Keys(c.Domains)) {
+		d := c.Domains[domain]
+		for _, name := range slices.Sorted(maps.Keys(d.Aliases)) {
+			al := d.Aliases[name]
+			key := d.key + ".aliases." + quoteKey(name)
+			local, dom, err := parseAddress(name + "@" + domain)
+			if err != nil {
+				v.add(key, "%v", err)
+				continue
+			}
+			al.Address = local + "@" + dom
+			if owner, ok := c.OwnerOfAddress(mailaddr.Address{Localpart: local, Domain: mailaddr.Domain{Unicode: dom}}); ok {
+				v.add(key, "%s is also an address of account %q", al.Address, owner)
+				continue
+			}
+			if len(al.Members) == 0 {
+				v.add(key+".members", "required")
+			}
+			al.Accounts = make([]string, len(al.Members))
+			for i, m := range al.Members {
+				mkey := fmt.Sprintf("%s.members[%d]", key, i)
+				ml, md, err := parseAddress(m)
+				if err != nil {
+					v.add(mkey, "%v", err)
+					continue
+				}
+				acc, ok := c.OwnerOfAddress(mailaddr.Address{Localpart: ml, Domain: mailaddr.Domain{Unicode: md}})
+				if !ok {
+					v.add(mkey, "%q is not an address of a local account", m)
+					continue
+				}
+				al.Members[i], al.Accounts[i] = ml+"@"+md, acc
+			}
+			c.aliases[strings.ToLower(local)+"@"+dom] = al
+		}
+	}
 }
 
 func (v *checker) accounts() {
@@ -482,10 +525,11 @@ func (v *checker) accounts() {
 		v.sendAs(key+".send_as", a)
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Domains)) {
-		if ca := c.Domains[name].Catchall; ca != "" && c.Accounts[ca] == nil {
-			v.add("domains."+quoteKey(name)+".catchall", "unknown account %q (not in [accounts])", ca)
+		if d := c.Domains[name]; d.Catchall != "" && c.Accounts[d.Catchall] == nil {
+			v.add(d.key+".catchall", "unknown account %q (not in [accounts])", d.Catchall)
 		}
 	}
+	v.aliases()
 }
 
 // sendAs parses an account's send_as into its sets.

@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/mail"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -149,23 +151,29 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 	// after others succeeded is queued for a retry by the local transport,
 	// so the reply can still be 250 without losing it.
 	var queued []sdk.Recipient
-	var local []localdelivery.Rcpt // Distinct accounts, in order, with their addresses.
-	rcptsOf := map[string][]int{}  // Recipient indexes by account.
+	var local []localdelivery.Rcpt    // Distinct accounts, in order, with their addresses.
+	rcptsOf := map[string][]rcptRef{} // Recipients by account.
 	remote := 0
-	for i, acc := range s.accounts {
-		if acc == "" {
+	author := s.aliasAuthor(sp)
+	for i, ts := range s.targets {
+		if len(ts) == 0 {
 			queued = append(queued, s.recipients[i])
 			remote++
 			continue
 		}
-		if _, ok := rcptsOf[acc]; !ok {
-			local = append(local, localdelivery.Rcpt{Account: acc, Junk: quarantine})
+		for _, tg := range ts {
+			if tg.member != "" && strings.EqualFold(tg.member, author) {
+				continue // The author gets no copy through the alias.
+			}
+			if _, ok := rcptsOf[tg.account]; !ok {
+				local = append(local, localdelivery.Rcpt{Account: tg.account, Junk: quarantine})
+			}
+			rcptsOf[tg.account] = append(rcptsOf[tg.account], rcptRef{i, tg.member})
 		}
-		rcptsOf[acc] = append(rcptsOf[acc], i)
 	}
 	for i := range local {
-		for _, k := range rcptsOf[local[i].Account] {
-			local[i].Addresses = append(local[i].Addresses, s.recipients[k].Address)
+		for _, r := range rcptsOf[local[i].Account] {
+			local[i].Addresses = append(local[i].Addresses, s.recipients[r.index].Address)
 		}
 	}
 	delivered, overQuota := 0, 0
@@ -193,8 +201,12 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 				overQuota++
 			}
 			s.log.Info("local delivery failed", slog.String("account", local[i].Account), slog.Any("err", err))
-			for _, k := range rcptsOf[local[i].Account] {
-				queued = append(queued, s.recipients[k])
+			for _, r := range rcptsOf[local[i].Account] {
+				rcpt := s.recipients[r.index]
+				if r.member != "" {
+					rcpt.Address = r.member // The queue knows accounts, not aliases.
+				}
+				queued = append(queued, rcpt)
 			}
 		}
 	}
@@ -221,6 +233,38 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 		return errQueue, size, ""
 	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Queued as " + id}, size, id
+}
+
+// rcptRef is a recipient of the transaction that goes to an account.
+type rcptRef struct {
+	index  int    // In session.recipients.
+	member string // Through an alias, as this member; "" if directly.
+}
+
+// aliasAuthor returns the address of the message's From field when a
+// recipient is an alias, whose member with that address gets no copy; ""
+// otherwise, or without one From address.
+func (s *session) aliasAuthor(sp *queue.Spool) string {
+	if !slices.ContainsFunc(s.targets, func(ts []target) bool { return len(ts) > 0 && ts[0].member != "" }) {
+		return ""
+	}
+	msg, err := sp.Reader()
+	if err != nil {
+		return ""
+	}
+	end, err := policy.HeaderEnd(msg, msg.Size())
+	if err != nil {
+		return ""
+	}
+	m, err := mail.ReadMessage(io.NewSectionReader(msg, 0, end))
+	if err != nil {
+		return ""
+	}
+	from, err := m.Header.AddressList("From")
+	if err != nil || len(from) != 1 {
+		return ""
+	}
+	return from[0].Address
 }
 
 // spool copies the message from the client to sp, and returns its size and,

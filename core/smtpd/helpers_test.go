@@ -107,6 +107,8 @@ func (fakeAccounts) MayUseAddress(account string, addr mailaddr.Address) bool {
 	return strings.EqualFold(addr.Key(), account+"@example.org")
 }
 
+func (fakeAccounts) AliasOf(addr mailaddr.Address) *config.Alias { return nil }
+
 func (fakeAccounts) IsLocalDomain(d mailaddr.Domain) bool {
 	return d.ASCII == "example.org"
 }

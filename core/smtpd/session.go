@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/switchyard-mta/switchyard/core/authlimit"
 	"github.com/switchyard-mta/switchyard/core/clientconn"
+	"github.com/switchyard-mta/switchyard/core/config"
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/core/sasl"
 	"github.com/switchyard-mta/switchyard/sdk"
@@ -70,7 +72,7 @@ type session struct {
 	opts       sdk.DeliverOptions
 	size       int64 // MAIL FROM SIZE=, 0 if not given.
 	recipients []sdk.Recipient
-	accounts   []string // Per recipient: the local account, "" if remote.
+	targets    [][]target // Per recipient: the local accounts it goes to; none if remote.
 }
 
 var _ smtp.AuthSession = (*session)(nil)
@@ -143,7 +145,7 @@ func (s *session) Reset() {
 	s.opts = sdk.DeliverOptions{}
 	s.size = 0
 	s.recipients = nil
-	s.accounts = nil
+	s.targets = nil
 	s.txHeaders = nil
 	s.txMark = mark{}
 	// A HELO or EHLO again: go-smtp resets, then echoes the name, without
@@ -227,7 +229,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
 		return err
 	}
-	account, serr := s.checkRcpt(addr)
+	targets, serr := s.checkRcpt(addr)
 	if err := serr; err != nil {
 		s.log.Info("recipient refused", slog.String("account", s.account), slog.String("from", s.from), slog.String("rcpt", to), slog.Int("code", err.Code))
 		return err
@@ -252,7 +254,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) (err error) {
 		r.ORcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
 	}
 	s.recipients = append(s.recipients, r)
-	s.accounts = append(s.accounts, account)
+	s.targets = append(s.targets, targets)
 	return nil
 }
 
@@ -293,28 +295,63 @@ func (s *session) checkRcptSyntax(to string, opts *smtp.RcptOptions) (mailaddr.A
 	return addr, nil
 }
 
-// checkRcpt returns the local account of a recipient at a local domain, or
-// "" for a remote one that may be relayed.
-func (s *session) checkRcpt(to mailaddr.Address) (string, *smtp.SMTPError) {
+// target is a local account a recipient goes to: itself, or a member of
+// the alias it is.
+type target struct {
+	account string
+	member  string // The member's address, for an alias; "" otherwise.
+}
+
+// errNotMember refuses mail to a members-only alias (RFC 3463 X.7.1).
+var errNotMember = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Only members may send to this address"}
+
+// checkRcpt returns the local accounts of a recipient at a local domain
+// (several for an alias), or none for a remote one that may be relayed.
+func (s *session) checkRcpt(to mailaddr.Address) ([]target, *smtp.SMTPError) {
 	accounts := s.srv.cfg.Accounts
-	if accounts.IsLocalDomain(to.Domain) {
-		local := s.srv.cfg.Local
-		if local == nil {
-			return "", errLocalDelivery
+	if !accounts.IsLocalDomain(to.Domain) {
+		if s.account == "" && !s.relay {
+			return nil, errRelayDenied
 		}
-		account, ok := accounts.AccountByAddress(to)
-		if !ok {
-			return "", errNoSuchUser
-		}
-		ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
-		defer cancel()
-		if local.OverQuota(ctx, account, s.size) {
-			return "", errOverQuota
-		}
-		return account, nil
+		return nil, nil
 	}
-	if s.account == "" && !s.relay {
-		return "", errRelayDenied
+	local := s.srv.cfg.Local
+	if local == nil {
+		return nil, errLocalDelivery
 	}
-	return "", nil
+	ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
+	defer cancel()
+	if al := accounts.AliasOf(to); al != nil {
+		if !al.PostPublic && !s.isMember(al) {
+			return nil, errNotMember
+		}
+		// Accepted if a member can take it.
+		var ts []target
+		for i, acc := range al.Accounts {
+			if !local.OverQuota(ctx, acc, s.size) {
+				ts = append(ts, target{acc, al.Members[i]})
+			}
+		}
+		if len(ts) == 0 {
+			return nil, errOverQuota
+		}
+		return ts, nil
+	}
+	account, ok := accounts.AccountByAddress(to)
+	if !ok {
+		return nil, errNoSuchUser
+	}
+	if local.OverQuota(ctx, account, s.size) {
+		return nil, errOverQuota
+	}
+	return []target{{account: account}}, nil
+}
+
+// isMember reports whether the sender is a member of al: logged in as one
+// of its accounts, or with MAIL FROM one of its addresses.
+func (s *session) isMember(al *config.Alias) bool {
+	if s.account != "" && slices.Contains(al.Accounts, s.account) {
+		return true
+	}
+	return slices.ContainsFunc(al.Members, func(m string) bool { return strings.EqualFold(m, s.from) })
 }

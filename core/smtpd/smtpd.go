@@ -128,6 +128,9 @@ type Accounts interface {
 	AccountByLogin(login string) (account string, ok bool)
 	// AccountByAddress resolves a recipient address at a local domain.
 	AccountByAddress(addr mailaddr.Address) (account string, ok bool)
+	// AliasOf returns the alias a recipient address at a local domain is,
+	// or nil.
+	AliasOf(addr mailaddr.Address) *config.Alias
 	// MayUseAddress reports whether account may send with addr as MAIL FROM.
 	MayUseAddress(account string, addr mailaddr.Address) bool
 	// IsLocalDomain reports whether mail for d is delivered here.

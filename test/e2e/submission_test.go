@@ -264,3 +264,57 @@ addresses = ["inbox@example.org"]
 	s := dialAuth(t, srv.Listeners["submission"], false, "inbox@example.org", srv.Passwords["inbox"])
 	wantCode(t, "MAIL FROM an address the catch-all receives", s.Mail("whoever@example.org", nil), 553, smtp.EnhancedCode{5, 7, 1})
 }
+
+// TestAlias: an alias with two members: a member's submission to it
+// reaches the other member once, and not herself (she is the From); an
+// outsider may not post to a members-only alias but may to a public one;
+// a member who is also a direct recipient gets one copy; allow_msg_from
+// lets members send as the alias; mta alias list shows it.
+func TestAlias(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, setup{IMAP: true, Rest: defaultRest + `
+[domains."example.org".aliases.team]
+members = ["alice@example.org", "bob@example.org"]
+allow_msg_from = true
+[domains."example.org".aliases.info]
+members = ["alice@example.org", "bob@example.org"]
+post_public = true
+`})
+	ca := dialAuth(t, srv.Listeners["submission"], false, "alice@example.org", srv.Passwords["alice"])
+	if err := send(ca, "alice@example.org", []string{"team@example.org"}, []byte("From: alice@example.org\r\nSubject: to the team\r\n\r\nx\r\n")); err != nil {
+		t.Fatalf("alice to team: %v", err)
+	}
+	mx, err := smtp.Dial(srv.Listeners["mx"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mx.Close()
+	if err := mx.Mail("carol@remote.example", nil); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "outsider to a members-only alias", mx.Rcpt("team@example.org", nil), 550, smtp.EnhancedCode{5, 7, 1})
+	mx.Reset()
+	if err := send(mx, "carol@remote.example", []string{"info@example.org", "bob@example.org"}, []byte("From: carol@remote.example\r\nSubject: to info and bob\r\n\r\nx\r\n")); err != nil {
+		t.Fatalf("outsider to a public alias and bob: %v", err)
+	}
+	if err := send(ca, "team@example.org", []string{"carol@remote.example"}, []byte("From: team@example.org\r\nSubject: as the team\r\n\r\nx\r\n")); err != nil {
+		t.Errorf("MAIL FROM the alias with allow_msg_from: %v", err)
+	}
+	wantCode(t, "MAIL FROM an alias without allow_msg_from", ca.Mail("info@example.org", nil), 553, smtp.EnhancedCode{5, 7, 1})
+	ca.Reset()
+
+	cb := imapLogin(t, srv, "imaps", "bob", srv.Passwords["bob"], nil)
+	if n := waitMessages(t, cb, "INBOX", 2); n != 2 {
+		t.Errorf("bob's Inbox holds %d messages, want 2 (team once, info and bob once)", n)
+	}
+	cl := imapLogin(t, srv, "imaps", "alice", srv.Passwords["alice"], nil)
+	if n := waitMessages(t, cl, "INBOX", 1); n != 1 {
+		t.Errorf("alice's Inbox holds %d messages, want 1 (info; not her own to the team)", n)
+	}
+	if got := string(fetchBodyOf(t, cb, "INBOX", 1)); !strings.Contains(got, "Delivered-To: team@example.org\r\n") {
+		t.Errorf("bob's copy from the alias lacks Delivered-To: team@example.org:\n%s", got)
+	}
+	if out := mta(t, srv, "alias", "list"); !strings.Contains(out, "team@example.org") || !strings.Contains(out, "alice@example.org,bob@example.org") || !strings.Contains(out, "anyone") {
+		t.Errorf("mta alias list:\n%s", out)
+	}
+}
