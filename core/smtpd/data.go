@@ -210,6 +210,10 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 			}
 		}
 	}
+	if len(local) == 0 && remote == 0 {
+		// Only an alias's author was a recipient: nothing to deliver.
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Delivered"}, size, ""
+	}
 	if delivered == 0 && remote == 0 {
 		// Nothing was done: the client may retry all of it.
 		if overQuota == len(local) {

@@ -276,6 +276,8 @@ func TestAlias(t *testing.T) {
 [domains."example.org".aliases.team]
 members = ["alice@example.org", "bob@example.org"]
 allow_msg_from = true
+[domains."example.org".aliases.me]
+members = ["alice@example.org"]
 [domains."example.org".aliases.info]
 members = ["alice@example.org", "bob@example.org"]
 post_public = true
@@ -283,6 +285,10 @@ post_public = true
 	ca := dialAuth(t, srv.Listeners["submission"], false, "alice@example.org", srv.Passwords["alice"])
 	if err := send(ca, "alice@example.org", []string{"team@example.org"}, []byte("From: alice@example.org\r\nSubject: to the team\r\n\r\nx\r\n")); err != nil {
 		t.Fatalf("alice to team: %v", err)
+	}
+	// To an alias of herself alone: accepted, and nothing delivered.
+	if err := send(ca, "alice@example.org", []string{"me@example.org"}, []byte("From: alice@example.org\r\nSubject: to myself\r\n\r\nx\r\n")); err != nil {
+		t.Errorf("alice to an alias of herself: %v, want 250", err)
 	}
 	mx, err := smtp.Dial(srv.Listeners["mx"])
 	if err != nil {
