@@ -108,14 +108,31 @@ func build() (*Binaries, error) {
 	return b, nil
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// handedOut are the addresses FreeAddr returned in this process.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
+// FreeAddr returns a loopback address with a port that was free a moment
+// ago, and that it has not returned before in this process: the kernel
+// may give a port just closed to the next listener, so that one
+// configuration would get it twice.
 func FreeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // Server is a running `mta serve`.
