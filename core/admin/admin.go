@@ -32,7 +32,8 @@ type Handles struct {
 	// started them (StartPlugins).
 	Plugins *pluginhost.Manager
 
-	ownPlugins bool // Started by StartPlugins.
+	ownPlugins bool         // Started by StartPlugins.
+	router     queue.Router // For queue filters by transport; made when first needed.
 }
 
 // Open opens the data of cfg for administrative commands while no server
@@ -79,7 +80,7 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 	case "account passwd":
 		return h.passwd(ctx, args, req.Stdin)
 	case "queue list":
-		return h.queueList(ctx, out)
+		return h.queueList(ctx, args, out)
 	case "plugin list":
 		return h.pluginList(out)
 	case "alias list":
@@ -118,13 +119,31 @@ func (h *Handles) checkAccount(name string) error {
 	return nil
 }
 
-func (h *Handles) queueList(ctx context.Context, out io.Writer) error {
-	msgs, err := h.Queue.List(ctx)
+func (h *Handles) queueList(ctx context.Context, args []string, out io.Writer) error {
+	f, asJSON, err := h.queueFilter(args)
 	if err != nil {
 		return err
 	}
+	all, err := h.Queue.List(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var msgs []queue.MsgInfo
+	for _, m := range all {
+		if f.Match(m, now, h.transportOf) {
+			msgs = append(msgs, m)
+		}
+	}
+	if asJSON {
+		return writeQueueJSON(out, msgs)
+	}
 	if len(msgs) == 0 {
-		fmt.Fprintln(out, "queue is empty")
+		if f.Empty() {
+			fmt.Fprintln(out, "queue is empty")
+		} else {
+			fmt.Fprintf(out, "no queued message matches (%d queued)\n", len(all))
+		}
 		return nil
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

@@ -1,0 +1,126 @@
+package admin
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/core/ctl"
+	"github.com/switchyard-mta/switchyard/core/localdelivery"
+	"github.com/switchyard-mta/switchyard/core/queue"
+	"github.com/switchyard-mta/switchyard/core/route"
+	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
+)
+
+// QueueFilterFlags defines the flags of a queue command that selects
+// messages (queue.Filter), and -json.
+func QueueFilterFlags(fs *flag.FlagSet) {
+	fs.String("id", "", "messages with these queue `ids`, comma-separated")
+	fs.String("account", "", "messages sent by this `account`")
+	fs.String("from", "", "messages from this `address`, or @domain")
+	fs.String("to", "", "messages with a recipient at this `address`, or @domain")
+	fs.String("transport", "", "messages with a pending recipient routed through this `transport`")
+	fs.Duration("older", 0, "messages queued longer ago than this `duration`")
+	fs.Duration("newer", 0, "messages queued within this `duration`")
+	fs.String("state", "", "messages with a recipient in this `state`: pending")
+	fs.Duration("next-before", 0, "messages with a pending recipient due within this `duration`")
+	fs.Bool("json", false, "print JSON, for scripts")
+}
+
+// queueFilter parses the flags of QueueFilterFlags.
+func (h *Handles) queueFilter(args []string) (queue.Filter, bool, error) {
+	fs := flag.NewFlagSet("queue", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	QueueFilterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return queue.Filter{}, false, &ctl.UsageError{Msg: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return queue.Filter{}, false, &ctl.UsageError{Msg: fmt.Sprintf("unexpected arguments %q", fs.Args())}
+	}
+	get := func(name string) flag.Getter { return fs.Lookup(name).Value.(flag.Getter) }
+	f := queue.Filter{
+		Account:    get("account").Get().(string),
+		From:       get("from").Get().(string),
+		To:         get("to").Get().(string),
+		Transport:  get("transport").Get().(string),
+		Older:      get("older").Get().(time.Duration),
+		Newer:      get("newer").Get().(time.Duration),
+		State:      get("state").Get().(string),
+		NextBefore: get("next-before").Get().(time.Duration),
+	}
+	if ids := get("id").Get().(string); ids != "" {
+		f.IDs = strings.Split(ids, ",")
+	}
+	if f.Account != "" {
+		if err := h.checkAccount(f.Account); err != nil {
+			return queue.Filter{}, false, err
+		}
+	}
+	if f.Transport != "" && f.Transport != "local" && h.Config.Transport[f.Transport] == nil {
+		return queue.Filter{}, false, &ctl.UsageError{Msg: fmt.Sprintf("no transport %q in %s", f.Transport, h.Config.File)}
+	}
+	if err := f.Check(); err != nil {
+		return queue.Filter{}, false, &ctl.UsageError{Msg: err.Error()}
+	}
+	return f, get("json").Get().(bool), nil
+}
+
+// transportOf is the transport a pending recipient goes through now, as
+// the queue's router decides it.
+func (h *Handles) transportOf(m queue.MsgInfo, r queue.Rcpt) string {
+	if h.router == nil {
+		h.router = localdelivery.Router(h.Config, route.FromConfig(h.Config))
+	}
+	from, _ := mailaddr.ParseAddress(m.From)
+	to, _ := mailaddr.ParseAddress(r.Address)
+	return h.router.Route(m.Account, from.Domain, to.Domain, r.Attempts)
+}
+
+// jsonRcpt and jsonMsg are the JSON of queue list.
+type jsonRcpt struct {
+	Address     string     `json:"address"`
+	State       string     `json:"state"`
+	Attempts    int        `json:"attempts"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+	LastAttempt *time.Time `json:"last_attempt,omitempty"`
+	Code        int        `json:"code,omitempty"`
+	Enhanced    string     `json:"enhanced_code,omitempty"`
+	Text        string     `json:"text,omitempty"`
+	RemoteHost  string     `json:"remote_host,omitempty"`
+}
+
+type jsonMsg struct {
+	ID         string     `json:"id"`
+	Queued     time.Time  `json:"queued"`
+	Account    string     `json:"account,omitempty"`
+	From       string     `json:"from"`
+	Size       int64      `json:"size"`
+	Recipients []jsonRcpt `json:"recipients"`
+}
+
+func writeQueueJSON(out io.Writer, msgs []queue.MsgInfo) error {
+	l := make([]jsonMsg, 0, len(msgs))
+	for _, m := range msgs {
+		jm := jsonMsg{ID: m.ID, Queued: m.Queued, Account: m.Account, From: m.From, Size: m.Size, Recipients: []jsonRcpt{}}
+		for _, r := range m.Recipients {
+			jr := jsonRcpt{Address: r.Address, State: r.State.String(), Attempts: r.Attempts, Code: r.Last.Code, Enhanced: r.Last.EnhancedCode, Text: r.Last.Text, RemoteHost: r.Last.RemoteHost}
+			if !r.NextAttempt.IsZero() && r.State == queue.Pending {
+				t := r.NextAttempt
+				jr.NextAttempt = &t
+			}
+			if !r.LastAttempt.IsZero() {
+				t := r.LastAttempt
+				jr.LastAttempt = &t
+			}
+			jm.Recipients = append(jm.Recipients, jr)
+		}
+		l = append(l, jm)
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(l)
+}

@@ -1,0 +1,51 @@
+package queue
+
+import (
+	"testing"
+	"time"
+
+	"github.com/switchyard-mta/switchyard/sdk"
+)
+
+func TestFilter(t *testing.T) {
+	now := time.Now()
+	m := MsgInfo{ID: "a1", Account: "alice", From: "alice@example.org", Queued: now.Add(-2 * time.Hour), Recipients: []Rcpt{
+		{Recipient: sdk.Recipient{Address: "x@Remote.example"}, State: Delivered},
+		{Recipient: sdk.Recipient{Address: "y@other.example"}, State: Pending, NextAttempt: now.Add(10 * time.Minute)},
+	}}
+	route := func(_ MsgInfo, r Rcpt) string { return "smarthost" }
+	for _, tc := range []struct {
+		f    Filter
+		want bool
+	}{
+		{Filter{}, true},
+		{Filter{IDs: []string{"b2", "a1"}}, true},
+		{Filter{IDs: []string{"b2"}}, false},
+		{Filter{Account: "bob"}, false},
+		{Filter{From: "@EXAMPLE.org"}, true},
+		{Filter{From: "bob@example.org"}, false},
+		{Filter{To: "x@remote.EXAMPLE"}, true},
+		{Filter{To: "@nowhere.example"}, false},
+		{Filter{Older: time.Hour}, true},
+		{Filter{Older: 3 * time.Hour}, false},
+		{Filter{Newer: time.Hour}, false},
+		{Filter{State: "pending"}, true},
+		{Filter{State: "pending", To: "x@remote.example"}, false}, // That one is delivered.
+		{Filter{NextBefore: 15 * time.Minute}, true},
+		{Filter{NextBefore: 5 * time.Minute}, false},
+		{Filter{Transport: "smarthost"}, true},
+		{Filter{Transport: "direct"}, false},
+	} {
+		if got := tc.f.Match(m, now, route); got != tc.want {
+			t.Errorf("%+v: %v, want %v", tc.f, got, tc.want)
+		}
+	}
+	for _, f := range []Filter{{From: "nope"}, {To: "@"}, {State: "held"}, {Older: -time.Second}} {
+		if f.Check() == nil {
+			t.Errorf("%+v: no error", f)
+		}
+	}
+	if !(Filter{}).Empty() || (Filter{Account: "a"}).Empty() {
+		t.Error("Empty")
+	}
+}

@@ -1,0 +1,66 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+// TestQueueListFilters: queue list selects by account, recipient domain,
+// transport and age, prints JSON, and refuses bad filters with exit 2.
+func TestQueueListFilters(t *testing.T) {
+	t.Parallel()
+	sink := startSink(t, func(rcpt string) *smtp.SMTPError {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+	})
+	srv := startServer(t, setup{BackoffScale: 1, Transports: map[string]string{"smarthost": sink.Addr}, Rest: defaultRest + `
+[[routes]]
+transport = "smarthost"
+`})
+	for _, s := range []struct{ account, rcpt string }{{"alice", "x@remote.example"}, {"bob", "y@other.example"}} {
+		c := dialAuth(t, srv.Listeners["submission"], false, s.account+"@example.org", srv.Passwords[s.account])
+		if err := send(c, s.account+"@example.org", []string{s.rcpt}, []byte("Subject: held back\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !waitFor(waitShort, func() bool { return strings.Count(srv.Log(), "status=deferred") >= 2 }) {
+		t.Fatalf("no deferred attempts:\n%s", srv.Log())
+	}
+	lines := func(args ...string) []string {
+		out := mta(t, srv, append([]string{"queue", "list"}, args...)...)
+		return strings.Split(strings.TrimSpace(out), "\n")
+	}
+	if l := lines("-account", "alice"); len(l) != 2 || !strings.Contains(l[1], "x@remote.example") {
+		t.Errorf("-account alice:\n%s", strings.Join(l, "\n"))
+	}
+	if l := lines("-to", "@OTHER.example"); len(l) != 2 || !strings.Contains(l[1], "y@other.example") {
+		t.Errorf("-to @OTHER.example:\n%s", strings.Join(l, "\n"))
+	}
+	if l := lines("-transport", "smarthost", "-state", "pending"); len(l) != 3 {
+		t.Errorf("-transport smarthost: want both messages:\n%s", strings.Join(l, "\n"))
+	}
+	if l := lines("-older", "1h"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches (2 queued)") {
+		t.Errorf("-older 1h:\n%s", strings.Join(l, "\n"))
+	}
+	var msgs []struct {
+		ID         string `json:"id"`
+		From       string `json:"from"`
+		Recipients []struct {
+			Address  string `json:"address"`
+			State    string `json:"state"`
+			Attempts int    `json:"attempts"`
+			Code     int    `json:"code"`
+		} `json:"recipients"`
+	}
+	out := mta(t, srv, "queue", "list", "-json", "-from", "bob@example.org")
+	if err := json.Unmarshal([]byte(out), &msgs); err != nil || len(msgs) != 1 || msgs[0].Recipients[0].Address != "y@other.example" || msgs[0].Recipients[0].Code != 451 {
+		t.Errorf("-json -from bob: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "held"}, {"-transport", "nowhere"}, {"extra"}} {
+		if _, errOut, code := srv.MTA("", []string{"queue", "list"}, args...); code != 2 {
+			t.Errorf("queue list %q: exit %d, want 2\n%s", args, code, errOut)
+		}
+	}
+}
