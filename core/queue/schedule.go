@@ -233,6 +233,17 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 	start := time.Now()
 	id := j.e.msg.ID
 	content, release, err := q.open(id, seg, offset, req.Size)
+	if err != nil {
+		// Another delivery of the message may have moved it out of its
+		// segment since this one started, and the segment be gone: read
+		// it where it is now, rather than fail the attempt.
+		q.mu.Lock()
+		nseg, noffset := j.e.msg.Segment, j.e.msg.Offset
+		q.mu.Unlock()
+		if nseg != seg || noffset != offset {
+			content, release, err = q.open(id, nseg, noffset, req.Size)
+		}
+	}
 	var res *sdk.DeliverResult
 	if err == nil {
 		defer release()

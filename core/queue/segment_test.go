@@ -273,17 +273,21 @@ func TestRelocation(t *testing.T) {
 	}
 }
 
-// lateReader fails deliveries to a.test temporarily, and reads the message
-// for b.test only once gate is closed.
+// lateReader fails deliveries to a.test temporarily once the delivery to
+// b.test holds the message open (bIn), and reads that message only once
+// gate is closed.
 type lateReader struct {
 	gate chan struct{}
+	bIn  chan struct{}
 	got  chan string
 }
 
 func (l lateReader) Deliver(ctx context.Context, transport string, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
 	if domainOf(req.Recipients[0].Address) == "a.test" {
+		<-l.bIn // The move out of the segment comes while b.test reads it.
 		return sdk.ResultAll(req, sdk.StatusTemporary, 451, "", "later"), nil
 	}
+	close(l.bIn)
 	<-l.gate
 	b, err := io.ReadAll(req.Message)
 	if err != nil {
@@ -297,7 +301,7 @@ func (l lateReader) Deliver(ctx context.Context, transport string, req *sdk.Deli
 // reads it, also after its last message moved out.
 func TestRelocationWhileReading(t *testing.T) {
 	dir := t.TempDir()
-	d := lateReader{gate: make(chan struct{}), got: make(chan string, 1)}
+	d := lateReader{gate: make(chan struct{}), bIn: make(chan struct{}), got: make(chan string, 1)}
 	q := openQueue(t, dir, Options{Deliverer: d, BackoffScale: 1, segmentSize: 1})
 	id := add(t, q, "content\r\n", "x@a.test", "y@b.test")
 	seg := stored(t, q, id).Segment
