@@ -38,6 +38,7 @@ var commands = []command{
 	{words: "config check", args: "", help: "Validate the configuration, including every plugin's own validation of its tables; exit 2 with every error.", run: runConfigCheck},
 	{words: "account passwd", args: "ACCOUNT", help: "Set an account's password: asked twice on a terminal, else the first line of standard input.", run: runAdmin},
 	{words: "queue list", args: "", help: "List queued messages and the state of each recipient; flags select which (-id, -account, -from, -to, -transport, -older, -newer, -state, -next-before), -json prints JSON.", run: runAdmin, flags: admin.QueueFilterFlags},
+	{words: "queue show", args: "ID", help: "Show a queued message: its envelope, and each recipient with its state and last attempt.", run: runAdmin},
 	{words: "plugin list", args: "", help: "List plugins: what each serves, its state, pid and restart count.", run: runAdmin},
 	{words: "dns records", args: "DOMAIN", help: "Print the DNS records to publish for a local domain (MX, SPF, DMARC, MTA-STS, TLS-RPT, TLSA) as a commented zone file.", run: runDNSRecords},
 	{words: "tlspubkey add", args: "[-no-imap-preauth] ADDRESS [NAME] < cert.pem", help: "Register a TLS client certificate's key: it logs in ADDRESS's account (IMAP PREAUTH, SASL EXTERNAL).", run: runTLSPubKeyAdd, flags: func(fs *flag.FlagSet) {

@@ -85,6 +85,8 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 		return h.pluginList(out)
 	case "alias list":
 		return h.aliasList(args, out)
+	case "queue show":
+		return h.queueShow(ctx, args, out)
 	}
 	if verb, ok := strings.CutPrefix(words, "tlspubkey "); ok {
 		return h.tlsPubKey(ctx, verb, args, req.Stdin, out)

@@ -510,6 +510,8 @@ type MsgInfo struct {
 	ID         string
 	Account    string
 	From       string
+	MessageID  string
+	Options    sdk.DeliverOptions
 	Size       int64
 	Queued     time.Time
 	Recipients []Rcpt
@@ -519,7 +521,7 @@ type MsgInfo struct {
 func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
 	var l []MsgInfo
 	err := bstore.QueryDB[Msg](ctx, q.db).SortAsc("ID").ForEach(func(m Msg) error {
-		l = append(l, MsgInfo{ID: formatID(m.ID), Account: m.Account, From: m.From, Size: m.Size, Queued: m.Queued, Recipients: m.Recipients})
+		l = append(l, MsgInfo{ID: formatID(m.ID), Account: m.Account, From: m.From, MessageID: m.MessageID, Options: m.Options, Size: m.Size, Queued: m.Queued, Recipients: m.Recipients})
 		return nil
 	})
 	if err != nil {

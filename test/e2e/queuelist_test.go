@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -57,6 +58,15 @@ transport = "smarthost"
 	out := mta(t, srv, "queue", "list", "-json", "-from", "bob@example.org")
 	if err := json.Unmarshal([]byte(out), &msgs); err != nil || len(msgs) != 1 || msgs[0].Recipients[0].Address != "y@other.example" || msgs[0].Recipients[0].Code != 451 {
 		t.Errorf("-json -from bob: %v\n%s", err, out)
+	}
+	show := mta(t, srv, "queue", "show", msgs[0].ID)
+	for _, want := range []string{`id:\s+` + msgs[0].ID, `from:\s+bob@example\.org`, `recipient:\s+y@other\.example`, `state:\s+pending, 1 attempts`, `result:\s+451 4\.3\.0 try later`, `next attempt:`} {
+		if !regexp.MustCompile(want).MatchString(show) {
+			t.Errorf("queue show lacks %s:\n%s", want, show)
+		}
+	}
+	if _, _, code := srv.MTA("", []string{"queue", "show"}, "ffff"); code != 2 {
+		t.Errorf("queue show of an unknown id: exit %d, want 2", code)
 	}
 	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "held"}, {"-transport", "nowhere"}, {"extra"}} {
 		if _, errOut, code := srv.MTA("", []string{"queue", "list"}, args...); code != 2 {
