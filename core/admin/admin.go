@@ -87,6 +87,8 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 		return h.aliasList(args, out)
 	case "queue show":
 		return h.queueShow(ctx, args, out)
+	case "queue reschedule":
+		return h.queueReschedule(ctx, args, out)
 	}
 	if verb, ok := strings.CutPrefix(words, "tlspubkey "); ok {
 		return h.tlsPubKey(ctx, verb, args, req.Stdin, out)
@@ -122,29 +124,22 @@ func (h *Handles) checkAccount(name string) error {
 }
 
 func (h *Handles) queueList(ctx context.Context, args []string, out io.Writer) error {
-	f, asJSON, err := h.queueFilter(args)
+	f, fs, err := h.queueFilter(args, QueueListFlags)
 	if err != nil {
 		return err
 	}
-	all, err := h.Queue.List(ctx)
+	msgs, queued, err := h.selectMessages(ctx, f)
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	var msgs []queue.MsgInfo
-	for _, m := range all {
-		if f.Match(m, now, h.transportOf) {
-			msgs = append(msgs, m)
-		}
-	}
-	if asJSON {
+	if flagBool(fs, "json") {
 		return writeQueueJSON(out, msgs)
 	}
 	if len(msgs) == 0 {
 		if f.Empty() {
 			fmt.Fprintln(out, "queue is empty")
 		} else {
-			fmt.Fprintf(out, "no queued message matches (%d queued)\n", len(all))
+			fmt.Fprintf(out, "no queued message matches (%d queued)\n", queued)
 		}
 		return nil
 	}

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,9 +19,22 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
 )
 
-// QueueFilterFlags defines the flags of a queue command that selects
-// messages (queue.Filter), and -json.
-func QueueFilterFlags(fs *flag.FlagSet) {
+// QueueListFlags defines the flags of queue list: the filter, and -json.
+func QueueListFlags(fs *flag.FlagSet) {
+	queueFilterFlags(fs)
+	fs.Bool("json", false, "print JSON, for scripts")
+}
+
+// QueueRescheduleFlags defines the flags of queue reschedule: the filter
+// (or -all), and -in.
+func QueueRescheduleFlags(fs *flag.FlagSet) {
+	queueFilterFlags(fs)
+	fs.Bool("all", false, "every message, when no filter is given")
+	fs.Duration("in", 0, "due after this `duration` rather than now")
+}
+
+// queueFilterFlags defines the flags of queue.Filter.
+func queueFilterFlags(fs *flag.FlagSet) {
 	fs.String("id", "", "messages with these queue `ids`, comma-separated")
 	fs.String("account", "", "messages sent by this `account`")
 	fs.String("from", "", "messages from this `address`, or @domain")
@@ -30,19 +44,19 @@ func QueueFilterFlags(fs *flag.FlagSet) {
 	fs.Duration("newer", 0, "messages queued within this `duration`")
 	fs.String("state", "", "messages with a recipient in this `state`: pending")
 	fs.Duration("next-before", 0, "messages with a pending recipient due within this `duration`")
-	fs.Bool("json", false, "print JSON, for scripts")
 }
 
-// queueFilter parses the flags of QueueFilterFlags.
-func (h *Handles) queueFilter(args []string) (queue.Filter, bool, error) {
+// queueFilter parses args with the flags define defines, and returns the
+// filter and the flag set, for the command's own flags.
+func (h *Handles) queueFilter(args []string, define func(*flag.FlagSet)) (queue.Filter, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet("queue", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	QueueFilterFlags(fs)
+	define(fs)
 	if err := fs.Parse(args); err != nil {
-		return queue.Filter{}, false, &ctl.UsageError{Msg: err.Error()}
+		return queue.Filter{}, nil, &ctl.UsageError{Msg: err.Error()}
 	}
 	if fs.NArg() > 0 {
-		return queue.Filter{}, false, &ctl.UsageError{Msg: fmt.Sprintf("unexpected arguments %q", fs.Args())}
+		return queue.Filter{}, nil, &ctl.UsageError{Msg: fmt.Sprintf("unexpected arguments %q", fs.Args())}
 	}
 	get := func(name string) flag.Getter { return fs.Lookup(name).Value.(flag.Getter) }
 	f := queue.Filter{
@@ -60,16 +74,78 @@ func (h *Handles) queueFilter(args []string) (queue.Filter, bool, error) {
 	}
 	if f.Account != "" {
 		if err := h.checkAccount(f.Account); err != nil {
-			return queue.Filter{}, false, err
+			return queue.Filter{}, nil, err
 		}
 	}
 	if f.Transport != "" && f.Transport != "local" && h.Config.Transport[f.Transport] == nil {
-		return queue.Filter{}, false, &ctl.UsageError{Msg: fmt.Sprintf("no transport %q in %s", f.Transport, h.Config.File)}
+		return queue.Filter{}, nil, &ctl.UsageError{Msg: fmt.Sprintf("no transport %q in %s", f.Transport, h.Config.File)}
 	}
 	if err := f.Check(); err != nil {
-		return queue.Filter{}, false, &ctl.UsageError{Msg: err.Error()}
+		return queue.Filter{}, nil, &ctl.UsageError{Msg: err.Error()}
 	}
-	return f, get("json").Get().(bool), nil
+	return f, fs, nil
+}
+
+// flagBool and flagDuration read a command's own flag.
+func flagBool(fs *flag.FlagSet, name string) bool {
+	return fs.Lookup(name).Value.(flag.Getter).Get().(bool)
+}
+
+func flagDuration(fs *flag.FlagSet, name string) time.Duration {
+	return fs.Lookup(name).Value.(flag.Getter).Get().(time.Duration)
+}
+
+// selectMessages returns the queued messages f selects, and how many are
+// queued.
+func (h *Handles) selectMessages(ctx context.Context, f queue.Filter) ([]queue.MsgInfo, int, error) {
+	all, err := h.Queue.List(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	now := time.Now()
+	var msgs []queue.MsgInfo
+	for _, m := range all {
+		if f.Match(m, now, h.transportOf) {
+			msgs = append(msgs, m)
+		}
+	}
+	return msgs, len(all), nil
+}
+
+// queueReschedule runs `queue reschedule FILTER [-in DURATION]`: the
+// selected messages' pending recipients are due then, durably, before it
+// answers. Without a filter it needs -all.
+func (h *Handles) queueReschedule(ctx context.Context, args []string, out io.Writer) error {
+	f, fs, err := h.queueFilter(args, QueueRescheduleFlags)
+	if err != nil {
+		return err
+	}
+	if f.Empty() && !flagBool(fs, "all") {
+		return &ctl.UsageError{Msg: "no filter: give one, or -all for every message"}
+	}
+	in := flagDuration(fs, "in")
+	if in < 0 {
+		return &ctl.UsageError{Msg: "-in must not be negative"}
+	}
+	msgs, _, err := h.selectMessages(ctx, f)
+	if err != nil {
+		return err
+	}
+	at := time.Now().Add(in)
+	n := 0
+	for _, m := range msgs {
+		changed, err := h.Queue.Reschedule(ctx, m.ID, at)
+		if errors.Is(err, queue.ErrNotFound) {
+			continue // Delivered or failed meanwhile.
+		} else if err != nil {
+			return fmt.Errorf("after rescheduling %d messages: %w", n, err)
+		}
+		if changed {
+			n++
+		}
+	}
+	fmt.Fprintf(out, "%d messages rescheduled, due %s\n", n, at.Local().Format(time.DateTime))
+	return nil
 }
 
 // transportOf is the transport a pending recipient goes through now, as

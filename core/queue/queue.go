@@ -533,37 +533,59 @@ func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
 // Retry makes the pending recipients of message id due now, and its
 // notices that Notify could not queue yet.
 func (q *Queue) Retry(ctx context.Context, id string) error {
+	_, err := q.Reschedule(ctx, id, time.Now())
+	return err
+}
+
+// Reschedule makes the pending recipients of message id due at at, and
+// its notices that Notify could not queue yet due by then, and returns
+// once that is durable; it reports whether the message had any. A
+// recipient being delivered gets its next attempt from that attempt's end,
+// as if not rescheduled.
+func (q *Queue) Reschedule(ctx context.Context, id string, at time.Time) (bool, error) {
 	n, err := parseID(id)
 	if err != nil {
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
+		return false, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	e := q.msgs[n]
 	if e == nil {
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
+		q.mu.Unlock()
+		return false, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	now := time.Now()
+	changed := false
 	for i := range e.msg.Recipients {
 		r := &e.msg.Recipients[i]
 		if r.State == Pending {
-			r.NextAttempt = now
+			r.NextAttempt, changed = at, true
 		}
-		if r.unreported() {
-			r.NotifyAt = now
+		if r.unreported() && r.NotifyAt.After(at) {
+			r.NotifyAt, changed = at, true
 		}
+	}
+	if !changed {
+		q.mu.Unlock()
+		return false, nil
 	}
 	for _, j := range e.jobs {
 		if j.index >= 0 {
-			j.due = now
+			j.due = at
 			q.due.fix(j)
 		}
 	}
-	if err := q.commit.submit(op{update: e.msg.clone()}); err != nil {
-		return err
+	done := make(chan error, 1)
+	err = q.commit.submit(op{update: e.msg.clone(), done: done})
+	q.mu.Unlock()
+	if err != nil {
+		return false, err
 	}
 	q.kick()
-	return nil
+	select {
+	case err := <-done:
+		return err == nil, err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 }
 
 // Close stops deliveries, cancelling those in progress (their attempt does

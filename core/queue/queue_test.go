@@ -848,3 +848,27 @@ func TestDelayNotice(t *testing.T) {
 		t.Fatalf("notices: %+v", notices)
 	}
 }
+
+// TestReschedule: pending recipients are due when asked, durably (the
+// queue reopened has it), and a message with none reports no change.
+func TestReschedule(t *testing.T) {
+	dir := t.TempDir()
+	q := openQueue(t, dir, Options{})
+	id := add(t, q, "x\r\n", "a@a.test", "b@b.test")
+	at := time.Now().Add(3 * time.Hour).Truncate(time.Second)
+	if changed, err := q.Reschedule(context.Background(), id, at); err != nil || !changed {
+		t.Fatalf("reschedule: %v %v", changed, err)
+	}
+	if _, err := q.Reschedule(context.Background(), "ffff", at); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown id: %v", err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = openQueue(t, dir, Options{})
+	for _, r := range stored(t, q, id).Recipients {
+		if !r.NextAttempt.Equal(at) {
+			t.Errorf("%s next attempt %v, want %v", r.Address, r.NextAttempt, at)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -67,6 +68,32 @@ transport = "smarthost"
 	}
 	if _, _, code := srv.MTA("", []string{"queue", "show"}, "ffff"); code != 2 {
 		t.Errorf("queue show of an unknown id: exit %d, want 2", code)
+	}
+	// Reschedule: a filter or -all; due now makes another attempt at once.
+	if _, errOut, code := srv.MTA("", []string{"queue", "reschedule"}); code != 2 || !strings.Contains(errOut, "-all") {
+		t.Errorf("queue reschedule without a filter: exit %d, want 2\n%s", code, errOut)
+	}
+	if out := mta(t, srv, "queue", "reschedule", "-to", "@other.example"); !strings.HasPrefix(out, "1 messages rescheduled") {
+		t.Errorf("queue reschedule -to @other.example: %s", out)
+	}
+	if !waitFor(waitShort, func() bool { return strings.Count(srv.Log(), "status=deferred") >= 3 }) {
+		t.Errorf("no attempt after reschedule:\n%s", srv.Log())
+	}
+	if out := mta(t, srv, "queue", "reschedule", "-all", "-in", "2h"); !strings.HasPrefix(out, "2 messages rescheduled") {
+		t.Errorf("queue reschedule -all -in 2h: %s", out)
+	}
+	var later []struct {
+		Recipients []struct {
+			NextAttempt time.Time `json:"next_attempt"`
+		} `json:"recipients"`
+	}
+	if err := json.Unmarshal([]byte(mta(t, srv, "queue", "list", "-json")), &later); err != nil || len(later) != 2 {
+		t.Fatalf("list after reschedule: %v", err)
+	}
+	for _, m := range later {
+		if d := time.Until(m.Recipients[0].NextAttempt); d < 110*time.Minute || d > 2*time.Hour {
+			t.Errorf("next attempt in %v, want about 2h", d)
+		}
 	}
 	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "held"}, {"-transport", "nowhere"}, {"extra"}} {
 		if _, errOut, code := srv.MTA("", []string{"queue", "list"}, args...); code != 2 {
