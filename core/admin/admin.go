@@ -6,6 +6,7 @@ package admin
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -89,6 +90,14 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 		return h.queueShow(ctx, args, out)
 	case "queue reschedule":
 		return h.queueReschedule(ctx, args, out)
+	case "queue hold":
+		return h.queueChange(ctx, args, out, QueueChangeFlags, "held", func(*flag.FlagSet) (func(context.Context, string) (bool, error), error) {
+			return h.Queue.Hold, nil
+		})
+	case "queue release":
+		return h.queueChange(ctx, args, out, QueueChangeFlags, "released", func(*flag.FlagSet) (func(context.Context, string) (bool, error), error) {
+			return h.Queue.Release, nil
+		})
 	}
 	if verb, ok := strings.CutPrefix(words, "tlspubkey "); ok {
 		return h.tlsPubKey(ctx, verb, args, req.Stdin, out)

@@ -112,40 +112,61 @@ func (h *Handles) selectMessages(ctx context.Context, f queue.Filter) ([]queue.M
 	return msgs, len(all), nil
 }
 
-// queueReschedule runs `queue reschedule FILTER [-in DURATION]`: the
-// selected messages' pending recipients are due then, durably, before it
-// answers. Without a filter it needs -all.
-func (h *Handles) queueReschedule(ctx context.Context, args []string, out io.Writer) error {
-	f, fs, err := h.queueFilter(args, QueueRescheduleFlags)
+// QueueChangeFlags defines the flags of queue hold and release: the
+// filter, or -all.
+func QueueChangeFlags(fs *flag.FlagSet) {
+	queueFilterFlags(fs)
+	fs.Bool("all", false, "every message, when no filter is given")
+}
+
+// queueChange runs a changing queue command: the filter (or -all) selects
+// messages, each is changed by change, durably, and the count of those
+// changed is printed with what. flags defines the command's flags.
+func (h *Handles) queueChange(ctx context.Context, args []string, out io.Writer, flags func(*flag.FlagSet), what string,
+	change func(fs *flag.FlagSet) (func(ctx context.Context, id string) (bool, error), error)) error {
+	f, fs, err := h.queueFilter(args, flags)
 	if err != nil {
 		return err
 	}
 	if f.Empty() && !flagBool(fs, "all") {
 		return &ctl.UsageError{Msg: "no filter: give one, or -all for every message"}
 	}
-	in := flagDuration(fs, "in")
-	if in < 0 {
-		return &ctl.UsageError{Msg: "-in must not be negative"}
+	do, err := change(fs)
+	if err != nil {
+		return err
 	}
 	msgs, _, err := h.selectMessages(ctx, f)
 	if err != nil {
 		return err
 	}
-	at := time.Now().Add(in)
 	n := 0
 	for _, m := range msgs {
-		changed, err := h.Queue.Reschedule(ctx, m.ID, at)
+		changed, err := do(ctx, m.ID)
 		if errors.Is(err, queue.ErrNotFound) {
 			continue // Delivered or failed meanwhile.
 		} else if err != nil {
-			return fmt.Errorf("after rescheduling %d messages: %w", n, err)
+			return fmt.Errorf("after %d messages %s: %w", n, what, err)
 		}
 		if changed {
 			n++
 		}
 	}
-	fmt.Fprintf(out, "%d messages rescheduled, due %s\n", n, at.Local().Format(time.DateTime))
+	fmt.Fprintf(out, "%d messages %s\n", n, what)
 	return nil
+}
+
+// queueReschedule runs `queue reschedule FILTER [-in DURATION]`: the
+// selected messages' pending recipients are due then.
+func (h *Handles) queueReschedule(ctx context.Context, args []string, out io.Writer) error {
+	var at time.Time
+	return h.queueChange(ctx, args, out, QueueRescheduleFlags, "rescheduled", func(fs *flag.FlagSet) (func(context.Context, string) (bool, error), error) {
+		in := flagDuration(fs, "in")
+		if in < 0 {
+			return nil, &ctl.UsageError{Msg: "-in must not be negative"}
+		}
+		at = time.Now().Add(in)
+		return func(ctx context.Context, id string) (bool, error) { return h.Queue.Reschedule(ctx, id, at) }, nil
+	})
 }
 
 // transportOf is the transport a pending recipient goes through now, as

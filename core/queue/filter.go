@@ -20,8 +20,8 @@ type Filter struct {
 	To      string // As From, of a recipient.
 	Older   time.Duration
 	Newer   time.Duration
-	// State is "pending": recipients still to be delivered. (Held and
-	// in-flight recipients are not told apart yet.)
+	// State is "pending" (to be attempted; in-flight ones included) or
+	// "held" (waiting for a release).
 	State      string
 	NextBefore time.Duration // Pending with the next attempt due within it.
 	Transport  string        // Routed through this transport now.
@@ -47,8 +47,8 @@ func (f Filter) Check() error {
 			return fmt.Errorf("-%s %q: want an address or @domain: %v", a.name, a.v, err)
 		}
 	}
-	if f.State != "" && f.State != "pending" {
-		return fmt.Errorf("-state %q: only pending is supported", f.State)
+	if f.State != "" && f.State != "pending" && f.State != "held" {
+		return fmt.Errorf("-state %q: want pending or held", f.State)
 	}
 	if f.Older < 0 || f.Newer < 0 || f.NextBefore < 0 {
 		return fmt.Errorf("durations must not be negative")
@@ -77,7 +77,7 @@ func (f Filter) Match(m MsgInfo, now time.Time, route func(MsgInfo, Rcpt) string
 	for _, r := range m.Recipients {
 		switch {
 		case f.To != "" && !addressMatches(f.To, r.Address):
-		case f.State == "pending" && r.State != Pending:
+		case f.State == "pending" && r.State != Pending, f.State == "held" && r.State != Held:
 		case f.NextBefore > 0 && (r.State != Pending || r.NextAttempt.Sub(now) > f.NextBefore):
 		case f.Transport != "" && (r.State != Pending || route(m, r) != f.Transport):
 		default:

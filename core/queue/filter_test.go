@@ -40,7 +40,10 @@ func TestFilter(t *testing.T) {
 			t.Errorf("%+v: %v, want %v", tc.f, got, tc.want)
 		}
 	}
-	for _, f := range []Filter{{From: "nope"}, {To: "@"}, {State: "held"}, {Older: -time.Second}} {
+	if (Filter{State: "held"}).Match(m, now, route) {
+		t.Error("held matches a message with none held")
+	}
+	for _, f := range []Filter{{From: "nope"}, {To: "@"}, {State: "delivering"}, {Older: -time.Second}} {
 		if f.Check() == nil {
 			t.Errorf("%+v: no error", f)
 		}

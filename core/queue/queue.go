@@ -29,6 +29,7 @@
 package queue
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -543,6 +544,87 @@ func (q *Queue) Retry(ctx context.Context, id string) error {
 // recipient being delivered gets its next attempt from that attempt's end,
 // as if not rescheduled.
 func (q *Queue) Reschedule(ctx context.Context, id string, at time.Time) (bool, error) {
+	return q.change(ctx, id, func(e *entry) bool {
+		changed := false
+		for i := range e.msg.Recipients {
+			r := &e.msg.Recipients[i]
+			if r.State == Pending {
+				r.NextAttempt, changed = at, true
+			}
+			if r.unreported() && r.NotifyAt.After(at) {
+				r.NotifyAt, changed = at, true
+			}
+		}
+		if changed {
+			for _, j := range e.jobs {
+				if j.index >= 0 {
+					j.due = at
+					q.due.fix(j)
+				}
+			}
+		}
+		return changed
+	})
+}
+
+// Hold stops the delivery of message id's pending recipients until
+// Release, and returns once that is durable; it reports whether the
+// message had any. An attempt in progress ends as usual: delivered or
+// failed, or held after a temporary failure.
+func (q *Queue) Hold(ctx context.Context, id string) (bool, error) {
+	return q.change(ctx, id, func(e *entry) bool {
+		changed := false
+		for i := range e.msg.Recipients {
+			if r := &e.msg.Recipients[i]; r.State == Pending {
+				r.State, changed = Held, true
+			}
+		}
+		// Jobs waiting in the heap go; one in progress or held back for
+		// its destination finds no recipient to attempt.
+		for domain, j := range e.jobs {
+			if j.index < 0 {
+				continue
+			}
+			if at, ok := e.due(domain); ok {
+				j.due = at
+				q.due.fix(j)
+			} else {
+				heap.Remove(&q.due, j.index)
+				delete(e.jobs, domain)
+			}
+		}
+		return changed
+	})
+}
+
+// Release makes message id's held recipients pending and due now, and
+// returns once that is durable; it reports whether the message had any.
+func (q *Queue) Release(ctx context.Context, id string) (bool, error) {
+	now := time.Now()
+	return q.change(ctx, id, func(e *entry) bool {
+		changed := false
+		for i := range e.msg.Recipients {
+			if r := &e.msg.Recipients[i]; r.State == Held {
+				r.State, r.NextAttempt, changed = Pending, now, true
+			}
+		}
+		for _, r := range e.msg.Recipients {
+			if j := e.jobs[r.Domain]; r.State == Pending && j == nil {
+				j = &job{e: e, domain: r.Domain, due: now, index: -1}
+				e.jobs[r.Domain] = j
+				heap.Push(&q.due, j)
+			} else if r.State == Pending && j.index >= 0 {
+				j.due = now
+				q.due.fix(j)
+			}
+		}
+		return changed
+	})
+}
+
+// change applies f to message id's entry under the lock and, if f reports
+// a change, stores the message and waits until that is durable.
+func (q *Queue) change(ctx context.Context, id string, f func(e *entry) bool) (bool, error) {
 	n, err := parseID(id)
 	if err != nil {
 		return false, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -553,25 +635,9 @@ func (q *Queue) Reschedule(ctx context.Context, id string, at time.Time) (bool, 
 		q.mu.Unlock()
 		return false, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	changed := false
-	for i := range e.msg.Recipients {
-		r := &e.msg.Recipients[i]
-		if r.State == Pending {
-			r.NextAttempt, changed = at, true
-		}
-		if r.unreported() && r.NotifyAt.After(at) {
-			r.NotifyAt, changed = at, true
-		}
-	}
-	if !changed {
+	if !f(e) {
 		q.mu.Unlock()
 		return false, nil
-	}
-	for _, j := range e.jobs {
-		if j.index >= 0 {
-			j.due = at
-			q.due.fix(j)
-		}
 	}
 	done := make(chan error, 1)
 	err = q.commit.submit(op{update: e.msg.clone(), done: done})

@@ -872,3 +872,62 @@ func TestReschedule(t *testing.T) {
 		}
 	}
 }
+
+// TestHold: a held message is not attempted, also after a restart, until
+// released; one held during an attempt that fails temporarily stays held;
+// a held message stays while its other recipients are delivered.
+func TestHold(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	gate := make(chan struct{})
+	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		if domainOf(req.Recipients[0].Address) == "slow.test" && req.Attempt == 1 {
+			<-gate // Held while this attempt runs.
+			return sdk.ResultAll(req, sdk.StatusTemporary, 451, "4.3.0", "later"), nil
+		}
+		return sdk.ResultAll(req, sdk.StatusDelivered, 250, "", "ok"), nil
+	}}
+	q := openQueue(t, dir, Options{Deliverer: d})
+	held := add(t, q, "held\r\n", "a@a.test")
+	if changed, err := q.Hold(ctx, held); err != nil || !changed {
+		t.Fatalf("hold: %v %v", changed, err)
+	}
+	if changed, err := q.Hold(ctx, held); err != nil || changed {
+		t.Errorf("hold again: %v %v, want no change", changed, err)
+	}
+	// Durable: a reopened queue keeps it held.
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = openQueue(t, dir, Options{Deliverer: d})
+	if r := stored(t, q, held).Recipients[0]; r.State != Held {
+		t.Fatalf("after reopening: %v", r.State)
+	}
+	q.Start(ctx)
+	slow := add(t, q, "slow\r\n", "b@slow.test", "c@c.test")
+	waitFor(t, "slow attempt started", func() bool { return slices.ContainsFunc(d.Calls(), func(c call) bool { return c.req.QueueID == slow }) })
+	if changed, err := q.Hold(ctx, slow); err != nil || !changed {
+		t.Fatalf("hold during the attempt: %v %v", changed, err)
+	}
+	close(gate)
+	waitFor(t, "attempt ended held", func() bool {
+		m := stored(t, q, slow)
+		return m.Recipients[0].State == Held && m.Recipients[0].Attempts == 1
+	})
+	q.Retry(ctx, slow) // Held recipients are not pending: nothing due.
+	time.Sleep(100 * time.Millisecond)
+	for _, c := range d.Calls() {
+		if c.req.QueueID == held || c.req.QueueID == slow && c.req.Attempt > 1 {
+			t.Errorf("held message attempted: %+v", c.req)
+		}
+	}
+	for _, id := range []string{held, slow} {
+		if changed, err := q.Release(ctx, id); err != nil || !changed {
+			t.Fatalf("release %s: %v %v", id, changed, err)
+		}
+	}
+	waitEmpty(t, q)
+	if _, err := q.Hold(ctx, held); !errors.Is(err, ErrNotFound) {
+		t.Errorf("hold of a delivered message: %v", err)
+	}
+}

@@ -24,6 +24,26 @@ type entry struct {
 	relocating bool            // A delivery goroutine copies the content out of its segment.
 }
 
+// due returns when the recipients of e at domain next need the queue, if
+// they do.
+func (e *entry) due(domain string) (time.Time, bool) {
+	var due time.Time
+	for i := range e.msg.Recipients {
+		if r := &e.msg.Recipients[i]; r.Domain == domain {
+			if at, ok := r.wake(); ok && (due.IsZero() || at.Before(due)) {
+				due = at
+			}
+		}
+	}
+	return due, !due.IsZero()
+}
+
+// held reports whether a recipient of e is held: e stays while it waits
+// for a release, with no job.
+func (e *entry) held() bool {
+	return slices.ContainsFunc(e.msg.Recipients, func(r Rcpt) bool { return r.State == Held })
+}
+
 // job is the delivery of the pending recipients of one message at one
 // domain: one Deliver call per attempt.
 type job struct {
@@ -334,22 +354,14 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 	for i, k := range all {
 		m.Recipients[k] = rcpts[i]
 	}
-	var due time.Time
-	for i := range m.Recipients {
-		if r := &m.Recipients[i]; r.Domain == j.domain {
-			if at, ok := r.wake(); ok && (due.IsZero() || at.Before(due)) {
-				due = at
-			}
-		}
-	}
-	if due.IsZero() {
+	if due, ok := j.e.due(j.domain); !ok {
 		delete(j.e.jobs, j.domain)
 	} else {
 		j.due = due
 		heap.Push(&q.due, j)
 	}
 	var o op
-	if len(j.e.jobs) == 0 {
+	if len(j.e.jobs) == 0 && !j.e.held() {
 		delete(q.msgs, m.ID)
 		o = op{remove: m.ID, seg: m.Segment}
 	} else {

@@ -46,6 +46,10 @@ const (
 	// yet: it is called again at NotifyAt, without another delivery
 	// attempt, and the recipient is Failed once it succeeds.
 	Failing
+	// Held is pending, but not attempted until released (mta queue
+	// release); an attempt in progress when it was held ends as usual,
+	// and a temporary failure leaves it held.
+	Held
 )
 
 func (s State) String() string {
@@ -56,6 +60,8 @@ func (s State) String() string {
 		return "failed"
 	case Failing:
 		return "failing"
+	case Held:
+		return "held"
 	default:
 		return "pending"
 	}

@@ -95,7 +95,23 @@ transport = "smarthost"
 			t.Errorf("next attempt in %v, want about 2h", d)
 		}
 	}
-	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "held"}, {"-transport", "nowhere"}, {"extra"}} {
+	// Hold and release.
+	if _, errOut, code := srv.MTA("", []string{"queue", "hold"}); code != 2 {
+		t.Errorf("queue hold without a filter: exit %d, want 2\n%s", code, errOut)
+	}
+	if out := mta(t, srv, "queue", "hold", "-to", "@other.example"); !strings.HasPrefix(out, "1 messages held") {
+		t.Errorf("queue hold: %s", out)
+	}
+	if l := lines("-state", "held"); len(l) != 2 || !strings.Contains(l[1], "y@other.example") || !strings.Contains(l[1], "held") {
+		t.Errorf("-state held:\n%s", strings.Join(l, "\n"))
+	}
+	if out := mta(t, srv, "queue", "release", "-all"); !strings.HasPrefix(out, "1 messages released") {
+		t.Errorf("queue release -all: %s", out)
+	}
+	if l := lines("-state", "held"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches") {
+		t.Errorf("-state held after release:\n%s", strings.Join(l, "\n"))
+	}
+	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "delivering"}, {"-transport", "nowhere"}, {"extra"}} {
 		if _, errOut, code := srv.MTA("", []string{"queue", "list"}, args...); code != 2 {
 			t.Errorf("queue list %q: exit %d, want 2\n%s", args, code, errOut)
 		}
