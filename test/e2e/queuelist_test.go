@@ -105,6 +105,14 @@ transport = "smarthost"
 	if l := lines("-state", "held"); len(l) != 2 || !strings.Contains(l[1], "y@other.example") || !strings.Contains(l[1], "held") {
 		t.Errorf("-state held:\n%s", strings.Join(l, "\n"))
 	}
+	// kill -9 right after the command: the hold stays.
+	srv.Kill()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if l := lines("-state", "held"); len(l) != 2 {
+		t.Errorf("-state held after kill -9 and restart:\n%s", strings.Join(l, "\n"))
+	}
 	if out := mta(t, srv, "queue", "release", "-all"); !strings.HasPrefix(out, "1 messages released") {
 		t.Errorf("queue release -all: %s", out)
 	}
