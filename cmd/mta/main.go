@@ -40,6 +40,7 @@ var commands = []command{
 	{words: "queue list", args: "", help: "List queued messages and the state of each recipient; flags select which (-id, -account, -from, -to, -transport, -older, -newer, -state, -next-before), -json prints JSON.", run: runAdmin, flags: admin.QueueListFlags},
 	{words: "queue hold", args: "FILTER|-all", help: "Hold the selected messages: their pending recipients are not attempted until released; durable before it answers.", run: runAdmin, flags: admin.QueueChangeFlags},
 	{words: "queue release", args: "FILTER|-all", help: "Release held messages: their held recipients are due now.", run: runAdmin, flags: admin.QueueChangeFlags},
+	{words: "queue drop", args: "FILTER|-all", help: "Remove the selected messages without a DSN (logged); one being delivered goes when that attempt ends.", run: runAdmin, flags: admin.QueueChangeFlags},
 	{words: "queue reschedule", args: "FILTER|-all [-in DURATION]", help: "Make the selected messages' pending recipients due now (as postqueue -f with -all), or after -in; durable before it answers.", run: runAdmin, flags: admin.QueueRescheduleFlags},
 	{words: "queue show", args: "ID", help: "Show a queued message: its envelope, and each recipient with its state and last attempt.", run: runAdmin},
 	{words: "plugin list", args: "", help: "List plugins: what each serves, its state, pid and restart count.", run: runAdmin},

@@ -622,6 +622,59 @@ func (q *Queue) Release(ctx context.Context, id string) (bool, error) {
 	})
 }
 
+// Drop removes message id without a DSN. If a delivery of it is under
+// way (or waits for its destination), its recipients are held at once and
+// the message goes when that attempt ends; otherwise it goes now, durably
+// before Drop returns.
+func (q *Queue) Drop(ctx context.Context, id string) error {
+	n, err := parseID(id)
+	if err != nil {
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	q.mu.Lock()
+	e := q.msgs[n]
+	if e == nil || e.dropped {
+		q.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	busy := false
+	for domain, j := range e.jobs {
+		if j.index < 0 {
+			busy = true
+			continue
+		}
+		heap.Remove(&q.due, j.index)
+		delete(e.jobs, domain)
+	}
+	var o op
+	if busy {
+		e.dropped = true
+		for i := range e.msg.Recipients {
+			if r := &e.msg.Recipients[i]; r.State == Pending || r.State == Failing {
+				r.State = Held
+			}
+		}
+		o = op{update: e.msg.clone()}
+	} else {
+		delete(q.msgs, n)
+		o = op{remove: n, seg: e.msg.Segment}
+		q.log.Info("message dropped by the operator", slog.String("queueid", id))
+	}
+	done := make(chan error, 1)
+	o.done = done
+	err = q.commit.submit(o)
+	q.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // change applies f to message id's entry under the lock and, if f reports
 // a change, stores the message and waits until that is durable.
 func (q *Queue) change(ctx context.Context, id string, f func(e *entry) bool) (bool, error) {
@@ -631,7 +684,7 @@ func (q *Queue) change(ctx context.Context, id string, f func(e *entry) bool) (b
 	}
 	q.mu.Lock()
 	e := q.msgs[n]
-	if e == nil {
+	if e == nil || e.dropped {
 		q.mu.Unlock()
 		return false, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}

@@ -931,3 +931,49 @@ func TestHold(t *testing.T) {
 		t.Errorf("hold of a delivered message: %v", err)
 	}
 }
+
+// TestDrop: a message not being delivered goes at once, without an
+// attempt or a DSN; one being delivered goes when that attempt ends, and
+// is not tried again.
+func TestDrop(t *testing.T) {
+	ctx := context.Background()
+	gate := make(chan struct{})
+	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		<-gate
+		return sdk.ResultAll(req, sdk.StatusTemporary, 451, "4.3.0", "later"), nil
+	}}
+	var notices int
+	var mu sync.Mutex
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d, Notify: func(ctx context.Context, n Notice) error {
+		mu.Lock()
+		notices++
+		mu.Unlock()
+		return nil
+	}})
+	idle := add(t, q, "idle\r\n", "a@a.test")
+	if err := q.Drop(ctx, idle); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := q.List(ctx); len(l) != 0 {
+		t.Errorf("queue after drop: %+v", l)
+	}
+	q.Start(ctx)
+	busy := add(t, q, "busy\r\n", "b@b.test")
+	waitFor(t, "attempt started", func() bool { return len(d.Calls()) == 1 })
+	if err := q.Drop(ctx, busy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Release(ctx, busy); !errors.Is(err, ErrNotFound) {
+		t.Errorf("release of a dropped message: %v", err)
+	}
+	close(gate)
+	waitEmpty(t, q)
+	if err := q.Drop(ctx, busy); !errors.Is(err, ErrNotFound) {
+		t.Errorf("drop twice: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls := d.Calls(); len(calls) != 1 || calls[0].req.QueueID != busy || notices != 0 {
+		t.Errorf("calls %d, notices %d; want one call for the busy message, no notice", len(calls), notices)
+	}
+}

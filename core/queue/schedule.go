@@ -22,6 +22,9 @@ type entry struct {
 	msg        *Msg            // Guarded by Queue.mu; the committer gets clones.
 	jobs       map[string]*job // Recipient groups with pending recipients, by domain.
 	relocating bool            // A delivery goroutine copies the content out of its segment.
+	// dropped: the operator dropped the message while a job of it ran or
+	// waited for its destination; it goes when the last of them ends.
+	dropped bool
 }
 
 // due returns when the recipients of e at domain next need the queue, if
@@ -361,7 +364,10 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 		heap.Push(&q.due, j)
 	}
 	var o op
-	if len(j.e.jobs) == 0 && !j.e.held() {
+	if len(j.e.jobs) == 0 && (j.e.dropped || !j.e.held()) {
+		if j.e.dropped {
+			q.log.Info("message dropped by the operator", slog.String("queueid", req.QueueID))
+		}
 		delete(q.msgs, m.ID)
 		o = op{remove: m.ID, seg: m.Segment}
 	} else {

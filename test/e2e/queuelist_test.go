@@ -119,6 +119,16 @@ transport = "smarthost"
 	if l := lines("-state", "held"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches") {
 		t.Errorf("-state held after release:\n%s", strings.Join(l, "\n"))
 	}
+	// Drop: gone, without a DSN to alice.
+	if out := mta(t, srv, "queue", "drop", "-account", "alice"); !strings.HasPrefix(out, "1 messages dropped") {
+		t.Errorf("queue drop: %s", out)
+	}
+	if l := lines("-account", "alice"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches (1 queued)") {
+		t.Errorf("after drop:\n%s", strings.Join(l, "\n"))
+	}
+	if !logHas(srv, `msg="message dropped by the operator"`) {
+		t.Error("drop not logged")
+	}
 	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "delivering"}, {"-transport", "nowhere"}, {"extra"}} {
 		if _, errOut, code := srv.MTA("", []string{"queue", "list"}, args...); code != 2 {
 			t.Errorf("queue list %q: exit %d, want 2\n%s", args, code, errOut)
