@@ -94,6 +94,8 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 		return h.queueChange(ctx, args, out, QueueChangeFlags, "held", func(*flag.FlagSet) (func(context.Context, string) (bool, error), error) {
 			return h.Queue.Hold, nil
 		})
+	case "queue holdrule":
+		return h.holdRule(ctx, args, out)
 	case "queue drop":
 		return h.queueChange(ctx, args, out, QueueChangeFlags, "dropped", func(*flag.FlagSet) (func(context.Context, string) (bool, error), error) {
 			return func(ctx context.Context, id string) (bool, error) { return true, h.Queue.Drop(ctx, id) }, nil

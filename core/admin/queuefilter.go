@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -280,4 +281,101 @@ func (h *Handles) queueShow(ctx context.Context, args []string, out io.Writer) e
 		}
 	}
 	return tw.Flush()
+}
+
+// HoldRuleAddFlags defines the flags of queue holdrule add.
+func HoldRuleAddFlags(fs *flag.FlagSet) {
+	fs.String("account", "", "messages sent by this `account`")
+	fs.String("from-domain", "", "messages from this `domain`")
+	fs.String("to-domain", "", "recipients at this `domain`")
+}
+
+// holdRule runs `queue holdrule add|list|rm`.
+func (h *Handles) holdRule(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return &ctl.UsageError{Msg: "usage: queue holdrule add|list|rm"}
+	}
+	switch args[0] {
+	case "add":
+		fs := flag.NewFlagSet("queue holdrule add", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		HoldRuleAddFlags(fs)
+		if err := fs.Parse(args[1:]); err != nil {
+			return &ctl.UsageError{Msg: err.Error()}
+		}
+		if fs.NArg() > 0 {
+			return &ctl.UsageError{Msg: fmt.Sprintf("unexpected arguments %q", fs.Args())}
+		}
+		get := func(name string) string { return fs.Lookup(name).Value.String() }
+		if a := get("account"); a != "" {
+			if err := h.checkAccount(a); err != nil {
+				return err
+			}
+		}
+		r, err := h.Queue.AddHoldRule(ctx, get("account"), get("from-domain"), get("to-domain"))
+		if err != nil {
+			return &ctl.UsageError{Msg: err.Error()}
+		}
+		fmt.Fprintf(out, "hold rule %d added: %s\n", r.ID, describeRule(r))
+		return nil
+	case "list":
+		if len(args) > 1 {
+			return &ctl.UsageError{Msg: "usage: queue holdrule list"}
+		}
+		rules, err := h.Queue.HoldRules(ctx)
+		if err != nil {
+			return err
+		}
+		if len(rules) == 0 {
+			fmt.Fprintln(out, "no hold rules")
+			return nil
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tACCOUNT\tFROM DOMAIN\tTO DOMAIN\tCREATED")
+		for _, r := range rules {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.ID, orAny(r.Account), orAny(r.FromDomain), orAny(r.ToDomain), r.Created.Local().Format(time.DateTime))
+		}
+		return tw.Flush()
+	case "rm":
+		if len(args) != 2 {
+			return &ctl.UsageError{Msg: "usage: queue holdrule rm ID"}
+		}
+		id, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil {
+			return &ctl.UsageError{Msg: fmt.Sprintf("invalid rule id %q", args[1])}
+		}
+		if err := h.Queue.RemoveHoldRule(ctx, id); errors.Is(err, queue.ErrNotFound) {
+			return &ctl.UsageError{Msg: err.Error()}
+		} else if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "hold rule %d removed; what it held stays held (mta queue release)\n", id)
+		return nil
+	}
+	return &ctl.UsageError{Msg: fmt.Sprintf("unknown command %q", "queue holdrule "+args[0])}
+}
+
+// describeRule says what a rule holds.
+func describeRule(r queue.HoldRule) string {
+	if r.Account == "" && r.FromDomain == "" && r.ToDomain == "" {
+		return "every new message"
+	}
+	var parts []string
+	if r.Account != "" {
+		parts = append(parts, "sent by "+r.Account)
+	}
+	if r.FromDomain != "" {
+		parts = append(parts, "from @"+r.FromDomain)
+	}
+	if r.ToDomain != "" {
+		parts = append(parts, "to @"+r.ToDomain)
+	}
+	return "new mail " + strings.Join(parts, ", ")
+}
+
+func orAny(s string) string {
+	if s == "" {
+		return "*"
+	}
+	return s
 }

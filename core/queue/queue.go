@@ -134,6 +134,7 @@ type Queue struct {
 	segs   *segments
 	commit *committer
 	bufs   sync.Pool // Of *[]byte, for spools.
+	holds  holdRules
 	lastID atomic.Int64
 	closed atomic.Bool
 	wake   chan struct{} // Capacity 1; wakes the dispatcher.
@@ -213,6 +214,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 		segs:    &segments{dir: filepath.Join(dir, segmentDir), max: opts.segmentSize, log: opts.Log, m: map[int64]*segment{}},
 	}
 	msgs, err := q.load(ctx)
+	if err == nil {
+		err = q.loadHoldRules(ctx)
+	}
 	if err == nil {
 		err = q.openDirs()
 	}
@@ -432,8 +436,12 @@ func (q *Queue) add(ctx context.Context, id int64, env Envelope, s *Spool) (*Msg
 		Queued:     now,
 		Recipients: make([]Rcpt, len(env.Recipients)),
 	}
+	from := strings.ToLower(addressDomain(env.From).ASCII)
 	for i, r := range env.Recipients {
 		m.Recipients[i] = Rcpt{Recipient: r, Domain: domainOf(r.Address), NextAttempt: now}
+		if q.holds.holds(env.Account, from, m.Recipients[i].Domain) {
+			m.Recipients[i].State = Held
+		}
 	}
 	o := op{insert: m}
 	m.MessageID = s.msgID

@@ -977,3 +977,48 @@ func TestDrop(t *testing.T) {
 		t.Errorf("calls %d, notices %d; want one call for the busy message, no notice", len(calls), notices)
 	}
 }
+
+// TestHoldRules: a rule holds new messages that match it, by account,
+// sender domain and recipient domain; rules survive a reopen; removing one
+// releases nothing.
+func TestHoldRules(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	q := openQueue(t, dir, Options{})
+	r, err := q.AddHoldRule(ctx, "", "", "HELD.example")
+	if err != nil || r.ToDomain != "held.example" {
+		t.Fatalf("add: %+v %v", r, err)
+	}
+	if _, err := q.AddHoldRule(ctx, "", "not a domain!", ""); err == nil {
+		t.Error("bad domain accepted")
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = openQueue(t, dir, Options{})
+	if l, err := q.HoldRules(ctx); err != nil || len(l) != 1 {
+		t.Fatalf("rules after reopen: %+v %v", l, err)
+	}
+	id := add(t, q, "x\r\n", "a@held.example", "b@free.example")
+	rs := stored(t, q, id).Recipients
+	if rs[0].State != Held || rs[1].State != Pending {
+		t.Errorf("states %v %v, want held and pending", rs[0].State, rs[1].State)
+	}
+	all, _ := q.AddHoldRule(ctx, "", "", "")
+	id2 := add(t, q, "y\r\n", "c@free.example")
+	if stored(t, q, id2).Recipients[0].State != Held {
+		t.Error("a rule with no fields held nothing")
+	}
+	if err := q.RemoveHoldRule(ctx, all.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.RemoveHoldRule(ctx, all.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("remove twice: %v", err)
+	}
+	if stored(t, q, id2).Recipients[0].State != Held {
+		t.Error("removing the rule released its message")
+	}
+	if id3 := add(t, q, "z\r\n", "d@free.example"); stored(t, q, id3).Recipients[0].State != Pending {
+		t.Error("held after the rule was removed")
+	}
+}

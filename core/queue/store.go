@@ -17,7 +17,7 @@ import (
 )
 
 // DBTypes are the types stored in the queue database.
-var DBTypes = []any{Msg{}}
+var DBTypes = []any{Msg{}, HoldRule{}}
 
 // Msg is a queued message. Its content is Size bytes at Offset in segment
 // file Segment, or, if Segment is 0, the file named by the formatted ID in

@@ -135,3 +135,64 @@ transport = "smarthost"
 		}
 	}
 }
+
+// TestHoldRule: a hold rule for a domain holds new mail to it while other
+// mail flows; release delivers it; removing the rule lets new mail go.
+func TestHoldRule(t *testing.T) {
+	t.Parallel()
+	sink := startSink(t, nil)
+	srv := startServer(t, setup{Transports: map[string]string{"smarthost": sink.Addr}, Rest: defaultRest + `
+[[routes]]
+transport = "smarthost"
+`})
+	holdrule := func(verb string, args ...string) string {
+		t.Helper()
+		out, errOut, code := srv.MTA("", []string{"queue", "holdrule", verb}, args...)
+		if code != 0 {
+			t.Fatalf("mta queue holdrule %s %q: exit %d\n%s%s", verb, args, code, out, errOut)
+		}
+		return out
+	}
+	if out := holdrule("add", "-to-domain", "HELD.example"); !strings.Contains(out, "new mail to @held.example") {
+		t.Errorf("holdrule add: %s", out)
+	}
+	c := dialAuth(t, srv.Listeners["submission"], false, "alice@example.org", srv.Passwords["alice"])
+	for _, rcpt := range []string{"x@held.example", "y@free.example"} {
+		if err := send(c, "alice@example.org", []string{rcpt}, []byte("Subject: rule\r\n\r\nx\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sink.WaitCount(1, waitShort) != 1 || sink.Messages()[0].Recipients[0] != "y@free.example" {
+		t.Fatalf("the free message did not flow: %d at the sink", sink.Count())
+	}
+	time.Sleep(300 * time.Millisecond)
+	if sink.Count() != 1 {
+		t.Errorf("the held message was delivered")
+	}
+	if out := mta(t, srv, "queue", "list", "-state", "held"); !strings.Contains(out, "x@held.example") {
+		t.Errorf("queue list -state held:\n%s", out)
+	}
+	if out := mta(t, srv, "queue", "release", "-to", "@held.example"); !strings.HasPrefix(out, "1 messages released") {
+		t.Errorf("release: %s", out)
+	}
+	if sink.WaitCount(2, waitShort) != 2 {
+		t.Errorf("the released message did not arrive")
+	}
+	out := holdrule("list")
+	if !strings.Contains(out, "held.example") {
+		t.Fatalf("holdrule list:\n%s", out)
+	}
+	id := strings.Fields(strings.Split(strings.TrimSpace(out), "\n")[1])[0]
+	holdrule("rm", id)
+	if err := send(c, "alice@example.org", []string{"z@held.example"}, []byte("Subject: after\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if sink.WaitCount(3, waitShort) != 3 {
+		t.Errorf("mail after the rule's removal was held")
+	}
+	for _, args := range [][]string{{"add", "-to-domain", "bad domain!"}, {"add", "-account", "nobody"}, {"rm", "999"}, {"rm", "x"}} {
+		if _, errOut, code := srv.MTA("", []string{"queue", "holdrule", args[0]}, args[1:]...); code != 2 {
+			t.Errorf("queue holdrule %q: exit %d, want 2\n%s", args, code, errOut)
+		}
+	}
+}
