@@ -40,6 +40,7 @@ var commands = []command{
 	{words: "queue list", args: "", help: "List queued messages and the state of each recipient; flags select which (-id, -account, -from, -to, -transport, -older, -newer, -state, -next-before), -json prints JSON.", run: runAdmin, flags: admin.QueueListFlags},
 	{words: "queue hold", args: "FILTER|-all", help: "Hold the selected messages: their pending recipients are not attempted until released; durable before it answers.", run: runAdmin, flags: admin.QueueChangeFlags},
 	{words: "queue release", args: "FILTER|-all", help: "Release held messages: their held recipients are due now.", run: runAdmin, flags: admin.QueueChangeFlags},
+	{words: "queue fail", args: "FILTER|-all", help: "Fail the selected messages' recipients permanently, with a DSN to the sender saying the operator did.", run: runAdmin, flags: admin.QueueChangeFlags},
 	{words: "queue drop", args: "FILTER|-all", help: "Remove the selected messages without a DSN (logged); one being delivered goes when that attempt ends.", run: runAdmin, flags: admin.QueueChangeFlags},
 	{words: "queue holdrule add", args: "[-account A] [-from-domain D] [-to-domain D]", help: "Hold new messages that match (all empty: every new message), until released.", run: runAdmin, flags: admin.HoldRuleAddFlags},
 	{words: "queue holdrule list", args: "", help: "List the hold rules.", run: runAdmin},

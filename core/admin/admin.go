@@ -96,6 +96,10 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 		})
 	case "queue holdrule":
 		return h.holdRule(ctx, args, out)
+	case "queue fail":
+		return h.queueChange(ctx, args, out, QueueChangeFlags, "failed", func(*flag.FlagSet) (func(context.Context, string) (bool, error), error) {
+			return h.Queue.Fail, nil
+		})
 	case "queue drop":
 		return h.queueChange(ctx, args, out, QueueChangeFlags, "dropped", func(*flag.FlagSet) (func(context.Context, string) (bool, error), error) {
 			return func(ctx context.Context, id string) (bool, error) { return true, h.Queue.Drop(ctx, id) }, nil

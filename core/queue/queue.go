@@ -630,6 +630,57 @@ func (q *Queue) Release(ctx context.Context, id string) (bool, error) {
 	})
 }
 
+// operatorFailure is the result of a recipient the operator failed.
+var operatorFailure = sdk.RecipientResult{Status: sdk.StatusPermanent, EnhancedCode: "5.0.0", Text: "delivery cancelled by the mail server's operator"}
+
+// Fail fails message id's pending and held recipients permanently, with a
+// DSN to the sender that says the operator did it, and returns once that is
+// durable; it reports whether the message had any. A recipient being
+// delivered fails when that attempt ends, unless it is delivered.
+func (q *Queue) Fail(ctx context.Context, id string) (bool, error) {
+	now := time.Now()
+	return q.change(ctx, id, func(e *entry) bool {
+		busy := map[string]bool{} // Domains with an attempt under way.
+		for domain, j := range e.jobs {
+			busy[domain] = j.index < 0
+		}
+		changed := false
+		for i := range e.msg.Recipients {
+			r := &e.msg.Recipients[i]
+			if r.State != Pending && r.State != Held {
+				continue
+			}
+			changed = true
+			if busy[r.Domain] {
+				e.fail = true // At the attempt's end.
+				continue
+			}
+			failByOperator(r, now)
+		}
+		// The notices are made as those Notify could not queue before.
+		for _, r := range e.msg.Recipients {
+			if r.State != Failing {
+				continue
+			}
+			if j := e.jobs[r.Domain]; j == nil {
+				j = &job{e: e, domain: r.Domain, due: now, index: -1}
+				e.jobs[r.Domain] = j
+				heap.Push(&q.due, j)
+			} else if j.index >= 0 {
+				j.due = now
+				q.due.fix(j)
+			}
+		}
+		return changed
+	})
+}
+
+// failByOperator makes r failed by the operator, its DSN due now.
+func failByOperator(r *Rcpt, now time.Time) {
+	r.State, r.NotifyAt, r.Last, r.DelayUnreported = Failing, now, operatorFailure, false
+	r.Last.Address = r.Address
+}
+
 // Drop removes message id without a DSN. If a delivery of it is under
 // way (or waits for its destination), its recipients are held at once and
 // the message goes when that attempt ends; otherwise it goes now, durably

@@ -1022,3 +1022,49 @@ func TestHoldRules(t *testing.T) {
 		t.Error("held after the rule was removed")
 	}
 }
+
+// TestFail: failed recipients get one DSN saying the operator failed
+// them, without an attempt; a recipient being delivered fails when that
+// attempt ends, unless delivered.
+func TestFail(t *testing.T) {
+	ctx := context.Background()
+	gate := make(chan struct{})
+	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
+		<-gate
+		return sdk.ResultAll(req, sdk.StatusTemporary, 451, "4.3.0", "later"), nil
+	}}
+	var mu sync.Mutex
+	var notices []Notice
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d, Notify: func(ctx context.Context, n Notice) error {
+		mu.Lock()
+		notices = append(notices, n)
+		mu.Unlock()
+		return nil
+	}})
+	idle := add(t, q, "idle\r\n", "a@a.test")
+	if changed, err := q.Fail(ctx, idle); err != nil || !changed {
+		t.Fatalf("fail: %v %v", changed, err)
+	}
+	q.Start(ctx)
+	waitEmpty(t, q)
+	busy := add(t, q, "busy\r\n", "b@b.test")
+	waitFor(t, "attempt started", func() bool { return len(d.Calls()) == 1 })
+	if changed, err := q.Fail(ctx, busy); err != nil || !changed {
+		t.Fatalf("fail during the attempt: %v %v", changed, err)
+	}
+	close(gate)
+	waitEmpty(t, q)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(notices) != 2 {
+		t.Fatalf("%d notices, want 2", len(notices))
+	}
+	for _, n := range notices {
+		if n.Delayed || len(n.Recipients) != 1 || n.Recipients[0].State != Failed || !strings.Contains(n.Recipients[0].Last.Text, "operator") {
+			t.Errorf("notice %+v", n)
+		}
+	}
+	if calls := d.Calls(); len(calls) != 1 || calls[0].req.QueueID != busy {
+		t.Errorf("%d calls, want the one attempt of the busy message", len(calls))
+	}
+}

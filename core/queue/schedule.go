@@ -25,6 +25,9 @@ type entry struct {
 	// dropped: the operator dropped the message while a job of it ran or
 	// waited for its destination; it goes when the last of them ends.
 	dropped bool
+	// fail: the operator failed the message while a job of it ran; its
+	// recipients not delivered by it fail when it ends.
+	fail bool
 }
 
 // due returns when the recipients of e at domain next need the queue, if
@@ -294,11 +297,17 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 	}
 	q.mu.Unlock()
 	var failed, delayed []int // Indexes in rcpts.
+	q.mu.Lock()
+	failing := j.e.fail
+	q.mu.Unlock()
 	for i := range rcpts {
 		r := &rcpts[i]
 		attempted := i < len(idx)
 		if attempted {
 			q.outcome(r, results[i], now)
+		}
+		if failing && (r.State == Pending || r.State == Held) {
+			failByOperator(r, now)
 		}
 		switch {
 		case r.State == Failed || r.State == Failing:

@@ -17,7 +17,7 @@ func TestQueueListFilters(t *testing.T) {
 	sink := startSink(t, func(rcpt string) *smtp.SMTPError {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
 	})
-	srv := startServer(t, setup{BackoffScale: 1, Transports: map[string]string{"smarthost": sink.Addr}, Rest: defaultRest + `
+	srv := startServer(t, setup{IMAP: true, BackoffScale: 1, Transports: map[string]string{"smarthost": sink.Addr}, Rest: defaultRest + `
 [[routes]]
 transport = "smarthost"
 `})
@@ -119,11 +119,22 @@ transport = "smarthost"
 	if l := lines("-state", "held"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches") {
 		t.Errorf("-state held after release:\n%s", strings.Join(l, "\n"))
 	}
+	// Fail: bob gets a DSN saying the operator failed it.
+	if out := mta(t, srv, "queue", "fail", "-account", "bob"); !strings.HasPrefix(out, "1 messages failed") {
+		t.Errorf("queue fail: %s", out)
+	}
+	cb := imapLogin(t, srv, "imaps", "bob", srv.Passwords["bob"], nil)
+	if n := waitMessages(t, cb, "INBOX", 1); n != 1 {
+		t.Fatalf("bob's Inbox holds %d messages, want the DSN", n)
+	}
+	if dsn := string(fetchBodyOf(t, cb, "INBOX", 1)); !strings.Contains(dsn, "operator") || !strings.Contains(dsn, "y@other.example") {
+		t.Errorf("DSN:\n%s", dsn)
+	}
 	// Drop: gone, without a DSN to alice.
 	if out := mta(t, srv, "queue", "drop", "-account", "alice"); !strings.HasPrefix(out, "1 messages dropped") {
 		t.Errorf("queue drop: %s", out)
 	}
-	if l := lines("-account", "alice"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches (1 queued)") {
+	if l := lines("-account", "alice"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches") {
 		t.Errorf("after drop:\n%s", strings.Join(l, "\n"))
 	}
 	if !logHas(srv, `msg="message dropped by the operator"`) {
