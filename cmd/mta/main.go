@@ -48,7 +48,7 @@ var commands = []command{
 	{words: "queue reschedule", args: "FILTER|-all [-in DURATION]", help: "Make the selected messages' pending recipients due now (as postqueue -f with -all), or after -in; durable before it answers.", run: runAdmin, flags: admin.QueueRescheduleFlags},
 	{words: "queue show", args: "ID", help: "Show a queued message: its envelope, and each recipient with its state and last attempt.", run: runAdmin},
 	{words: "plugin list", args: "", help: "List plugins: what each serves, its state, pid and restart count.", run: runAdmin},
-	{words: "dns records", args: "DOMAIN", help: "Print the DNS records to publish for a local domain (MX, SPF, DMARC, MTA-STS, TLS-RPT, TLSA) as a commented zone file.", run: runDNSRecords},
+	{words: "dns records", args: "DOMAIN", help: "Print the DNS records to publish for a local domain (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA) as a commented zone file.", run: runDNSRecords},
 	{words: "tlspubkey add", args: "[-no-imap-preauth] ADDRESS [NAME] < cert.pem", help: "Register a TLS client certificate's key: it logs in ADDRESS's account (IMAP PREAUTH, SASL EXTERNAL).", run: runTLSPubKeyAdd, flags: func(fs *flag.FlagSet) {
 		fs.Bool("no-imap-preauth", false, "IMAP logs in by AUTHENTICATE EXTERNAL, not with a PREAUTH greeting")
 	}},
@@ -168,9 +168,13 @@ func usage(w io.Writer, group string) {
 	}
 	cs := append([]command(nil), commands...)
 	sort.Slice(cs, func(i, j int) bool { return cs[i].words < cs[j].words })
+	width := 0
+	for _, c := range cs {
+		width = max(width, len(c.words))
+	}
 	for _, c := range cs {
 		if group == "" || strings.HasPrefix(c.words, group+" ") {
-			fmt.Fprintf(w, "  %-16s %s\n", c.words, c.help)
+			fmt.Fprintf(w, "  %-*s  %s\n", width, c.words, c.help)
 		}
 	}
 	fmt.Fprintf(w, "\n'mta COMMAND -h' explains a command. The configuration is -config FILE, else $%s, else %s.\n", configEnv, defaultConfig)
