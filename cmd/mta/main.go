@@ -120,13 +120,14 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: mta %s [-config FILE] %s\n\n%s\n\n", cmd.words, cmd.args, cmd.help)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(rest); err != nil {
+	args, err := parseArgs(fs, rest, cmd.flags == nil)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
-	c := &cmdContext{cmd: cmd, configPath: *configPath, args: fs.Args(), stdin: stdin, stdout: stdout, stderr: stderr}
+	c := &cmdContext{cmd: cmd, configPath: *configPath, args: args, stdin: stdin, stdout: stdout, stderr: stderr}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name != "config" {
 			c.flags = append(c.flags, "-"+f.Name+"="+f.Value.String())
@@ -141,6 +142,42 @@ func run(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseArgs parses the flags of argv with fs and returns the positional
+// arguments. For a command with no flags of its own (only), -config and
+// -h are its only flags, wherever they stand: any other argument is
+// positional, also one starting with "-", as a key's base64url fingerprint
+// may.
+func parseArgs(fs *flag.FlagSet, argv []string, only bool) ([]string, error) {
+	if !only {
+		if err := fs.Parse(argv); err != nil {
+			return nil, err
+		}
+		return fs.Args(), nil
+	}
+	var flags, args []string
+	for i := 0; i < len(argv); i++ {
+		a := argv[i]
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case a == "--":
+			args = append(args, argv[i+1:]...)
+			i = len(argv)
+		case strings.HasPrefix(a, "-") && (name == "config" || name == "h" || name == "help"):
+			flags = append(flags, a)
+			if !strings.Contains(a, "=") && name == "config" && i+1 < len(argv) {
+				i++
+				flags = append(flags, argv[i])
+			}
+		default:
+			args = append(args, a)
+		}
+	}
+	if err := fs.Parse(flags); err != nil {
+		return nil, err
+	}
+	return append(fs.Args(), args...), nil
 }
 
 // findCommand matches the longest command whose words start argv.

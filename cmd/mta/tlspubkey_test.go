@@ -160,3 +160,21 @@ addresses = ["bob@example.org"]
 		t.Errorf("get after rm: exit %d, %s", code, errOut)
 	}
 }
+
+// TestArgsLikeFlags: a positional argument that starts with "-", as a
+// base64url fingerprint may, is no flag for a command without flags of its
+// own; -config still is, before or after it.
+func TestArgsLikeFlags(t *testing.T) {
+	for _, argv := range [][]string{
+		{"tlspubkey", "get", "-config", "X", "-abc"},
+		{"tlspubkey", "get", "-abc", "-config", "X"},
+		{"tlspubkey", "get", "-config=X", "--", "-abc"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(argv, nil, &out, &errOut)
+		// The configuration X does not exist: exit 2 for that, not for a flag.
+		if code != 2 || strings.Contains(errOut.String(), "flag provided but not defined") || !strings.Contains(errOut.String(), "invalid configuration") {
+			t.Errorf("%q: exit %d\n%s", argv, code, errOut.String())
+		}
+	}
+}
