@@ -62,7 +62,7 @@ func TestPanicInDelivery(t *testing.T) {
 			}
 
 			healed.Store(true)
-			if err := q.Retry(context.Background(), broken); err != nil {
+			if err := q.retry(context.Background(), broken); err != nil {
 				t.Fatal(err)
 			}
 			waitEmpty(t, q)

@@ -539,13 +539,6 @@ func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
 	return l, nil
 }
 
-// Retry makes the pending recipients of message id due now, and its
-// notices that Notify could not queue yet.
-func (q *Queue) Retry(ctx context.Context, id string) error {
-	_, err := q.Reschedule(ctx, id, time.Now())
-	return err
-}
-
 // Reschedule makes the pending recipients of message id due at at, and
 // its notices that Notify could not queue yet due by then, and returns
 // once that is durable; it reports whether the message had any. A
@@ -564,11 +557,8 @@ func (q *Queue) Reschedule(ctx context.Context, id string, at time.Time) (bool, 
 			}
 		}
 		if changed {
-			for _, j := range e.jobs {
-				if j.index >= 0 {
-					j.due = at
-					q.due.fix(j)
-				}
+			for domain := range e.jobs {
+				q.dueLocked(e, domain, at)
 			}
 		}
 		return changed
@@ -617,13 +607,8 @@ func (q *Queue) Release(ctx context.Context, id string) (bool, error) {
 			}
 		}
 		for _, r := range e.msg.Recipients {
-			if j := e.jobs[r.Domain]; r.State == Pending && j == nil {
-				j = &job{e: e, domain: r.Domain, due: now, index: -1}
-				e.jobs[r.Domain] = j
-				heap.Push(&q.due, j)
-			} else if r.State == Pending && j.index >= 0 {
-				j.due = now
-				q.due.fix(j)
+			if r.State == Pending {
+				q.dueLocked(e, r.Domain, now)
 			}
 		}
 		return changed
@@ -659,16 +644,8 @@ func (q *Queue) Fail(ctx context.Context, id string) (bool, error) {
 		}
 		// The notices are made as those Notify could not queue before.
 		for _, r := range e.msg.Recipients {
-			if r.State != Failing {
-				continue
-			}
-			if j := e.jobs[r.Domain]; j == nil {
-				j = &job{e: e, domain: r.Domain, due: now, index: -1}
-				e.jobs[r.Domain] = j
-				heap.Push(&q.due, j)
-			} else if j.index >= 0 {
-				j.due = now
-				q.due.fix(j)
+			if r.State == Failing {
+				q.dueLocked(e, r.Domain, now)
 			}
 		}
 		return changed
@@ -731,6 +708,20 @@ func (q *Queue) Drop(ctx context.Context, id string) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// dueLocked makes e's job at domain due at at: a new job if there is
+// none; one in progress or held back for its destination keeps its turn.
+func (q *Queue) dueLocked(e *entry, domain string, at time.Time) {
+	switch j := e.jobs[domain]; {
+	case j == nil:
+		j = &job{e: e, domain: domain, due: at, index: -1}
+		e.jobs[domain] = j
+		heap.Push(&q.due, j)
+	case j.index >= 0:
+		j.due = at
+		q.due.fix(j)
 	}
 }
 

@@ -648,10 +648,10 @@ func TestList(t *testing.T) {
 	}
 
 	// Retry makes it due now.
-	if err := q.Retry(context.Background(), "ffff"); !errors.Is(err, ErrNotFound) {
+	if err := q.retry(context.Background(), "ffff"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("retry of unknown: %v", err)
 	}
-	if err := q.Retry(context.Background(), id1); err != nil {
+	if err := q.retry(context.Background(), id1); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "retry", func() bool { return len(d.Calls()) == 3 })
@@ -914,7 +914,7 @@ func TestHold(t *testing.T) {
 		m := stored(t, q, slow)
 		return m.Recipients[0].State == Held && m.Recipients[0].Attempts == 1
 	})
-	q.Retry(ctx, slow) // Held recipients are not pending: nothing due.
+	q.retry(ctx, slow) // Held recipients are not pending: nothing due.
 	time.Sleep(100 * time.Millisecond)
 	for _, c := range d.Calls() {
 		if c.req.QueueID == held || c.req.QueueID == slow && c.req.Attempt > 1 {
@@ -1067,4 +1067,10 @@ func TestFail(t *testing.T) {
 	if calls := d.Calls(); len(calls) != 1 || calls[0].req.QueueID != busy {
 		t.Errorf("%d calls, want the one attempt of the busy message", len(calls))
 	}
+}
+
+// retry makes message id's pending recipients due now.
+func (q *Queue) retry(ctx context.Context, id string) error {
+	_, err := q.Reschedule(ctx, id, time.Now())
+	return err
 }

@@ -257,7 +257,7 @@ func TestRelocation(t *testing.T) {
 	}
 
 	for _, id := range []string{id1, id2} {
-		if err := q.Retry(context.Background(), id); err != nil {
+		if err := q.retry(context.Background(), id); err != nil {
 			t.Fatal(err)
 		}
 	}
