@@ -1,6 +1,10 @@
 package queue
 
-import "github.com/switchyard-mta/switchyard/sdk"
+import (
+	"time"
+
+	"github.com/switchyard-mta/switchyard/sdk"
+)
 
 // Envelope is what a listener hands the queue with a message.
 type Envelope struct {
@@ -8,4 +12,7 @@ type Envelope struct {
 	From       string // MAIL FROM; empty for the null reverse-path.
 	Recipients []sdk.Recipient
 	Options    sdk.DeliverOptions
+	// ReleaseAt, if after the time of Add, is when the first delivery
+	// attempt is due: a future release (RFC 4865 HOLDFOR, HOLDUNTIL).
+	ReleaseAt time.Time
 }

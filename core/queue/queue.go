@@ -392,7 +392,8 @@ func (q *Queue) spoolDir() string {
 
 // Add queues the message in s for the envelope's recipients and returns its
 // queue ID. It consumes s, also when it fails. When Add returns nil, the
-// message survives a crash or power loss, and it is due for delivery at once.
+// message survives a crash or power loss, and it is due for delivery at once,
+// or at env.ReleaseAt.
 // ctx is only checked before the message is stored.
 func (q *Queue) Add(ctx context.Context, env Envelope, s *Spool) (string, error) {
 	defer s.Discard()
@@ -436,9 +437,13 @@ func (q *Queue) add(ctx context.Context, id int64, env Envelope, s *Spool) (*Msg
 		Queued:     now,
 		Recipients: make([]Rcpt, len(env.Recipients)),
 	}
+	first := now
+	if env.ReleaseAt.After(now) {
+		first = env.ReleaseAt
+	}
 	from := strings.ToLower(addressDomain(env.From).ASCII)
 	for i, r := range env.Recipients {
-		m.Recipients[i] = Rcpt{Recipient: r, Domain: domainOf(r.Address), NextAttempt: now}
+		m.Recipients[i] = Rcpt{Recipient: r, Domain: domainOf(r.Address), NextAttempt: first}
 		if q.holds.holds(env.Account, from, m.Recipients[i].Domain) {
 			m.Recipients[i].State = Held
 		}

@@ -1074,3 +1074,28 @@ func (q *Queue) retry(ctx context.Context, id string) error {
 	_, err := q.Reschedule(ctx, id, time.Now())
 	return err
 }
+
+// TestReleaseAt: a message with a future release is first attempted then,
+// not before, and is listed as pending with its release as the next attempt.
+func TestReleaseAt(t *testing.T) {
+	d := &fakeDeliverer{}
+	q := openQueue(t, t.TempDir(), Options{Deliverer: d})
+	q.Start(context.Background())
+	release := time.Now().Add(400 * time.Millisecond)
+	id, err := q.Add(context.Background(), Envelope{Recipients: rcpts("a@example.com"), ReleaseAt: release}, spool(t, q, "Subject: later\r\n\r\nx\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := stored(t, q, id).Recipients[0]; r.State != Pending || !r.NextAttempt.Equal(release) {
+		t.Errorf("stored %v next %v, want pending at %v", r.State, r.NextAttempt, release)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(d.Calls()); n != 0 {
+		t.Fatalf("%d attempts before the release", n)
+	}
+	waitEmpty(t, q)
+	calls := d.Calls()
+	if len(calls) != 1 || calls[0].at.Before(release) {
+		t.Errorf("calls %+v, want one after %v", calls, release)
+	}
+}
