@@ -119,6 +119,34 @@ type Queue struct {
 	// MaxPerDestination deliveries in parallel to one transport and
 	// destination domain. Default 16.
 	MaxPerDestination int `toml:"max_per_destination"`
+	// KeepRetired is how long a message that left the queue (delivered,
+	// failed or dropped) is kept as a retired record with its delivery
+	// history (`mta queue retired`), for accounts that do not set their
+	// own. Zero: not kept.
+	KeepRetired Duration `toml:"keep_retired"`
+	// MaxFutureRelease is the longest a submitted message may be held
+	// for a future release (RFC 4865 FUTURERELEASE) on submission
+	// listeners. Default 7 days; "0s": FUTURERELEASE is not offered.
+	MaxFutureRelease *Duration `toml:"max_future_release"`
+}
+
+// DefaultMaxFutureRelease is Queue.MaxFutureRelease's default.
+const DefaultMaxFutureRelease = Duration(7 * 24 * time.Hour)
+
+// FutureRelease returns the longest future release allowed; zero: none.
+func (q Queue) FutureRelease() time.Duration {
+	if q.MaxFutureRelease == nil {
+		return time.Duration(DefaultMaxFutureRelease)
+	}
+	return time.Duration(*q.MaxFutureRelease)
+}
+
+// RetiredFor returns how long a retired message sent by account is kept.
+func (c *Config) RetiredFor(account string) time.Duration {
+	if a := c.Accounts[account]; a != nil && a.KeepRetired != nil {
+		return time.Duration(*a.KeepRetired)
+	}
+	return time.Duration(c.Queue.KeepRetired)
 }
 
 // Sendmail configures `mta sendmail`: the submission server it sends
@@ -306,6 +334,9 @@ type Account struct {
 	// addresses ("x@y.example") the account may submit from besides its
 	// own, as a site relaying its users' mail through one account does.
 	SendAs []string `toml:"send_as"`
+	// KeepRetired overrides [queue] keep_retired for messages the account
+	// sent; "0s" keeps none.
+	KeepRetired *Duration `toml:"keep_retired"`
 
 	sendAsDomains map[string]bool // By mailaddr.Domain.Unicode.
 	sendAsAddrs   map[string]bool // "localpart@" the domain's Unicode form.
