@@ -20,8 +20,9 @@ type Filter struct {
 	To      string // As From, of a recipient.
 	Older   time.Duration
 	Newer   time.Duration
-	// State is "pending" (to be attempted; in-flight ones included) or
-	// "held" (waiting for a release).
+	// State is "pending" (to be attempted; in-flight ones included),
+	// "delivering" (an attempt in progress), "held" (waiting for a
+	// release), "delivered" or "failed".
 	State      string
 	NextBefore time.Duration // Pending with the next attempt due within it.
 	Transport  string        // Routed through this transport now.
@@ -47,8 +48,8 @@ func (f Filter) Check() error {
 			return fmt.Errorf("-%s %q: want an address or @domain: %v", a.name, a.v, err)
 		}
 	}
-	if f.State != "" && f.State != "pending" && f.State != "held" {
-		return fmt.Errorf("-state %q: want pending or held", f.State)
+	if f.State != "" && !slices.Contains(States, f.State) {
+		return fmt.Errorf("-state %q: want one of %s", f.State, strings.Join(States, ", "))
 	}
 	if f.Older < 0 || f.Newer < 0 || f.NextBefore < 0 {
 		return fmt.Errorf("durations must not be negative")
@@ -77,7 +78,7 @@ func (f Filter) Match(m MsgInfo, now time.Time, route func(MsgInfo, Rcpt) string
 	for _, r := range m.Recipients {
 		switch {
 		case f.To != "" && !addressMatches(f.To, r.Address):
-		case f.State == "pending" && r.State != Pending, f.State == "held" && r.State != Held:
+		case f.State != "" && !stateMatches(f.State, m, r):
 		case f.NextBefore > 0 && (r.State != Pending || r.NextAttempt.Sub(now) > f.NextBefore):
 		case f.Transport != "" && (r.State != Pending || route(m, r) != f.Transport):
 		default:
@@ -85,6 +86,25 @@ func (f Filter) Match(m MsgInfo, now time.Time, route func(MsgInfo, Rcpt) string
 		}
 	}
 	return false
+}
+
+// States are the values of Filter.State.
+var States = []string{"pending", "delivering", "held", "delivered", "failed"}
+
+// stateMatches reports whether r, a recipient of m, is in state.
+func stateMatches(state string, m MsgInfo, r Rcpt) bool {
+	switch state {
+	case "pending":
+		return r.State == Pending
+	case "delivering":
+		return m.DeliveringTo(r)
+	case "held":
+		return r.State == Held
+	case "delivered":
+		return r.State == Delivered
+	default:
+		return r.State == Failed || r.State == Failing
+	}
 }
 
 // addressMatches reports whether addr is pattern, an address compared

@@ -35,6 +35,10 @@ func TestFilter(t *testing.T) {
 		{Filter{NextBefore: 5 * time.Minute}, false},
 		{Filter{Transport: "smarthost"}, true},
 		{Filter{Transport: "direct"}, false},
+		{Filter{State: "delivered"}, true},
+		{Filter{State: "delivered", To: "@other.example"}, false},
+		{Filter{State: "failed"}, false},
+		{Filter{State: "delivering"}, false},
 	} {
 		if got := tc.f.Match(m, now, route); got != tc.want {
 			t.Errorf("%+v: %v, want %v", tc.f, got, tc.want)
@@ -43,7 +47,12 @@ func TestFilter(t *testing.T) {
 	if (Filter{State: "held"}).Match(m, now, route) {
 		t.Error("held matches a message with none held")
 	}
-	for _, f := range []Filter{{From: "nope"}, {To: "@"}, {State: "delivering"}, {Older: -time.Second}} {
+	m.Delivering = []string{"other.example"}
+	m.Recipients[1].Domain = "other.example"
+	if !(Filter{State: "delivering"}).Match(m, now, route) || (Filter{State: "delivering", To: "@remote.example"}).Match(m, now, route) {
+		t.Error("delivering does not match the recipient being delivered, or matches another")
+	}
+	for _, f := range []Filter{{From: "nope"}, {To: "@"}, {State: "deferred"}, {Older: -time.Second}} {
 		if f.Check() == nil {
 			t.Errorf("%+v: no error", f)
 		}

@@ -114,8 +114,13 @@ type Options struct {
 	Notify func(ctx context.Context, n Notice) error
 	// NotifyTimeout is the deadline of one Notify call. Default 1 minute.
 	NotifyTimeout time.Duration
+	// KeepRetired, if set, returns how long a message that leaves the
+	// queue is kept as a Retired record with its attempts, by the account
+	// that sent it (empty for relayed mail and notices); zero: not kept.
+	KeepRetired func(account string) time.Duration
 
-	segmentSize int64 // Size past which a new segment is started; tests set it. Default 64 MiB.
+	pruneInterval time.Duration // Between prunings of expired retired messages; tests set it. Default 1 hour.
+	segmentSize   int64 // Size past which a new segment is started; tests set it. Default 64 MiB.
 }
 
 const (
@@ -136,6 +141,8 @@ type Queue struct {
 	bufs   sync.Pool // Of *[]byte, for spools.
 	holds  holdRules
 	lastID atomic.Int64
+	// lastAttempt is the ID of the last Attempt.
+	lastAttempt atomic.Int64
 	closed atomic.Bool
 	wake   chan struct{} // Capacity 1; wakes the dispatcher.
 	wg     sync.WaitGroup
@@ -181,6 +188,9 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.pruneInterval <= 0 {
+		opts.pruneInterval = time.Hour
 	}
 	if opts.segmentSize <= 0 {
 		opts.segmentSize = defaultSegmentSize
@@ -314,7 +324,17 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 		}
 		return false
 	})
+	if r, err := bstore.QueryDB[Retired](ctx, q.db).SortDesc("ID").Limit(1).Get(); err == nil {
+		last = max(last, r.ID) // A retired message keeps its ID.
+	} else if err != bstore.ErrAbsent {
+		return nil, fmt.Errorf("read retired messages: %w", err)
+	}
 	q.lastID.Store(last)
+	if a, err := bstore.QueryDB[Attempt](ctx, q.db).SortDesc("ID").Limit(1).Get(); err == nil {
+		q.lastAttempt.Store(a.ID)
+	} else if err != bstore.ErrAbsent {
+		return nil, fmt.Errorf("read delivery attempts: %w", err)
+	}
 	for id := range present {
 		if in, known := inSegment[id]; !known || in {
 			// Moved in by an Add whose record was never committed, or
@@ -346,6 +366,11 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 			q.log.Error("message content missing, dropping message", slog.String("queueid", formatID(id)))
 		}
 		err := q.db.Write(ctx, func(tx *bstore.Tx) error {
+			for _, id := range missing {
+				if err := deleteAttempts(tx, id); err != nil {
+					return err
+				}
+			}
 			_, err := bstore.QueryTx[Msg](tx).FilterIDs(missing).Delete()
 			return err
 		})
@@ -449,9 +474,9 @@ func (q *Queue) add(ctx context.Context, id int64, env Envelope, s *Spool) (*Msg
 		}
 	}
 	o := op{insert: m}
-	m.MessageID = s.msgID
+	m.MessageID, m.Subject = s.msgID, s.subject
 	if s.f == nil {
-		m.MessageID = messageID(*s.buf)
+		m.MessageID, m.Subject = headerFields(*s.buf)
 		o.data = *s.buf // The committer appends it to a segment.
 	} else if err := q.moveIn(id, s); err != nil {
 		return nil, err
@@ -525,23 +550,78 @@ type MsgInfo struct {
 	Account    string
 	From       string
 	MessageID  string
+	Subject    string
 	Options    sdk.DeliverOptions
 	Size       int64
 	Queued     time.Time
 	Recipients []Rcpt
+	// Delivering are the domains (as Rcpt.Domain) whose pending
+	// recipients are being delivered now.
+	Delivering []string
 }
 
-// List returns the queued messages, oldest first, as last stored.
+// DeliveringTo reports whether r, a recipient of m, is being delivered.
+func (m MsgInfo) DeliveringTo(r Rcpt) bool {
+	return r.State == Pending && slices.Contains(m.Delivering, r.Domain)
+}
+
+// List returns the queued messages, oldest first, as last stored, with
+// the deliveries in progress now.
 func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
 	var l []MsgInfo
 	err := bstore.QueryDB[Msg](ctx, q.db).SortAsc("ID").ForEach(func(m Msg) error {
-		l = append(l, MsgInfo{ID: formatID(m.ID), Account: m.Account, From: m.From, MessageID: m.MessageID, Options: m.Options, Size: m.Size, Queued: m.Queued, Recipients: m.Recipients})
+		l = append(l, info(&m))
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list queue: %w", err)
 	}
+	q.mu.Lock()
+	for i := range l {
+		l[i].Delivering = q.deliveringLocked(l[i].ID)
+	}
+	q.mu.Unlock()
 	return l, nil
+}
+
+// Get returns queued message id as List would; ErrNotFound if there is
+// none.
+func (q *Queue) Get(ctx context.Context, id string) (MsgInfo, error) {
+	n, err := parseID(id)
+	if err != nil {
+		return MsgInfo{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	m := Msg{ID: n}
+	if err := q.db.Get(ctx, &m); err == bstore.ErrAbsent {
+		return MsgInfo{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	} else if err != nil {
+		return MsgInfo{}, fmt.Errorf("queued message %s: %w", id, err)
+	}
+	mi := info(&m)
+	q.mu.Lock()
+	mi.Delivering = q.deliveringLocked(mi.ID)
+	q.mu.Unlock()
+	return mi, nil
+}
+
+func info(m *Msg) MsgInfo {
+	return MsgInfo{ID: formatID(m.ID), Account: m.Account, From: m.From, MessageID: m.MessageID, Subject: m.Subject, Options: m.Options, Size: m.Size, Queued: m.Queued, Recipients: m.Recipients}
+}
+
+// deliveringLocked returns the domains of message id being delivered now.
+func (q *Queue) deliveringLocked(id string) []string {
+	n, _ := parseID(id)
+	e := q.msgs[n]
+	if e == nil {
+		return nil
+	}
+	var l []string
+	for domain, j := range e.jobs {
+		if j.running {
+			l = append(l, domain)
+		}
+	}
+	return l
 }
 
 // Reschedule makes the pending recipients of message id due at at, and
@@ -698,7 +778,7 @@ func (q *Queue) Drop(ctx context.Context, id string) error {
 		o = op{update: e.msg.clone()}
 	} else {
 		delete(q.msgs, n)
-		o = op{remove: n, seg: e.msg.Segment}
+		o = q.retireOp(e.msg, true, time.Now())
 		q.log.Info("message dropped by the operator", slog.String("queueid", id))
 	}
 	done := make(chan error, 1)

@@ -57,6 +57,8 @@ type job struct {
 	domain string
 	due    time.Time
 	index  int // In Queue.due; -1 if not there.
+	// running: a delivery goroutine has it (deliver), to the end.
+	running bool
 	// routeErr is why the attempt being started has no transport: the
 	// Router panicked. The attempt then fails temporarily.
 	routeErr error
@@ -122,7 +124,8 @@ func (q *Queue) kick() {
 	}
 }
 
-// Start starts delivering; Options.Deliverer must be set. Close stops it.
+// Start starts delivering, and pruning expired retired messages;
+// Options.Deliverer must be set. Close stops it.
 func (q *Queue) Start(ctx context.Context) {
 	if q.opts.Deliverer == nil {
 		panic("queue: Start without Deliverer")
@@ -133,8 +136,9 @@ func (q *Queue) Start(ctx context.Context) {
 		return
 	}
 	q.ctx, q.stop = context.WithCancel(ctx)
-	q.wg.Add(1)
+	q.wg.Add(2)
 	go q.dispatch()
+	go q.prune(q.opts.pruneInterval)
 }
 
 // dispatch starts due jobs while delivery slots are free.
@@ -244,6 +248,7 @@ func (q *Queue) startLocked(j *job, transport string) {
 	}
 	q.active[d]++
 	q.running++
+	j.running = true
 	q.wg.Add(1)
 	go q.deliver(j, d, req, idx, notes, m.Segment, m.Offset, j.routeErr)
 	j.routeErr = nil
@@ -270,17 +275,23 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 			content, release, err = q.open(id, nseg, noffset, req.Size)
 		}
 	}
+	var a *Attempt // The record of this attempt, if it is one.
+	if len(req.Recipients) > 0 {
+		a = q.startAttempt(id, req, start)
+	}
 	var res *sdk.DeliverResult
 	if err == nil {
 		defer release()
-		if err = routeErr; err == nil && len(req.Recipients) > 0 {
+		if err = routeErr; err == nil && a != nil {
 			res, err = q.attempt(req, content)
 		}
 	}
 	results := resultsFor(req, res, err)
 	if q.ctx.Err() != nil && !slices.ContainsFunc(results, func(r sdk.RecipientResult) bool { return r.Status != sdk.StatusTemporary }) {
-		// Cancelled by Close: the attempt does not count.
+		// Cancelled by Close: the attempt does not count, and its record
+		// shows it never ended.
 		q.mu.Lock()
+		j.running = false
 		q.releaseLocked(d)
 		q.mu.Unlock()
 		return
@@ -366,6 +377,7 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 	for i, k := range all {
 		m.Recipients[k] = rcpts[i]
 	}
+	j.running = false
 	if due, ok := j.e.due(j.domain); !ok {
 		delete(j.e.jobs, j.domain)
 	} else {
@@ -378,9 +390,13 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 			q.log.Info("message dropped by the operator", slog.String("queueid", req.QueueID))
 		}
 		delete(q.msgs, m.ID)
-		o = op{remove: m.ID, seg: m.Segment}
+		o = q.retireOp(m, j.e.dropped, now)
 	} else {
 		o = op{update: m.clone(), moved: moved}
+	}
+	if a != nil {
+		a.Ended, a.Duration, a.Results = true, now.Sub(start), results
+		o.attempt = a
 	}
 	// Submitted under the lock, so changes of one message reach the
 	// database in the order they were made.

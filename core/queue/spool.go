@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"os"
 	"strings"
+	"unicode/utf8"
 )
 
 // SpoolMemory is how much of a message a Spool holds in memory. A larger
@@ -32,29 +33,46 @@ type Spool struct {
 	size int64
 	err  error // The first write error; later writes and Add fail with it.
 	done bool
-	// msgID is the Message-ID of the header, taken when the content
+	// msgID and subject are of the header, taken when the content
 	// leaves memory.
-	msgID string
+	msgID, subject string
 }
 
-// messageID returns the Message-ID field of the header section that msg
-// starts with (RFC 5322 §3.6.4), for log lines; empty if none. It reads
-// no further than the header's end or 64 KiB, and keeps at most 250
-// printable characters.
-func messageID(msg []byte) string {
+// headerFields returns the Message-ID (RFC 5322 §3.6.4) and Subject
+// fields of the header section that msg starts with, for log lines and
+// retired records; empty if absent. It reads no further than the header's
+// end or 64 KiB, and keeps at most 250 bytes of each, without control
+// characters: a Message-ID with one is dropped, in a Subject they are
+// spaces.
+func headerFields(msg []byte) (msgID, subject string) {
 	msg = msg[:min(len(msg), 64<<10)]
 	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
 		msg = msg[:i+4]
 	}
 	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader() // What it read before an error is kept.
-	id := strings.TrimSpace(h.Get("Message-Id"))
-	if strings.ContainsFunc(id, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return ""
+	isCtl := func(r rune) bool { return r < ' ' || r == 0x7f }
+	msgID = strings.TrimSpace(h.Get("Message-Id"))
+	if strings.ContainsFunc(msgID, isCtl) {
+		msgID = ""
 	}
-	if len(id) > 250 {
-		id = id[:250]
+	subject = strings.Map(func(r rune) rune {
+		if isCtl(r) {
+			return ' '
+		}
+		return r
+	}, strings.TrimSpace(h.Get("Subject")))
+	return truncate(msgID, 250), truncate(subject, 250)
+}
+
+// truncate returns s cut to at most n bytes, at a UTF-8 boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return id
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // NewSpool returns an empty spool for a message to Add.
@@ -105,7 +123,7 @@ func (s *Spool) spill() error {
 	}
 	s.f = f
 	s.w = bufio.NewWriterSize(f, 64<<10)
-	s.msgID = messageID(*s.buf)
+	s.msgID, s.subject = headerFields(*s.buf)
 	_, err = s.w.Write(*s.buf)
 	s.q.putBuf(s.buf)
 	s.buf = nil

@@ -17,7 +17,7 @@ import (
 )
 
 // DBTypes are the types stored in the queue database.
-var DBTypes = []any{Msg{}, HoldRule{}}
+var DBTypes = []any{Msg{}, HoldRule{}, Attempt{}, Retired{}}
 
 // Msg is a queued message. Its content is Size bytes at Offset in segment
 // file Segment, or, if Segment is 0, the file named by the formatted ID in
@@ -27,6 +27,7 @@ type Msg struct {
 	Account    string             // Authenticated sender account; empty for relayed mail.
 	From       string             // MAIL FROM; empty for the null reverse-path.
 	MessageID  string             // Of the header, for log lines; empty if none.
+	Subject    string             // Of the header as sent (RFC 2047 encoded words not decoded), for retired records.
 	Options    sdk.DeliverOptions // ESMTP parameters of the message.
 	Size       int64              // Bytes of content.
 	Segment    int64              // Segment file with the content; 0: a file of its own.
@@ -104,7 +105,8 @@ func (r *Rcpt) wake() (time.Time, bool) {
 	return r.NextAttempt, true
 }
 
-// op is a change for the committer: exactly one of insert, update and remove.
+// op is a change for the committer: at most one of insert, update and
+// remove, and an attempt stored before it, if any.
 type op struct {
 	insert *Msg
 	data   []byte // With insert: the content, for the committer to append to a segment; nil if in its own file.
@@ -112,7 +114,11 @@ type op struct {
 	moved  int64  // With update: the segment the message was copied out of, to its own file.
 	remove int64  // Message ID: the record, then the file or the message's part of its segment, are removed.
 	seg    int64  // With remove: the message's segment; 0 for its own file.
-	done   chan<- error
+	// retire, with remove, is stored in the message's place, which keeps
+	// its attempts; without it they are removed with the message.
+	retire  *Retired
+	attempt *Attempt // Stored, new or replacing the one with its ID; owned by the committer.
+	done    chan<- error
 }
 
 // committer writes the changes of all goroutines in shared transactions
@@ -354,18 +360,35 @@ func (c *committer) appendContent(ops []op, errs []error) {
 }
 
 func apply(tx *bstore.Tx, o op) error {
+	if o.attempt != nil {
+		var err error
+		if !o.attempt.Ended {
+			err = tx.Insert(o.attempt)
+		} else if err = tx.Update(o.attempt); errors.Is(err, bstore.ErrAbsent) {
+			err = tx.Insert(o.attempt) // Its start was not stored.
+		}
+		if err != nil {
+			return err
+		}
+	}
 	switch {
 	case o.insert != nil:
 		return tx.Insert(o.insert)
 	case o.update != nil:
 		return tx.Update(o.update)
-	default:
+	case o.remove != 0:
 		err := tx.Delete(&Msg{ID: o.remove})
 		if errors.Is(err, bstore.ErrAbsent) {
 			return nil
+		} else if err != nil {
+			return err
 		}
-		return err
+		if o.retire != nil {
+			return tx.Insert(o.retire)
+		}
+		return deleteAttempts(tx, o.remove)
 	}
+	return nil
 }
 
 func opID(o op) int64 {
@@ -374,7 +397,9 @@ func opID(o op) int64 {
 		return o.insert.ID
 	case o.update != nil:
 		return o.update.ID
-	default:
+	case o.remove != 0:
 		return o.remove
+	default:
+		return o.attempt.MsgID
 	}
 }
