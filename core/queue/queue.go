@@ -120,7 +120,7 @@ type Options struct {
 	KeepRetired func(account string) time.Duration
 
 	pruneInterval time.Duration // Between prunings of expired retired messages; tests set it. Default 1 hour.
-	segmentSize   int64 // Size past which a new segment is started; tests set it. Default 64 MiB.
+	segmentSize   int64         // Size past which a new segment is started; tests set it. Default 64 MiB.
 }
 
 const (
@@ -143,9 +143,9 @@ type Queue struct {
 	lastID atomic.Int64
 	// lastAttempt is the ID of the last Attempt.
 	lastAttempt atomic.Int64
-	closed atomic.Bool
-	wake   chan struct{} // Capacity 1; wakes the dispatcher.
-	wg     sync.WaitGroup
+	closed      atomic.Bool
+	wake        chan struct{} // Capacity 1; wakes the dispatcher.
+	wg          sync.WaitGroup
 
 	mu      sync.Mutex
 	msgs    map[int64]*entry // Messages with pending recipients or a delivery in progress.
