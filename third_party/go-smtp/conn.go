@@ -286,6 +286,12 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 	if c.server.EnableDSN {
 		caps = append(caps, "DSN")
 	}
+	if max := c.server.futureReleaseMax(); max > 0 {
+		// RFC 4865 §3: the longest hold in seconds, and the latest
+		// release time that allows. (Switchyard patch.)
+		latest := time.Now().Add(max).UTC().Format(time.RFC3339)
+		caps = append(caps, fmt.Sprintf("FUTURERELEASE %d %s", max/time.Second, latest))
+	}
 	if c.server.MaxMessageBytes > 0 {
 		caps = append(caps, fmt.Sprintf("SIZE %v", c.server.MaxMessageBytes))
 	} else {
@@ -359,6 +365,14 @@ func (c *Conn) handleMail(arg string) {
 	}
 
 	opts := &MailOptions{}
+	// Before the other parameters, so that a refusal does not depend on
+	// their order. (Switchyard patch.)
+	hold, herr := parseHold(args, time.Now(), c.server.futureReleaseMax())
+	if herr != nil {
+		c.writeResponse(herr.Code, herr.EnhancedCode, herr.Message)
+		return
+	}
+	opts.HoldUntil = hold
 
 	c.binarymime = false
 	c.utf8 = false
@@ -456,6 +470,8 @@ func (c *Conn) handleMail(arg string) {
 				}
 			}
 			opts.Auth = &value
+		case "HOLDFOR", "HOLDUNTIL":
+			// Taken by parseHold above. (Switchyard patch.)
 		default:
 			c.writeResponse(500, EnhancedCode{5, 5, 4}, "Unknown MAIL FROM argument")
 			return

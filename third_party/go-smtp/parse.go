@@ -118,6 +118,53 @@ func parseDeliverByArgument(arg string) *DeliverByOptions {
 	}
 }
 
+// maxHoldSeconds is the largest HOLDFOR, a future-release-interval of
+// 1*9DIGIT (RFC 4865 §3). (Switchyard patch.)
+const maxHoldSeconds = 999999999
+
+// parseHold returns the release time MAIL's HOLDFOR or HOLDUNTIL asks for
+// (RFC 4865 §3, errata 2040: HOLDUNTIL is an RFC 3339 date-time), zero if
+// neither is given, or the reply refusing it. max is the longest hold
+// offered; zero or less: FUTURERELEASE is not offered. HOLDFOR=0 releases
+// at once; a HOLDUNTIL in the past is refused as a likely mistake, as are
+// holds longer than offered (554 5.5.4). (Switchyard patch.)
+func parseHold(args map[string]string, now time.Time, max time.Duration) (time.Time, *SMTPError) {
+	holdFor, isFor := args["HOLDFOR"]
+	holdUntil, isUntil := args["HOLDUNTIL"]
+	refuse := func(code int, msg string) (time.Time, *SMTPError) {
+		return time.Time{}, &SMTPError{Code: code, EnhancedCode: EnhancedCode{5, 5, 4}, Message: msg}
+	}
+	switch {
+	case !isFor && !isUntil:
+		return time.Time{}, nil
+	case max <= 0:
+		// RFC 5321 §4.1.1.11: a parameter not offered.
+		return refuse(555, "HOLDFOR and HOLDUNTIL are not offered here (no FUTURERELEASE)")
+	case isFor && isUntil:
+		return refuse(501, "HOLDFOR and HOLDUNTIL cannot both be given")
+	case isFor:
+		if holdFor == "" || len(holdFor) > 9 || strings.Trim(holdFor, "0123456789") != "" {
+			return refuse(501, "HOLDFOR must be a number of seconds, 1 to 9 digits")
+		}
+		n, _ := strconv.Atoi(holdFor)
+		if d := time.Duration(n) * time.Second; d <= max {
+			return now.Add(d), nil
+		}
+		return refuse(554, fmt.Sprintf("HOLDFOR=%d is longer than the longest hold offered, %d seconds", n, max/time.Second))
+	}
+	// RFC 3339 §5.6 allows a lower-case "t" and "z".
+	t, err := time.Parse(time.RFC3339, strings.ToUpper(holdUntil))
+	switch {
+	case err != nil:
+		return refuse(501, "HOLDUNTIL must be an RFC 3339 date-time, such as 2006-01-02T15:04:05Z")
+	case t.Before(now.Truncate(time.Second)):
+		return refuse(554, "HOLDUNTIL is in the past")
+	case t.After(now.Add(max)):
+		return refuse(554, "HOLDUNTIL is later than the latest release offered, "+now.Add(max).UTC().Format(time.RFC3339))
+	}
+	return t, nil
+}
+
 // parser parses command arguments defined in RFC 5321 section 4.1.2.
 type parser struct {
 	s string

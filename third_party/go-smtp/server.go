@@ -79,6 +79,13 @@ type Server struct {
 	// Default value of NONE to advertise no specific profile.
 	MtPriorityProfile PriorityProfile
 
+	// FutureRelease, if at least a second, advertises FUTURERELEASE
+	// (RFC 4865) with this as the longest hold, in whole seconds and at
+	// most 999999999, and takes HOLDFOR and HOLDUNTIL in MAIL
+	// (MailOptions.HoldUntil). Zero: they are refused with 555 5.5.4.
+	// Meant for submission listeners only. (Switchyard patch.)
+	FutureRelease time.Duration
+
 	// The server backend.
 	Backend Backend
 
@@ -88,6 +95,15 @@ type Server struct {
 	locker    sync.Mutex
 	listeners []net.Listener
 	conns     map[*Conn]struct{}
+}
+
+// futureReleaseMax is the longest hold offered: FutureRelease in whole
+// seconds, at most maxHoldSeconds; zero or less if none. (Switchyard patch.)
+func (s *Server) futureReleaseMax() time.Duration {
+	if s.FutureRelease > maxHoldSeconds*time.Second {
+		return maxHoldSeconds * time.Second
+	}
+	return s.FutureRelease.Truncate(time.Second)
 }
 
 // New creates a new SMTP server.

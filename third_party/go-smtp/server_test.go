@@ -1818,3 +1818,81 @@ func TestServerMTPRIORITY(t *testing.T) {
 		t.Fatal("Incorrect MtPriority parameter value:", fmt.Sprintf("expected %d, got %d", expectedPriority, *priority))
 	}
 }
+
+// FUTURERELEASE (RFC 4865) is advertised with the longest hold and the
+// latest release time, and MAIL's HOLDFOR reaches the session as
+// MailOptions.HoldUntil; without Server.FutureRelease, neither.
+// (Switchyard patch.)
+func TestServerFutureRelease(t *testing.T) {
+	be, s, c, scanner, caps := testServerEhlo(t, func(s *smtp.Server) {
+		s.FutureRelease = time.Hour + 500*time.Millisecond
+	})
+	defer s.Close()
+	defer c.Close()
+
+	var latest time.Time
+	for cap := range caps {
+		if v, ok := strings.CutPrefix(cap, "FUTURERELEASE 3600 "); ok {
+			var err error
+			if latest, err = time.Parse(time.RFC3339, v); err != nil || !strings.HasSuffix(v, "Z") {
+				t.Fatalf("FUTURERELEASE date-time %q: %v", v, err)
+			}
+		}
+	}
+	if d := time.Until(latest); d < 59*time.Minute || d > time.Hour {
+		t.Fatalf("capabilities %v: want FUTURERELEASE 3600 and a date-time an hour from now", caps)
+	}
+
+	start := time.Now()
+	io.WriteString(c, "MAIL FROM:<root@nsa.gov> holdfor=60\r\n")
+	scanner.Scan()
+	if !strings.HasPrefix(scanner.Text(), "250 ") {
+		t.Fatal("Invalid MAIL response:", scanner.Text())
+	}
+	io.WriteString(c, "RCPT TO:<root@gchq.gov.uk>\r\nDATA\r\nHey\r\n.\r\n")
+	for i := 0; i < 3; i++ {
+		scanner.Scan()
+	}
+	if !strings.HasPrefix(scanner.Text(), "250 ") {
+		t.Fatal("Invalid DATA response:", scanner.Text())
+	}
+	if len(be.anonmsgs) != 1 {
+		t.Fatalf("%d messages, want 1", len(be.anonmsgs))
+	}
+	if h := be.anonmsgs[0].Opts.HoldUntil; h.Before(start.Add(time.Minute)) || h.After(time.Now().Add(time.Minute)) {
+		t.Errorf("HoldUntil %v, want a minute after %v", h, start)
+	}
+
+	for _, tc := range []struct{ params, reply string }{
+		{"HOLDFOR=3601", "554 5.5.4 "},
+		{"HOLDFOR=soon", "501 5.5.4 "},
+		{"HOLDUNTIL=tomorrow", "501 5.5.4 "},
+		{"HOLDFOR=1 HOLDUNTIL=" + latest.Format(time.RFC3339), "501 5.5.4 "},
+		{"HOLDUNTIL=" + latest.Format(time.RFC3339), "250 "},
+	} {
+		io.WriteString(c, "MAIL FROM:<root@nsa.gov> "+tc.params+"\r\n")
+		scanner.Scan()
+		if !strings.HasPrefix(scanner.Text(), tc.reply) {
+			t.Errorf("MAIL with %s: %q, want %s", tc.params, scanner.Text(), tc.reply)
+		}
+		io.WriteString(c, "RSET\r\n")
+		scanner.Scan()
+	}
+}
+
+func TestServerFutureRelease_Disabled(t *testing.T) {
+	_, s, c, scanner, caps := testServerEhlo(t)
+	defer s.Close()
+	defer c.Close()
+
+	for cap := range caps {
+		if strings.HasPrefix(cap, "FUTURERELEASE") {
+			t.Fatal("FUTURERELEASE advertised:", cap)
+		}
+	}
+	io.WriteString(c, "MAIL FROM:<root@nsa.gov> HOLDFOR=5\r\n")
+	scanner.Scan()
+	if !strings.HasPrefix(scanner.Text(), "555 5.5.4 ") {
+		t.Fatal("Invalid MAIL response:", scanner.Text())
+	}
+}

@@ -10,6 +10,7 @@
 //   - BINARYMIME (RFC 3030)
 //   - STARTTLS (RFC 3207)
 //   - DSN (RFC 3461, RFC 6533)
+//   - FUTURERELEASE (RFC 4865; Switchyard patch)
 //   - SMTPUTF8 (RFC 6531)
 //   - MT-PRIORITY (RFC 6710)
 //   - RRVS (RFC 7293)
@@ -71,6 +72,11 @@ type MailOptions struct {
 	//
 	// Defined in RFC 4954.
 	Auth *string
+
+	// HoldUntil is when the message is to be released for delivery, as
+	// HOLDFOR or HOLDUNTIL asked (RFC 4865); zero if neither was given.
+	// (Switchyard patch.)
+	HoldUntil time.Time
 }
 
 type DSNNotify string
