@@ -46,7 +46,9 @@ var commands = []command{
 	{words: "queue holdrule list", args: "", help: "List the hold rules.", run: runAdmin},
 	{words: "queue holdrule rm", args: "ID", help: "Remove a hold rule; what it held stays held.", run: runAdmin},
 	{words: "queue reschedule", args: "FILTER|-all [-in DURATION]", help: "Make the selected messages' pending recipients due now (as postqueue -f with -all), or after -in; durable before it answers.", run: runAdmin, flags: admin.QueueRescheduleFlags},
-	{words: "queue show", args: "ID", help: "Show a queued message: its envelope, and each recipient with its state and last attempt.", run: runAdmin},
+	{words: "queue show", args: "ID", help: "Show a queued message: its envelope, and each recipient with its state and every attempt (time, transport, reply, remote host and IP, TLS).", run: runAdmin},
+	{words: "queue retired list", args: "[FILTER]", help: "List the messages that left the queue (kept for [queue] keep_retired), with each recipient's final state; the filter flags of queue list select which.", run: runAdmin, flags: admin.QueueListFlags},
+	{words: "queue retired show", args: "ID", help: "Show a retired message: its envelope, Message-ID, Subject and each recipient's attempts.", run: runAdmin},
 	{words: "plugin list", args: "", help: "List plugins: what each serves, its state, pid and restart count.", run: runAdmin},
 	{words: "dns records", args: "DOMAIN", help: "Print the DNS records to publish for a local domain (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, TLSA) as a commented zone file.", run: runDNSRecords},
 	{words: "tlspubkey add", args: "[-no-imap-preauth] ADDRESS [NAME] < cert.pem", help: "Register a TLS client certificate's key: it logs in ADDRESS's account (IMAP PREAUTH, SASL EXTERNAL).", run: runTLSPubKeyAdd, flags: func(fs *flag.FlagSet) {

@@ -96,6 +96,8 @@ func (h *Handles) Handle(ctx context.Context, req ctl.Request, out io.Writer) er
 		})
 	case "queue holdrule":
 		return h.holdRule(ctx, args, out)
+	case "queue retired":
+		return h.queueRetired(ctx, args, out)
 	case "queue fail":
 		return h.queueChange(ctx, args, out, QueueChangeFlags, "failed", func(*flag.FlagSet) (func(context.Context, string) (bool, error), error) {
 			return h.Queue.Fail, nil
@@ -177,7 +179,11 @@ func (h *Handles) queueList(ctx context.Context, args []string, out io.Writer) e
 			case !r.NextAttempt.IsZero():
 				next = r.NextAttempt.Format(time.DateTime)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, queued, from, size, r.Address, r.State, r.Attempts, next, lastResult(r))
+			state := r.State.String()
+			if m.DeliveringTo(r) {
+				state = "delivering"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, queued, from, size, r.Address, state, r.Attempts, next, lastResult(r))
 		}
 	}
 	return tw.Flush()

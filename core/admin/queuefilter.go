@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -43,7 +42,7 @@ func queueFilterFlags(fs *flag.FlagSet) {
 	fs.String("transport", "", "messages with a pending recipient routed through this `transport`")
 	fs.Duration("older", 0, "messages queued longer ago than this `duration`")
 	fs.Duration("newer", 0, "messages queued within this `duration`")
-	fs.String("state", "", "messages with a recipient in this `state`: pending")
+	fs.String("state", "", "messages with a recipient in this `state`: "+strings.Join(queue.States, ", "))
 	fs.Duration("next-before", 0, "messages with a pending recipient due within this `duration`")
 }
 
@@ -224,63 +223,6 @@ func writeQueueJSON(out io.Writer, msgs []queue.MsgInfo) error {
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(l)
-}
-
-// queueShow runs `queue show ID`: the envelope and every recipient with
-// its last attempt.
-func (h *Handles) queueShow(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) != 1 {
-		return &ctl.UsageError{Msg: "usage: queue show ID"}
-	}
-	all, err := h.Queue.List(ctx)
-	if err != nil {
-		return err
-	}
-	i := slices.IndexFunc(all, func(m queue.MsgInfo) bool { return m.ID == args[0] })
-	if i < 0 {
-		return &ctl.UsageError{Msg: fmt.Sprintf("no queued message %q", args[0])}
-	}
-	m := all[i]
-	tw := tabwriter.NewWriter(out, 0, 4, 1, ' ', 0)
-	fmt.Fprintf(tw, "id:\t%s\n", m.ID)
-	fmt.Fprintf(tw, "queued:\t%s (%s ago)\n", m.Queued.Local().Format(time.DateTime), time.Since(m.Queued).Round(time.Second))
-	fmt.Fprintf(tw, "account:\t%s\n", m.Account)
-	fmt.Fprintf(tw, "from:\t%s\n", orNull(m.From))
-	fmt.Fprintf(tw, "message-id:\t%s\n", m.MessageID)
-	fmt.Fprintf(tw, "size:\t%d\n", m.Size)
-	var opts []string
-	for _, o := range []struct {
-		on   bool
-		text string
-	}{{m.Options.SMTPUTF8, "SMTPUTF8"}, {m.Options.RequireTLS, "REQUIRETLS"}, {m.Options.Body != "", "BODY=" + m.Options.Body},
-		{m.Options.EnvelopeID != "", "ENVID=" + m.Options.EnvelopeID}, {m.Options.DSNReturn != "", "RET=" + m.Options.DSNReturn}} {
-		if o.on {
-			opts = append(opts, o.text)
-		}
-	}
-	fmt.Fprintf(tw, "parameters:\t%s\n", strings.Join(opts, " "))
-	for _, r := range m.Recipients {
-		fmt.Fprintf(tw, "\nrecipient:\t%s\n", r.Address)
-		fmt.Fprintf(tw, "  state:\t%s, %d attempts\n", r.State, r.Attempts)
-		if r.State == queue.Pending && !r.NextAttempt.IsZero() {
-			fmt.Fprintf(tw, "  next attempt:\t%s\n", r.NextAttempt.Local().Format(time.DateTime))
-		}
-		if len(r.Notify) > 0 || r.ORcpt != "" {
-			fmt.Fprintf(tw, "  dsn:\tNOTIFY=%s ORCPT=%s\n", strings.Join(r.Notify, ","), r.ORcpt)
-		}
-		if r.LastAttempt.IsZero() {
-			continue
-		}
-		fmt.Fprintf(tw, "  last attempt:\t%s\n", r.LastAttempt.Local().Format(time.DateTime))
-		fmt.Fprintf(tw, "  result:\t%s\n", lastResult(r))
-		if r.Last.RemoteIP != "" {
-			fmt.Fprintf(tw, "  remote ip:\t%s\n", r.Last.RemoteIP)
-		}
-		if t := r.Last.TLS; t.Version != "" {
-			fmt.Fprintf(tw, "  tls:\t%s %s, %s\n", t.Version, t.Cipher, t.Verification)
-		}
-	}
-	return tw.Flush()
 }
 
 // HoldRuleAddFlags defines the flags of queue holdrule add.

@@ -106,6 +106,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 		MaxAttempts:       cfg.Queue.MaxAttempts,
 		MaxParallel:       cfg.Queue.MaxParallel,
 		MaxPerDestination: cfg.Queue.MaxPerDestination,
+		KeepRetired:       cfg.RetiredFor,
 		Log:               log,
 		Router:            localdelivery.Router(cfg, route.FromConfig(cfg)),
 		Deliverer:         loc.Deliverer(plugins),

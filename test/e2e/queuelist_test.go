@@ -61,7 +61,7 @@ transport = "smarthost"
 		t.Errorf("-json -from bob: %v\n%s", err, out)
 	}
 	show := mta(t, srv, "queue", "show", msgs[0].ID)
-	for _, want := range []string{`id:\s+` + msgs[0].ID, `from:\s+bob@example\.org`, `recipient:\s+y@other\.example`, `state:\s+pending, 1 attempts`, `result:\s+451 4\.3\.0 try later`, `next attempt:`} {
+	for _, want := range []string{`id:\s+` + msgs[0].ID, `from:\s+bob@example\.org`, `recipient:\s+y@other\.example`, `state:\s+pending, 1 attempts`, `attempt:\s+\S+ \S+ via \S+, \d+ms`, `result:\s+temporary 451 4\.3\.0 try later`, `next attempt:`} {
 		if !regexp.MustCompile(want).MatchString(show) {
 			t.Errorf("queue show lacks %s:\n%s", want, show)
 		}
@@ -140,7 +140,7 @@ transport = "smarthost"
 	if !logHas(srv, `msg="message dropped by the operator"`) {
 		t.Error("drop not logged")
 	}
-	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "delivering"}, {"-transport", "nowhere"}, {"extra"}} {
+	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "deferred"}, {"-transport", "nowhere"}, {"extra"}} {
 		if _, errOut, code := srv.MTA("", []string{"queue", "list"}, args...); code != 2 {
 			t.Errorf("queue list %q: exit %d, want 2\n%s", args, code, errOut)
 		}
