@@ -73,6 +73,9 @@ func (s *session) Data(r io.Reader) (err error) {
 	if id != "" {
 		attrs = append(attrs, slog.String("queueid", id))
 	}
+	if !s.release.IsZero() {
+		attrs = append(attrs, slog.String("release", s.release.UTC().Format(time.RFC3339)))
+	}
 	s.log.Info("transaction", attrs...)
 	return reply
 }
@@ -147,8 +150,8 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 	ctx, cancel := context.WithTimeout(s.srv.ctx, queueTimeout)
 	defer cancel()
 
-	// Local recipients are delivered now, before the reply. One that fails
-	// after others succeeded is queued for a retry by the local transport,
+	// Local recipients are delivered now, before the reply, unless held. One
+	// that fails after others succeeded is queued for a retry by the local transport,
 	// so the reply can still be 250 without losing it.
 	var queued []sdk.Recipient
 	var local []localdelivery.Rcpt    // Distinct accounts, in order, with their addresses.
@@ -176,8 +179,25 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 			local[i].Addresses = append(local[i].Addresses, s.recipients[r.index].Address)
 		}
 	}
+	// queueLocal queues an account's recipients for the local transport.
+	queueLocal := func(account string) {
+		for _, r := range rcptsOf[account] {
+			rcpt := s.recipients[r.index]
+			if r.member != "" {
+				rcpt.Address = r.member // The queue knows accounts, not aliases.
+			}
+			queued = append(queued, rcpt)
+		}
+	}
+	// A message held for a future release (RFC 4865) waits in the queue
+	// for local recipients too.
+	held := s.release.After(time.Now())
 	delivered, overQuota := 0, 0
-	if len(local) > 0 {
+	if held {
+		for _, l := range local {
+			queueLocal(l.Account)
+		}
+	} else if len(local) > 0 {
 		msg, err := sp.Reader()
 		if err != nil {
 			s.log.Error("reading spooled message", slog.Any("err", err))
@@ -201,20 +221,14 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 				overQuota++
 			}
 			s.log.Info("local delivery failed", slog.String("account", local[i].Account), slog.Any("err", err))
-			for _, r := range rcptsOf[local[i].Account] {
-				rcpt := s.recipients[r.index]
-				if r.member != "" {
-					rcpt.Address = r.member // The queue knows accounts, not aliases.
-				}
-				queued = append(queued, rcpt)
-			}
+			queueLocal(local[i].Account)
 		}
 	}
 	if len(local) == 0 && remote == 0 {
 		// Only an alias's author was a recipient: nothing to deliver.
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Delivered"}, size, ""
 	}
-	if delivered == 0 && remote == 0 {
+	if delivered == 0 && remote == 0 && !held {
 		// Nothing was done: the client may retry all of it.
 		if overQuota == len(local) {
 			return errOverQuota, size, ""
@@ -224,7 +238,7 @@ func (s *session) deliver(r io.Reader) (reply *smtp.SMTPError, size int64, id st
 	if len(queued) == 0 {
 		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Delivered"}, size, ""
 	}
-	env := queue.Envelope{Account: s.account, From: s.from, Recipients: queued, Options: s.opts}
+	env := queue.Envelope{Account: s.account, From: s.from, Recipients: queued, Options: s.opts, ReleaseAt: s.release}
 	id, err := s.srv.cfg.Queue.Add(ctx, env, sp)
 	if err != nil {
 		if delivered > 0 {

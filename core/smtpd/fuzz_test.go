@@ -2,9 +2,12 @@ package smtpd
 
 import (
 	"bytes"
+	"crypto/tls"
+	"encoding/base64"
 	"io"
 	"net"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -209,6 +212,9 @@ func FuzzMailRcpt(f *testing.F) {
 		{"<a@remote.example> BODY=8BITMIME ENVID=abc", "<b@elsewhere.example> ORCPT=rfc822;b@x"},
 		{"<\"a\\\"b\"@remote.example>", "<b@[127.0.0.1]>"},
 		{"<a\x00@x>", "<b\r@y>"}, {"<>", "<postmaster>"}, {"<a@b> SIZE=1 SIZE=2", "<b@c> ORCPT=utf-8;a\\x{01}"},
+		// Not offered on an MX (FuzzMailHold fuzzes them on submission).
+		{"<a@remote.example> HOLDFOR=5", "<b@elsewhere.example> HOLDFOR=5"},
+		{"<a@remote.example> holduntil=2030-01-02T15:04:05Z", "<b@elsewhere.example>"},
 	} {
 		f.Add(s[0], s[1], false)
 	}
@@ -274,10 +280,115 @@ func checkAccepted(t *testing.T, cmd, arg string, smtputf8, helo bool) {
 		}
 	}
 	for _, p := range strings.Fields(params) {
-		if k, v, _ := strings.Cut(p, "="); strings.EqualFold(k, "ENVID") && len(v) > 100 { // RFC 3461 §4.4, as sent.
+		k, v, _ := strings.Cut(p, "=")
+		if strings.EqualFold(k, "ENVID") && len(v) > 100 { // RFC 3461 §4.4, as sent.
 			fail("ENVID over 100")
 		}
+		if cmd == "MAIL" && (strings.EqualFold(k, "HOLDFOR") || strings.EqualFold(k, "HOLDUNTIL")) {
+			fail("FUTURERELEASE is for submission only") // RFC 4865 §3
+		}
 	}
+}
+
+// FuzzMailHold sends MAIL FROM with arbitrary parameters in an
+// authenticated submission session offering FUTURERELEASE (7 days), then a
+// message. Invariants: every reply has a code; an accepted hold is one
+// HOLDFOR of 1 to 9 digits up to the limit or one HOLDUNTIL in RFC 3339
+// from now to the limit (RFC 4865 §3), and the queue gets that release;
+// without a hold, none.
+func FuzzMailHold(f *testing.F) {
+	for _, s := range []string{
+		"HOLDFOR=0", "HOLDFOR=604800", "HOLDFOR=604801", "HOLDFOR=000000060 SIZE=10 BODY=8BITMIME",
+		"HOLDFOR=5 HOLDUNTIL=2030-01-02T15:04:05Z", "HOLDFOR=-1", "HOLDFOR=1e3", "HOLDFOR=1 HOLDFOR=2",
+		"HOLDUNTIL=2030-01-02T15:04:05Z", "holduntil=2000-01-02t15:04:05.5z", "HOLDUNTIL=2030-01-02T15:04:05+25:00",
+		"HOLDUNTIL=tomorrow", "HOLDUNTIL", "SMTPUTF8", "",
+	} {
+		f.Add(s)
+	}
+	ts := startServer(f, config.KindSubmission, futureRelease)
+	const limit = 7 * 24 * time.Hour
+	f.Fuzz(func(t *testing.T, params string) {
+		params = strings.NewReplacer("\r", "", "\n", "").Replace(params)
+		params = params[:min(len(params), 1900)]
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.(*net.TCPConn).SetLinger(0)
+		defer nc.Close()
+		nc.SetDeadline(time.Now().Add(3 * time.Second))
+		tc := textproto.NewConn(nc)
+		reply(t, tc, "connect")
+		io.WriteString(nc, ehlo+"STARTTLS\r\n")
+		reply(t, tc, "EHLO")
+		if code, _ := reply(t, tc, "STARTTLS"); code != 220 {
+			t.Fatalf("STARTTLS: %d", code)
+		}
+		tlsc := tls.Client(nc, clientTLS(t))
+		tc = textproto.NewConn(tlsc)
+		io.WriteString(tlsc, ehlo+"AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret"))+"\r\n")
+		reply(t, tc, "EHLO")
+		if code, _ := reply(t, tc, "AUTH"); code != 235 {
+			t.Fatalf("AUTH: %d", code)
+		}
+		before := time.Now()
+		io.WriteString(tlsc, "MAIL FROM:<alice@example.org> "+params+"\r\n")
+		if code, _ := reply(t, tc, "MAIL"); code != 250 {
+			return
+		}
+		after := time.Now()
+		n := len(ts.queue.messages())
+		io.WriteString(tlsc, "RCPT TO:<carol@remote.example>\r\nDATA\r\n")
+		reply(t, tc, "RCPT")
+		reply(t, tc, "DATA")
+		io.WriteString(tlsc, "Subject: x\r\n\r\nx\r\n.\r\n")
+		if code, msg := reply(t, tc, "message"); code != 250 {
+			t.Fatalf("message refused: %d %s", code, msg)
+		}
+		msgs := ts.queue.messages()
+		if len(msgs) != n+1 {
+			t.Fatalf("%d messages queued, want %d", len(msgs), n+1)
+		}
+		got := msgs[n].env.ReleaseAt
+		var holds []string
+		for _, p := range strings.Fields(params) {
+			if k, _, _ := strings.Cut(p, "="); strings.EqualFold(k, "HOLDFOR") || strings.EqualFold(k, "HOLDUNTIL") {
+				holds = append(holds, p)
+			}
+		}
+		fail := func(why string) { t.Fatalf("MAIL %q accepted, release %v: %s", params, got, why) }
+		if len(holds) == 0 {
+			if !got.IsZero() {
+				fail("no hold asked")
+			}
+			return
+		}
+		if len(holds) > 1 {
+			fail("more than one hold")
+		}
+		k, v, _ := strings.Cut(holds[0], "=")
+		if strings.EqualFold(k, "HOLDFOR") {
+			secs, err := strconv.Atoi(v)
+			switch {
+			case len(v) < 1 || len(v) > 9 || strings.Trim(v, "0123456789") != "" || err != nil:
+				fail("HOLDFOR not 1*9DIGIT")
+			case time.Duration(secs)*time.Second > limit:
+				fail("HOLDFOR over the limit")
+			case got.Before(before.Add(time.Duration(secs)*time.Second)) || got.After(after.Add(time.Duration(secs)*time.Second)):
+				fail("release not HOLDFOR from now")
+			}
+			return
+		}
+		want, err := time.Parse(time.RFC3339, strings.ToUpper(v))
+		switch {
+		case err != nil:
+			fail("HOLDUNTIL not RFC 3339")
+		case !got.Equal(want):
+			fail("release not the HOLDUNTIL")
+		case want.Before(before.Truncate(time.Second)) || want.After(after.Add(limit)):
+			fail("HOLDUNTIL out of range")
+		}
+	})
 }
 
 // splitPath splits a MAIL or RCPT argument after its path: at the first

@@ -70,7 +70,8 @@ type session struct {
 	start      time.Time
 	from       string
 	opts       sdk.DeliverOptions
-	size       int64 // MAIL FROM SIZE=, 0 if not given.
+	size       int64     // MAIL FROM SIZE=, 0 if not given.
+	release    time.Time // MAIL FROM HOLDFOR= or HOLDUNTIL= (RFC 4865); zero if not given.
 	recipients []sdk.Recipient
 	targets    [][]target // Per recipient: the local accounts it goes to; none if remote.
 }
@@ -144,6 +145,7 @@ func (s *session) Reset() {
 	s.from = ""
 	s.opts = sdk.DeliverOptions{}
 	s.size = 0
+	s.release = time.Time{}
 	s.recipients = nil
 	s.targets = nil
 	s.txHeaders = nil
@@ -173,7 +175,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) (err error) {
 		s.log.Info("sender refused", slog.String("account", s.account), slog.String("from", from), slog.Int("code", err.Code))
 		return err
 	}
-	s.from, s.size = from, opts.Size
+	s.from, s.size, s.release = from, opts.Size, opts.HoldUntil
 	if s.srv.cfg.Policies.Wants(sdk.StageMail) {
 		if err, _ := s.runPolicy(s.checkRequest(sdk.StageMail), nil); err != nil {
 			s.log.Info("sender refused by policy", slog.String("account", s.account), slog.String("from", from), slog.Int("code", err.Code))

@@ -14,7 +14,8 @@
 // Received header prepended (RFC 5321 §4.4); a message with a bare CR or LF is
 // refused, as its line endings could be read differently by the next hop
 // (SMTP smuggling). The queue acknowledges a message only once it is durable,
-// and only then does the client get its 250.
+// and only then does the client get its 250. A submission may ask for its
+// message to be held until a later time (RFC 4865 FUTURERELEASE).
 package smtpd
 
 import (
@@ -101,7 +102,12 @@ type Config struct {
 	// Policies are the listener's policy checks, asked at each stage of a
 	// transaction (core/policy). Nil: none.
 	Policies *policy.Chain
-	Queue    Queue
+	// FutureRelease is the longest a submission may ask for its message
+	// to be held before delivery (RFC 4865 FUTURERELEASE: MAIL's HOLDFOR
+	// and HOLDUNTIL); offered on submission listeners only. Zero: not
+	// offered.
+	FutureRelease time.Duration
+	Queue         Queue
 	// Local delivers to local accounts. Nil: recipients at local domains
 	// are refused with a temporary error.
 	Local Local
@@ -237,6 +243,10 @@ func New(cfg Config) (*Server, error) {
 	srv.EnableDSN = true      // RFC 3461
 	// RFC 8689; go-smtp advertises it only on TLS sessions.
 	srv.EnableREQUIRETLS = cfg.TLS != nil
+	if cfg.Listener.Kind != config.KindSMTP {
+		// RFC 4865 §3: for submission, whose MAIL needs AUTH here.
+		srv.FutureRelease = cfg.FutureRelease
+	}
 	srv.ErrorLog = errorLog{log}
 	s.smtp = srv
 	return s, nil

@@ -1,7 +1,9 @@
 package smtpd
 
 import (
+	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"io"
 	"net"
 	"net/textproto"
@@ -34,6 +36,31 @@ func converse(t *testing.T, ts *testServer, steps []step) {
 	if _, _, err := tc.ReadResponse(220); err != nil {
 		t.Fatal(err)
 	}
+	runSteps(t, nc, tc, steps)
+}
+
+// converseSubmission is converse on a submission listener: EHLO, STARTTLS,
+// EHLO again and, with auth, AUTH PLAIN as alice with "secret", then steps.
+func converseSubmission(t *testing.T, ts *testServer, auth bool, steps []step) {
+	t.Helper()
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	runSteps(t, nc, textproto.NewConn(nc), []step{{"", 220, ""}, {ehlo, 250, ""}, {"STARTTLS\r\n", 220, ""}})
+	tc := tls.Client(nc, clientTLS(t))
+	first := []step{{ehlo, 250, ""}}
+	if auth {
+		first = append(first, step{"AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")) + "\r\n", 235, ""})
+	}
+	runSteps(t, tc, textproto.NewConn(tc), append(first, steps...))
+}
+
+// runSteps runs steps on a connection; see converse.
+func runSteps(t *testing.T, nc net.Conn, tc *textproto.Conn, steps []step) {
+	t.Helper()
 	for _, st := range steps {
 		if st.send != "" {
 			if _, err := io.WriteString(nc, st.send); err != nil {
@@ -214,4 +241,67 @@ func TestAuthBadBase64(t *testing.T) {
 	expect(501, "5.5.2")
 	tp.PrintfLine("NOOP")
 	expect(250, "")
+}
+
+// quickPasswords knows alice's password "secret", without the cost of
+// bcrypt, for tests that log in many times.
+type quickPasswords struct{}
+
+func (quickPasswords) CheckPassword(ctx context.Context, account, password string) (bool, error) {
+	return account == "alice" && password == "secret", nil
+}
+
+// futureRelease configures a submission listener as mta.toml's default
+// does: FUTURERELEASE with a hold of up to 7 days.
+func futureRelease(cfg *Config) {
+	cfg.Auth = quickPasswords{}
+	cfg.FutureRelease = 7 * 24 * time.Hour
+}
+
+// HOLDFOR and HOLDUNTIL (RFC 4865, third_party/go-smtp patch 12): each
+// refusal has its reply, and the session goes on.
+func TestStrictFutureRelease(t *testing.T) {
+	sub := startServer(t, config.KindSubmission, futureRelease)
+	mx := startServer(t, config.KindSMTP, func(cfg *Config) {
+		relayLoopback(cfg)
+		cfg.FutureRelease = 7 * 24 * time.Hour // Not offered on MX all the same.
+	})
+	at := func(d time.Duration) string { return time.Now().Add(d).UTC().Format(time.RFC3339) }
+	const from = "MAIL FROM:<alice@example.org> "
+	for _, tc := range []struct {
+		name  string
+		ts    *testServer // Submission: after AUTH.
+		steps []step
+	}{
+		{"HOLDFOR=0", sub, []step{{from + "HOLDFOR=0\r\n", 250, ""}}},
+		{"HOLDFOR the longest", sub, []step{{from + "HOLDFOR=604800\r\n", 250, ""}}},
+		{"HOLDFOR too long", sub, []step{{from + "HOLDFOR=604801\r\n", 554, "5.5.4 HOLDFOR=604801 is longer"}, {"NOOP\r\n", 250, ""}}},
+		{"HOLDFOR of 10 digits", sub, []step{{from + "HOLDFOR=1000000000\r\n", 501, "5.5.4 HOLDFOR must be"}}},
+		{"HOLDFOR not a number", sub, []step{{from + "HOLDFOR=soon\r\n", 501, "5.5.4 HOLDFOR must be"}}},
+		{"HOLDFOR negative", sub, []step{{from + "HOLDFOR=-5\r\n", 501, "5.5.4 HOLDFOR must be"}}},
+		{"HOLDFOR empty", sub, []step{{from + "HOLDFOR=\r\n", 501, "5.5.4 HOLDFOR must be"}}},
+		{"HOLDFOR and HOLDUNTIL", sub, []step{{from + "HOLDFOR=5 HOLDUNTIL=" + at(time.Hour) + "\r\n", 501, "5.5.4 HOLDFOR and HOLDUNTIL cannot both"}, {from + "HOLDFOR=5\r\n", 250, ""}}},
+		{"HOLDFOR twice", sub, []step{{from + "HOLDFOR=5 holdfor=6\r\n", 501, "5.5.4"}}},
+		{"HOLDUNTIL", sub, []step{{from + "HOLDUNTIL=" + at(time.Hour) + "\r\n", 250, ""}}},
+		{"HOLDUNTIL with an offset", sub, []step{{from + "HOLDUNTIL=" + time.Now().Add(time.Hour).In(time.FixedZone("", -5*3600)).Format(time.RFC3339) + "\r\n", 250, ""}}},
+		{"HOLDUNTIL not RFC 3339", sub, []step{{from + "HOLDUNTIL=tomorrow\r\n", 501, "5.5.4 HOLDUNTIL must be an RFC 3339"}}},
+		{"HOLDUNTIL without a zone", sub, []step{{from + "HOLDUNTIL=2030-01-02T15:04:05\r\n", 501, "5.5.4 HOLDUNTIL must be an RFC 3339"}}},
+		{"HOLDUNTIL in the past", sub, []step{{from + "HOLDUNTIL=" + at(-time.Hour) + "\r\n", 554, "5.5.4 HOLDUNTIL is in the past"}}},
+		{"HOLDUNTIL too late", sub, []step{{from + "HOLDUNTIL=" + at(8*24*time.Hour) + "\r\n", 554, "5.5.4 HOLDUNTIL is later than"}, {"NOOP\r\n", 250, ""}}},
+		// The session refuses MAIL before AUTH, hold or not.
+		{"HOLDFOR before AUTH", nil, []step{{from + "HOLDFOR=5\r\n", 530, "5.7.0"}}},
+		{"HOLDFOR on MX", mx, []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> HOLDFOR=5\r\n", 555, "5.5.4 HOLDFOR and HOLDUNTIL are not offered"}, {mailOK, 250, ""}}},
+		{"HOLDUNTIL on MX", mx, []step{{ehlo, 250, ""}, {"MAIL FROM:<a@remote.example> HOLDUNTIL=" + at(time.Hour) + "\r\n", 555, "5.5.4"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			switch tc.ts {
+			case mx:
+				converse(t, mx, tc.steps)
+			case nil:
+				converseSubmission(t, sub, false, tc.steps)
+			default:
+				converseSubmission(t, sub, true, tc.steps)
+			}
+		})
+	}
 }
