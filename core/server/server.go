@@ -168,6 +168,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Write
 				Keys:            st,
 				Suppressions:    st,
 				Policies:        checks,
+				FutureRelease:   cfg.Queue.FutureRelease(),
 				Queue:           q,
 				Local:           loc,
 			})
