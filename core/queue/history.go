@@ -104,17 +104,7 @@ func (q *Queue) RetiredList(ctx context.Context) ([]Retired, error) {
 
 // RetiredMsg returns retired message id; ErrNotFound if there is none.
 func (q *Queue) RetiredMsg(ctx context.Context, id string) (Retired, error) {
-	n, err := parseID(id)
-	if err != nil {
-		return Retired{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	r := Retired{ID: n}
-	if err := q.db.Get(ctx, &r); err == bstore.ErrAbsent {
-		return Retired{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	} else if err != nil {
-		return Retired{}, fmt.Errorf("retired message %s: %w", id, err)
-	}
-	return r, nil
+	return getByID[Retired](ctx, q, id, "retired message")
 }
 
 // pruneBatch bounds the retired records one transaction removes, so a

@@ -587,21 +587,32 @@ func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
 // Get returns queued message id as List would; ErrNotFound if there is
 // none.
 func (q *Queue) Get(ctx context.Context, id string) (MsgInfo, error) {
-	n, err := parseID(id)
+	m, err := getByID[Msg](ctx, q, id, "queued message")
 	if err != nil {
-		return MsgInfo{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	m := Msg{ID: n}
-	if err := q.db.Get(ctx, &m); err == bstore.ErrAbsent {
-		return MsgInfo{}, fmt.Errorf("%w: %s", ErrNotFound, id)
-	} else if err != nil {
-		return MsgInfo{}, fmt.Errorf("queued message %s: %w", id, err)
+		return MsgInfo{}, err
 	}
 	mi := info(&m)
 	q.mu.Lock()
 	mi.Delivering = q.deliveringLocked(mi.ID)
 	q.mu.Unlock()
 	return mi, nil
+}
+
+// getByID reads the record of type T with queue ID id; ErrNotFound if
+// there is none. what names the record in errors.
+func getByID[T any](ctx context.Context, q *Queue, id, what string) (T, error) {
+	var zero T
+	n, err := parseID(id)
+	if err != nil {
+		return zero, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	v, err := bstore.QueryDB[T](ctx, q.db).FilterID(n).Get()
+	if err == bstore.ErrAbsent {
+		return zero, fmt.Errorf("%w: %s", ErrNotFound, id)
+	} else if err != nil {
+		return zero, fmt.Errorf("%s %s: %w", what, id, err)
+	}
+	return v, nil
 }
 
 func info(m *Msg) MsgInfo {
