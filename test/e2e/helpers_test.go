@@ -63,6 +63,7 @@ type setup struct {
 	MaxMessageSize string            // Default: the server's.
 	BackoffScale   float64           // Default 0.0001.
 	MaxAttempts    int               // Default: the server's.
+	KeepRetired    string            // [queue] keep_retired; default: the server's.
 	Transports     map[string]string // transport-submission instances: name → smarthost host:port, tls = "none".
 	// Rest is appended verbatim: routes, domains, accounts. Default: the
 	// domain example.org and the account alice with alice@example.org.
@@ -99,6 +100,9 @@ func serverConfig(bin *mtatest.Binaries, s setup, submission, submissions, mx st
 	fmt.Fprintf(&b, "[queue]\nbackoff_scale = %g\n", scale)
 	if s.MaxAttempts > 0 {
 		fmt.Fprintf(&b, "max_attempts = %d\n", s.MaxAttempts)
+	}
+	if s.KeepRetired != "" {
+		fmt.Fprintf(&b, "keep_retired = %q\n", s.KeepRetired)
 	}
 	fmt.Fprintf(&b, "[[listeners]]\nname = \"submission\"\nkind = \"submission\"\naddress = %q\n", submission)
 	if len(s.SubmitPolicies) > 0 {
@@ -240,13 +244,13 @@ func wantSMTPError(t *testing.T, what string, err error, code int, enhanced smtp
 	}
 }
 
-// mta runs an mta command against srv's configuration and fails the test
-// unless it exits 0.
+// mta runs an mta command (its command words, then its arguments) against
+// srv's configuration and fails the test unless it exits 0.
 func mta(t *testing.T, srv *mtatest.Server, words ...string) string {
 	t.Helper()
-	n := 2
-	if len(words) < 2 {
-		n = len(words)
+	n := min(2, len(words))
+	if n == 2 && (words[1] == "retired" || words[1] == "holdrule") {
+		n = 3 // queue retired list, queue holdrule add, ...
 	}
 	out, errOut, code := srv.MTA("", words[:n], words[n:]...)
 	if code != 0 {

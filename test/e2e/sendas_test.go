@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -24,7 +26,8 @@ import (
 // reaches A's sink with its envelope sender and content; one of B's user
 // x@other-site.example, a domain send_as does not list, is refused by A at
 // MAIL with 553 5.7.1 and comes back to x on B as a failure DSN, without
-// being retried.
+// being retried. B keeps the delivered message retired: queue retired show
+// shows its attempt with the TLS used.
 func TestSendAsSmarthost(t *testing.T) {
 	t.Parallel()
 	sink := startSink(t, nil)
@@ -45,7 +48,7 @@ transport = "out"
 	}
 	caFile, _ := certs.SelfSignedPaths(filepath.Join(a.Dir, "data"))
 	_, port, _ := strings.Cut(a.Listeners["submission"], ":")
-	b := startServer(t, setup{Hostname: "mail.customer.example", IMAP: true, Rest: fmt.Sprintf(`[transports.provider]
+	b := startServer(t, setup{Hostname: "mail.customer.example", IMAP: true, KeepRetired: "1h", Rest: fmt.Sprintf(`[transports.provider]
 plugin = "transport-submission"
 [transports.provider.config]
 host = "localhost"
@@ -100,6 +103,21 @@ addresses = ["x@other-site.example"]
 		t.Errorf("A logged no AUTH of relay on its submission listener")
 	}
 	waitQueueEmpty(t, b)
+	// B keeps the delivered message retired with its attempt: TLS 1.3 to
+	// A, the certificate verified against ca_file.
+	var retired []struct {
+		ID string `json:"id"`
+	}
+	if out := mta(t, b, "queue", "retired", "list", "-json", "-from", "news@customer.example"); json.Unmarshal([]byte(out), &retired) != nil || len(retired) != 1 {
+		t.Fatalf("queue retired list on B: want the delivered message, got:\n%s", out)
+	}
+	show := mta(t, b, "queue", "retired", "show", retired[0].ID)
+	for _, want := range []string{`retired:\s+\S+ \S+, left the queue`, `recipient:\s+someone@remote\.example`, `state:\s+delivered, 1 attempts`,
+		`attempt:\s+\S+ \S+ via provider, \d+ms`, `result:\s+delivered 250 `, `remote:\s+localhost 127\.0\.0\.1`, `tls:\s+TLS1\.3 TLS_\S+, pkix`} {
+		if !regexp.MustCompile(want).MatchString(show) {
+			t.Errorf("queue retired show on B lacks %s:\n%s", want, show)
+		}
+	}
 
 	// x@other-site.example: A refuses the sender at MAIL, B returns a
 	// failure DSN to x.
