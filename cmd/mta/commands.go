@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -178,7 +179,13 @@ func callAdmin(c *cmdContext, cfg *config.Config, req ctl.Request) error {
 			return err
 		}
 	}
-	return h.Handle(ctx, req, c.stdout)
+	// Commands write in small pieces (a table cell at a time).
+	out := bufio.NewWriterSize(c.stdout, 64<<10)
+	err = h.Handle(ctx, req, out)
+	if ferr := out.Flush(); err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // readPassword reads a new password: on a terminal it asks twice without

@@ -11,7 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -33,8 +35,11 @@ type Handles struct {
 	// started them (StartPlugins).
 	Plugins *pluginhost.Manager
 
-	ownPlugins bool         // Started by StartPlugins.
-	router     queue.Router // For queue filters by transport; made when first needed.
+	ownPlugins bool // Started by StartPlugins.
+	// router is the queue's, for queue filters by transport: made when
+	// first needed, by one of the commands that may run at once.
+	routerOnce sync.Once
+	router     queue.Router
 }
 
 // Open opens the data of cfg for administrative commands while no server
@@ -149,7 +154,7 @@ func (h *Handles) queueList(ctx context.Context, args []string, out io.Writer) e
 	if err != nil {
 		return err
 	}
-	msgs, queued, err := h.selectMessages(ctx, f)
+	msgs, queued, err := h.Queue.Select(ctx, f, h.transportOf)
 	if err != nil {
 		return err
 	}
@@ -164,26 +169,40 @@ func (h *Handles) queueList(ctx context.Context, args []string, out io.Writer) e
 		}
 		return nil
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tQUEUED\tFROM\tSIZE\tRECIPIENT\tSTATE\tATTEMPTS\tNEXT\tLAST RESULT")
-	for _, m := range msgs {
-		for i, r := range m.Recipients {
-			id, queued, from, size := "", "", "", ""
-			if i == 0 {
-				id, queued, from, size = m.ID, m.Queued.Format(time.DateTime), orNull(m.From), fmt.Sprint(m.Size)
-			}
+	return writeRecipientRows(out, "ID\tQUEUED\tFROM\tSIZE\tRECIPIENT\tSTATE\tATTEMPTS\tNEXT\tLAST RESULT", msgs,
+		func(i int) []string {
+			m := msgs[i]
+			return []string{m.ID, m.Queued.Local().Format(time.DateTime), orNull(m.From), strconv.FormatInt(m.Size, 10)}
+		},
+		func(i int, r queue.Rcpt) []string {
 			next := ""
 			switch {
 			case r.State == queue.Failing:
-				next = "DSN " + r.NotifyAt.Format(time.DateTime) // The DSN could not be queued yet.
+				next = "DSN " + r.NotifyAt.Local().Format(time.DateTime) // The DSN could not be queued yet.
 			case !r.NextAttempt.IsZero():
-				next = r.NextAttempt.Format(time.DateTime)
+				next = r.NextAttempt.Local().Format(time.DateTime)
 			}
 			state := r.State.String()
-			if m.DeliveringTo(r) {
+			if msgs[i].DeliveringTo(r) {
 				state = "delivering"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", id, queued, from, size, r.Address, state, r.Attempts, next, lastResult(r))
+			return []string{r.Address, state, strconv.Itoa(r.Attempts), next, lastResult(r)}
+		})
+}
+
+// writeRecipientRows writes the table with header of msgs: a row for each
+// recipient, with the recipient's columns (rcptCols) after those of its
+// message (msgCols, of msgs[i]), which only the message's first row shows.
+func writeRecipientRows(out io.Writer, header string, msgs []queue.MsgInfo, msgCols func(i int) []string, rcptCols func(i int, r queue.Rcpt) []string) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for i, m := range msgs {
+		cols := msgCols(i)
+		for k, r := range m.Recipients {
+			if k == 1 {
+				clear(cols)
+			}
+			fmt.Fprintln(tw, strings.Join(cols, "\t")+"\t"+strings.Join(rcptCols(i, r), "\t"))
 		}
 	}
 	return tw.Flush()

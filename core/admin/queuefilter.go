@@ -95,23 +95,6 @@ func flagDuration(fs *flag.FlagSet, name string) time.Duration {
 	return fs.Lookup(name).Value.(flag.Getter).Get().(time.Duration)
 }
 
-// selectMessages returns the queued messages f selects, and how many are
-// queued.
-func (h *Handles) selectMessages(ctx context.Context, f queue.Filter) ([]queue.MsgInfo, int, error) {
-	all, err := h.Queue.List(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	now := time.Now()
-	var msgs []queue.MsgInfo
-	for _, m := range all {
-		if f.Match(m, now, h.transportOf) {
-			msgs = append(msgs, m)
-		}
-	}
-	return msgs, len(all), nil
-}
-
 // QueueChangeFlags defines the flags of queue hold and release: the
 // filter, or -all.
 func QueueChangeFlags(fs *flag.FlagSet) {
@@ -135,7 +118,7 @@ func (h *Handles) queueChange(ctx context.Context, args []string, out io.Writer,
 	if err != nil {
 		return err
 	}
-	msgs, _, err := h.selectMessages(ctx, f)
+	msgs, _, err := h.Queue.Select(ctx, f, h.transportOf)
 	if err != nil {
 		return err
 	}
@@ -172,9 +155,7 @@ func (h *Handles) queueReschedule(ctx context.Context, args []string, out io.Wri
 // transportOf is the transport a pending recipient goes through now, as
 // the queue's router decides it.
 func (h *Handles) transportOf(m queue.MsgInfo, r queue.Rcpt) string {
-	if h.router == nil {
-		h.router = localdelivery.Router(h.Config, route.FromConfig(h.Config))
-	}
+	h.routerOnce.Do(func() { h.router = localdelivery.Router(h.Config, route.FromConfig(h.Config)) })
 	from, _ := mailaddr.ParseAddress(m.From)
 	to, _ := mailaddr.ParseAddress(r.Address)
 	return h.router.Route(m.Account, from.Domain, to.Domain, r.Attempts)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -64,22 +65,18 @@ func (h *Handles) queueRetired(ctx context.Context, args []string, out io.Writer
 			fmt.Fprintf(out, "no retired message matches (%d retired; [queue] keep_retired keeps them)\n", len(all))
 			return nil
 		}
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tQUEUED\tRETIRED\tFROM\tRECIPIENT\tSTATE\tATTEMPTS\tLAST RESULT")
-		for i, m := range msgs {
-			for k, r := range m.Recipients {
-				id, queued, at, from := "", "", "", ""
-				if k == 0 {
-					id, queued, at, from = m.ID, m.Queued.Local().Format(time.DateTime), retired[i].Retired.Local().Format(time.DateTime), orNull(m.From)
-				}
+		return writeRecipientRows(out, "ID\tQUEUED\tRETIRED\tFROM\tRECIPIENT\tSTATE\tATTEMPTS\tLAST RESULT", msgs,
+			func(i int) []string {
+				m := msgs[i]
+				return []string{m.ID, m.Queued.Local().Format(time.DateTime), retired[i].Retired.Local().Format(time.DateTime), orNull(m.From)}
+			},
+			func(i int, r queue.Rcpt) []string {
 				state := r.State.String()
 				if retired[i].Dropped && r.State != queue.Delivered && r.State != queue.Failed {
 					state = "dropped"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", id, queued, at, from, r.Address, state, r.Attempts, lastResult(r))
-			}
-		}
-		return tw.Flush()
+				return []string{r.Address, state, strconv.Itoa(r.Attempts), lastResult(r)}
+			})
 	case "show":
 		if len(args) != 2 {
 			return &ctl.UsageError{Msg: "usage: queue retired show ID"}

@@ -3,11 +3,15 @@
 // the process that holds the databases open (bstore allows one process per
 // file). When no server runs, the commands open the data directly.
 //
-// The protocol is one JSON request and one JSON response per connection.
+// The protocol is one request per connection: the client sends it as JSON;
+// the server streams the command's output in frames as it is written, then
+// ends with a result frame (see writeFrame).
 package ctl
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,10 +36,47 @@ type Request struct {
 	Stdin []byte   `json:"stdin,omitempty"`
 }
 
-type response struct {
-	Output string `json:"output"`
-	Error  string `json:"error,omitempty"`
-	Usage  bool   `json:"usage,omitempty"`
+// result ends a response: how the command ended.
+type result struct {
+	Error string `json:"error,omitempty"`
+	Usage bool   `json:"usage,omitempty"`
+}
+
+// Frame kinds. A frame is its kind, its payload's length as 4 bytes big
+// endian, and the payload: output as written, or the result as JSON.
+const (
+	frameOutput byte = 'o'
+	frameResult byte = 'r'
+	// maxFrame bounds a frame's payload; the server writes at most
+	// frameSize, the client refuses more than maxFrame.
+	frameSize = 64 << 10
+	maxFrame  = 1 << 20
+)
+
+// writeFrame writes one frame to w.
+func writeFrame(w io.Writer, kind byte, p []byte) error {
+	var h [5]byte
+	h[0] = kind
+	binary.BigEndian.PutUint32(h[1:], uint32(len(p)))
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(p)
+	return err
+}
+
+// outputFrames writes each Write as output frames of at most frameSize.
+type outputFrames struct{ w io.Writer }
+
+func (o outputFrames) Write(p []byte) (int, error) {
+	for n := 0; n < len(p); {
+		k := min(len(p)-n, frameSize)
+		if err := writeFrame(o.w, frameOutput, p[n:n+k]); err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return len(p), nil
 }
 
 // Handler runs a command, writing its output to out.
@@ -102,16 +143,22 @@ func (s *Server) handle(c net.Conn) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var out strings.Builder
-	err := s.call(ctx, req, &out)
-	resp := response{Output: out.String()}
+	// A client that stops reading stalls only this command, and no longer
+	// than its time limit. Small writes are gathered into large frames.
+	c.SetWriteDeadline(time.Now().Add(5 * time.Minute))
+	out := bufio.NewWriterSize(outputFrames{c}, frameSize)
+	err := s.call(ctx, req, out)
+	var res result
 	if err != nil {
-		resp.Error = err.Error()
+		res.Error = err.Error()
 		var ue *UsageError
-		resp.Usage = errors.As(err, &ue)
+		res.Usage = errors.As(err, &ue)
 	}
 	s.log.Info("control command", slog.String("command", strings.Join(req.Args, " ")), slog.Bool("ok", err == nil))
-	json.NewEncoder(c).Encode(resp)
+	b, _ := json.Marshal(res)
+	if out.Flush() == nil {
+		writeFrame(c, frameResult, b)
+	}
 }
 
 // call runs the handler; a panic in it fails the command, not the server.
@@ -152,16 +199,40 @@ func Call(ctx context.Context, path string, req Request, out io.Writer) error {
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
-	var resp response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		return fmt.Errorf("control socket: reading response: %w", err)
-	}
-	io.WriteString(out, resp.Output)
-	if resp.Error != "" {
-		if resp.Usage {
-			return &UsageError{Msg: resp.Error}
+	r := bufio.NewReaderSize(c, frameSize+5)
+	for {
+		var h [5]byte
+		if _, err := io.ReadFull(r, h[:]); err != nil {
+			return fmt.Errorf("control socket: response cut short: %w", err)
 		}
-		return errors.New(resp.Error)
+		n := binary.BigEndian.Uint32(h[1:])
+		if n > maxFrame {
+			return fmt.Errorf("control socket: frame of %d bytes", n)
+		}
+		switch h[0] {
+		case frameOutput:
+			if _, err := io.CopyN(out, r, int64(n)); err != nil {
+				return fmt.Errorf("control socket: reading output: %w", err)
+			}
+		case frameResult:
+			var res result
+			b := make([]byte, n)
+			if _, err := io.ReadFull(r, b); err != nil {
+				return fmt.Errorf("control socket: response cut short: %w", err)
+			}
+			if err := json.Unmarshal(b, &res); err != nil {
+				return fmt.Errorf("control socket: reading result: %w", err)
+			}
+			switch {
+			case res.Error == "":
+				return nil
+			case res.Usage:
+				return &UsageError{Msg: res.Error}
+			default:
+				return errors.New(res.Error)
+			}
+		default:
+			return fmt.Errorf("control socket: unknown frame kind %q", h[0])
+		}
 	}
-	return nil
 }

@@ -27,6 +27,13 @@ func TestCall(t *testing.T) {
 			return &UsageError{Msg: "bad input"}
 		case "panic":
 			panic("handler failed")
+		case "big":
+			// Many small writes and one large one: frames of frameSize.
+			for i := range 50_000 {
+				fmt.Fprintf(out, "%d\n", i)
+			}
+			out.Write([]byte(strings.Repeat("x", 3*frameSize+1)))
+			return errors.New("failed after output")
 		}
 		return errors.New("failed")
 	}
@@ -37,6 +44,16 @@ func TestCall(t *testing.T) {
 	var out strings.Builder
 	if err := Call(ctx, path, Request{Args: []string{"echo", "a", "b"}, Stdin: []byte("in")}, &out); err != nil || out.String() != "a b|in" {
 		t.Fatalf("echo: %q %v", out.String(), err)
+	}
+	// Output larger than a frame arrives whole, and the error after it.
+	var want strings.Builder
+	for i := range 50_000 {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	want.WriteString(strings.Repeat("x", 3*frameSize+1))
+	out.Reset()
+	if err := Call(ctx, path, Request{Args: []string{"big"}}, &out); err == nil || err.Error() != "failed after output" || out.String() != want.String() {
+		t.Fatalf("big: %d bytes of output (want %d), error %v", out.Len(), want.Len(), err)
 	}
 	var ue *UsageError
 	if err := Call(ctx, path, Request{Args: []string{"bad"}}, io.Discard); !errors.As(err, &ue) {

@@ -57,6 +57,19 @@ func TestHistory(t *testing.T) {
 	if l, _ := q.List(ctx); len(l) != 1 || !slices.Equal(l[0].Delivering, []string{"example.com"}) {
 		t.Errorf("List during the attempt: %+v", l)
 	}
+	for _, c := range []struct {
+		f    Filter
+		want int
+	}{
+		{Filter{State: "delivering"}, 1},
+		{Filter{State: "held"}, 0},
+		{Filter{IDs: []string{"ffffff", id, "not-an-id"}}, 1}, // Absent and bad IDs select nothing.
+		{Filter{IDs: []string{"ffffff"}}, 0},
+	} {
+		if l, total, err := q.Select(ctx, c.f, nil); err != nil || len(l) != c.want || total != 1 {
+			t.Errorf("Select %+v during the attempt: %d of %d (%v), want %d of 1", c.f, len(l), total, err, c.want)
+		}
+	}
 	close(gate)
 	waitFor(t, "first attempt ended", func() bool {
 		h, _ := q.History(ctx, id)
@@ -64,6 +77,9 @@ func TestHistory(t *testing.T) {
 	})
 	if m, _ := q.Get(ctx, id); len(m.Delivering) != 0 || m.Subject != "report" {
 		t.Errorf("after the attempt: %+v", m)
+	}
+	if l, _, _ := q.Select(ctx, Filter{State: "delivering"}, nil); len(l) != 0 {
+		t.Errorf("Select delivering after the attempt: %+v", l)
 	}
 	q.retry(ctx, id)
 	waitEmpty(t, q)

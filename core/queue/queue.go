@@ -568,20 +568,55 @@ func (m MsgInfo) DeliveringTo(r Rcpt) bool {
 // List returns the queued messages, oldest first, as last stored, with
 // the deliveries in progress now.
 func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
+	l, _, err := q.Select(ctx, Filter{}, nil)
+	return l, err
+}
+
+// Select returns the queued messages f matches, as List would, and how
+// many messages are queued. route is as for Filter.Match. Messages with
+// f.IDs are read by ID, the others are matched as they are read, so only
+// those selected are kept.
+func (q *Queue) Select(ctx context.Context, f Filter, route func(MsgInfo, Rcpt) string) ([]MsgInfo, int, error) {
+	now := time.Now()
+	// Deliveries in progress are known only after reading, and a recipient
+	// being delivered is pending: "delivering" is matched as pending first.
+	first := f
+	if f.State == "delivering" {
+		first.State = "pending"
+	}
+	query := bstore.QueryDB[Msg](ctx, q.db)
+	if len(f.IDs) > 0 {
+		ids := make([]int64, 0, len(f.IDs))
+		for _, s := range f.IDs {
+			if n, err := parseID(s); err == nil {
+				ids = append(ids, n)
+			}
+		}
+		query.FilterIDs(ids)
+	}
 	var l []MsgInfo
-	err := bstore.QueryDB[Msg](ctx, q.db).SortAsc("ID").ForEach(func(m Msg) error {
-		l = append(l, info(&m))
+	err := query.SortAsc("ID").ForEach(func(m Msg) error {
+		if mi := info(&m); first.Match(mi, now, route) {
+			l = append(l, mi)
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list queue: %w", err)
+		return nil, 0, fmt.Errorf("list queue: %w", err)
+	}
+	total, err := bstore.QueryDB[Msg](ctx, q.db).Count()
+	if err != nil {
+		return nil, 0, fmt.Errorf("count queue: %w", err)
 	}
 	q.mu.Lock()
 	for i := range l {
 		l[i].Delivering = q.deliveringLocked(l[i].ID)
 	}
 	q.mu.Unlock()
-	return l, nil
+	if f.State == "delivering" {
+		l = slices.DeleteFunc(l, func(m MsgInfo) bool { return !f.Match(m, now, route) })
+	}
+	return l, total, nil
 }
 
 // Get returns queued message id as List would; ErrNotFound if there is

@@ -13,6 +13,9 @@
 // checks, policy-msgauth and then policy-msgauth with the greylist example,
 // DNS answered from memory on loopback; their rates are also given as
 // ratios to the run without checks, which shows what a check costs.
+//
+// The last run fills a queue of -queue held messages and times queue list
+// and queue show against it (see queueBench).
 package main
 
 import (
@@ -34,9 +37,21 @@ func main() {
 	n := flag.Int("n", 5000, "messages per run")
 	conns := flag.Int("c", 20, "concurrent sessions")
 	size := flag.Int("size", 4096, "message size in bytes")
+	queued := flag.Int("queue", 100_000, "held messages in the queue run; 0 skips it")
 	flag.Parse()
-	if err := run(*n, *conns, *size); err != nil {
+	bin, err := mtatest.Build()
+	if err != nil {
 		log.Fatal(err)
+	}
+	if *n > 0 {
+		if err := run(bin, *n, *conns, *size); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if *queued > 0 {
+		if err := queueBench(bin, *queued, *conns, mtatest.MakeMessage("app@"+benchDomain, "sink@example.net", "queued", *size)); err != nil {
+			log.Fatal(err)
+		}
 	}
 }
 
@@ -50,11 +65,7 @@ type load struct {
 	msg        []byte
 }
 
-func run(n, conns, size int) error {
-	bin, err := mtatest.Build()
-	if err != nil {
-		return err
-	}
+func run(bin *mtatest.Binaries, n, conns, size int) error {
 	sink, err := mtatest.StartSink(false, nil)
 	if err != nil {
 		return err
