@@ -11,7 +11,9 @@ import (
 )
 
 // TestQueueListFilters: queue list selects by account, recipient domain,
-// transport and age, prints JSON, and refuses bad filters with exit 2.
+// transport and age, prints JSON, and refuses bad filters with exit 2; the
+// changing commands count what they changed, and each change stays after
+// kill -9 right after the command.
 func TestQueueListFilters(t *testing.T) {
 	t.Parallel()
 	sink := startSink(t, func(rcpt string) *smtp.SMTPError {
@@ -33,6 +35,15 @@ transport = "smarthost"
 	lines := func(args ...string) []string {
 		out := mta(t, srv, append([]string{"queue", "list"}, args...)...)
 		return strings.Split(strings.TrimSpace(out), "\n")
+	}
+	// crash kills the server with SIGKILL right after a command returned,
+	// and starts it again: the change must have stayed.
+	crash := func() {
+		t.Helper()
+		srv.Kill()
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if l := lines("-account", "alice"); len(l) != 2 || !strings.Contains(l[1], "x@remote.example") {
 		t.Errorf("-account alice:\n%s", strings.Join(l, "\n"))
@@ -82,17 +93,18 @@ transport = "smarthost"
 	if out := mta(t, srv, "queue", "reschedule", "-all", "-in", "2h"); !strings.HasPrefix(out, "2 messages rescheduled") {
 		t.Errorf("queue reschedule -all -in 2h: %s", out)
 	}
+	crash()
 	var later []struct {
 		Recipients []struct {
 			NextAttempt time.Time `json:"next_attempt"`
 		} `json:"recipients"`
 	}
 	if err := json.Unmarshal([]byte(mta(t, srv, "queue", "list", "-json")), &later); err != nil || len(later) != 2 {
-		t.Fatalf("list after reschedule: %v", err)
+		t.Fatalf("list after reschedule and kill -9: %v", err)
 	}
 	for _, m := range later {
 		if d := time.Until(m.Recipients[0].NextAttempt); d < 110*time.Minute || d > 2*time.Hour {
-			t.Errorf("next attempt in %v, want about 2h", d)
+			t.Errorf("next attempt in %v after reschedule -in 2h and kill -9, want about 2h", d)
 		}
 	}
 	// Hold and release.
@@ -105,17 +117,14 @@ transport = "smarthost"
 	if l := lines("-state", "held"); len(l) != 2 || !strings.Contains(l[1], "y@other.example") || !strings.Contains(l[1], "held") {
 		t.Errorf("-state held:\n%s", strings.Join(l, "\n"))
 	}
-	// kill -9 right after the command: the hold stays.
-	srv.Kill()
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	crash()
 	if l := lines("-state", "held"); len(l) != 2 {
 		t.Errorf("-state held after kill -9 and restart:\n%s", strings.Join(l, "\n"))
 	}
 	if out := mta(t, srv, "queue", "release", "-all"); !strings.HasPrefix(out, "1 messages released") {
 		t.Errorf("queue release -all: %s", out)
 	}
+	crash()
 	if l := lines("-state", "held"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches") {
 		t.Errorf("-state held after release:\n%s", strings.Join(l, "\n"))
 	}
@@ -123,9 +132,17 @@ transport = "smarthost"
 	if out := mta(t, srv, "queue", "fail", "-account", "bob"); !strings.HasPrefix(out, "1 messages failed") {
 		t.Errorf("queue fail: %s", out)
 	}
+	crash() // The DSN is sent once, whether or not it was before the kill.
+	if l := lines("-account", "bob", "-state", "pending"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches") {
+		t.Errorf("bob's message pending after fail and kill -9:\n%s", strings.Join(l, "\n"))
+	}
 	cb := imapLogin(t, srv, "imaps", "bob", srv.Passwords["bob"], nil)
 	if n := waitMessages(t, cb, "INBOX", 1); n != 1 {
 		t.Fatalf("bob's Inbox holds %d messages, want the DSN", n)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := waitMessages(t, cb, "INBOX", 1); n != 1 {
+		t.Fatalf("bob's Inbox holds %d messages, want one DSN", n)
 	}
 	if dsn := string(fetchBodyOf(t, cb, "INBOX", 1)); !strings.Contains(dsn, "operator") || !strings.Contains(dsn, "y@other.example") {
 		t.Errorf("DSN:\n%s", dsn)
@@ -134,11 +151,12 @@ transport = "smarthost"
 	if out := mta(t, srv, "queue", "drop", "-account", "alice"); !strings.HasPrefix(out, "1 messages dropped") {
 		t.Errorf("queue drop: %s", out)
 	}
-	if l := lines("-account", "alice"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches") {
-		t.Errorf("after drop:\n%s", strings.Join(l, "\n"))
-	}
 	if !logHas(srv, `msg="message dropped by the operator"`) {
 		t.Error("drop not logged")
+	}
+	crash()
+	if l := lines("-account", "alice"); len(l) != 1 || !strings.HasPrefix(l[0], "no queued message matches") {
+		t.Errorf("after drop:\n%s", strings.Join(l, "\n"))
 	}
 	for _, args := range [][]string{{"-account", "nobody"}, {"-from", "not an address"}, {"-state", "deferred"}, {"-transport", "nowhere"}, {"extra"}} {
 		if _, errOut, code := srv.MTA("", []string{"queue", "list"}, args...); code != 2 {
@@ -148,7 +166,8 @@ transport = "smarthost"
 }
 
 // TestHoldRule: a hold rule for a domain holds new mail to it while other
-// mail flows; release delivers it; removing the rule lets new mail go.
+// mail flows; release delivers it; removing the rule lets new mail go. The
+// rule, and its removal, stay after kill -9.
 func TestHoldRule(t *testing.T) {
 	t.Parallel()
 	sink := startSink(t, nil)
@@ -166,6 +185,10 @@ transport = "smarthost"
 	}
 	if out := holdrule("add", "-to-domain", "HELD.example"); !strings.Contains(out, "new mail to @held.example") {
 		t.Errorf("holdrule add: %s", out)
+	}
+	srv.Kill() // The rule stays after kill -9 right after the command.
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
 	}
 	c := dialAuth(t, srv.Listeners["submission"], false, "alice@example.org", srv.Passwords["alice"])
 	for _, rcpt := range []string{"x@held.example", "y@free.example"} {
@@ -195,6 +218,11 @@ transport = "smarthost"
 	}
 	id := strings.Fields(strings.Split(strings.TrimSpace(out), "\n")[1])[0]
 	holdrule("rm", id)
+	srv.Kill() // And its removal stays.
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c = dialAuth(t, srv.Listeners["submission"], false, "alice@example.org", srv.Passwords["alice"])
 	if err := send(c, "alice@example.org", []string{"z@held.example"}, []byte("Subject: after\r\n\r\nx\r\n")); err != nil {
 		t.Fatal(err)
 	}
