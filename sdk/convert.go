@@ -63,6 +63,12 @@ func deliverResultToProto(r *DeliverResult) (*pb.DeliverResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("recipient %s: %w", rr.Address, err)
 		}
+		var stage pb.Stage // Unspecified: no reply decided it.
+		if rr.Stage != 0 {
+			if stage, err = stageWire.toWire(rr.Stage); err != nil {
+				return nil, fmt.Errorf("recipient %s: %w", rr.Address, err)
+			}
+		}
 		p.Recipients = append(p.Recipients, &pb.RecipientResult{
 			Address:      rr.Address,
 			Status:       st,
@@ -72,6 +78,7 @@ func deliverResultToProto(r *DeliverResult) (*pb.DeliverResult, error) {
 			RemoteHost:   rr.RemoteHost,
 			RemoteIp:     rr.RemoteIP,
 			Tls:          &pb.TLSUse{Verification: v, Version: rr.TLS.Version, Cipher: rr.TLS.Cipher},
+			Stage:        stage,
 		})
 	}
 	return p, nil
@@ -88,6 +95,12 @@ func deliverResultFromProto(p *pb.DeliverResult) (*DeliverResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("recipient %s: %w", rr.GetAddress(), err)
 		}
+		var stage Stage
+		if rr.GetStage() != pb.Stage_STAGE_UNSPECIFIED {
+			if stage, err = stageWire.fromWire(rr.GetStage()); err != nil {
+				return nil, fmt.Errorf("recipient %s: %w", rr.GetAddress(), err)
+			}
+		}
 		r.Recipients = append(r.Recipients, RecipientResult{
 			Address:      rr.GetAddress(),
 			Status:       st,
@@ -97,6 +110,7 @@ func deliverResultFromProto(p *pb.DeliverResult) (*DeliverResult, error) {
 			RemoteHost:   rr.GetRemoteHost(),
 			RemoteIP:     rr.GetRemoteIp(),
 			TLS:          TLSUse{Verification: v, Version: rr.GetTls().GetVersion(), Cipher: rr.GetTls().GetCipher()},
+			Stage:        stage,
 		})
 	}
 	return r, nil

@@ -80,6 +80,14 @@ type RecipientResult struct {
 	RemoteHost   string
 	RemoteIP     string
 	TLS          TLSUse
+	// Stage is the SMTP stage whose reply decided the result: StageConnect
+	// for the greeting, StageHelo for EHLO, STARTTLS and AUTH, then
+	// StageMail, StageRcpt and StageData (DATA, BDAT and the end of data).
+	// Zero when no reply did: a connection or DNS failure, local delivery.
+	// The core puts a refused address on the sender's suppression list
+	// only when the refusal came at StageRcpt (or was of the address, at
+	// StageData), never for a refusal of the sender at StageMail.
+	Stage Stage
 }
 
 // Verification says how the peer's TLS certificate was verified.

@@ -25,9 +25,10 @@ type conn struct {
 // for the recipients: a temporary failure whatever the reply, since none is
 // about the message.
 type setupError struct {
-	code int
-	enh  string
-	text string
+	stage sdk.Stage // Of the reply; zero without one.
+	code  int
+	enh   string
+	text  string
 }
 
 func (e *setupError) Error() string { return e.text }
@@ -69,28 +70,28 @@ func setupFailure(err error, s *settings, offered string) *setupError {
 	var cve *tls.CertificateVerificationError
 	switch {
 	case errors.As(err, &re) && re.Command == "greeting":
-		return &setupError{re.Reply.Code, re.Reply.EnhancedCode, "smarthost greeted with " + re.Reply.String()}
+		return &setupError{sdk.StageConnect, re.Reply.Code, re.Reply.EnhancedCode, "smarthost greeted with " + re.Reply.String()}
 	case errors.As(err, &re):
-		return &setupError{re.Reply.Code, re.Reply.EnhancedCode, fmt.Sprintf("smarthost refused %s: %s", re.Command, re.Reply)}
+		return &setupError{sdk.StageHelo, re.Reply.Code, re.Reply.EnhancedCode, fmt.Sprintf("smarthost refused %s: %s", re.Command, re.Reply)}
 	case errors.Is(err, smtpclient.ErrDial):
-		return &setupError{0, "4.4.1", err.Error()}
+		return &setupError{0, 0, "4.4.1", err.Error()}
 	case errors.As(err, &cve):
-		return &setupError{0, "4.7.5", fmt.Sprintf("TLS with %s: %v", s.host, err)} // Cryptographic failure (RFC 3463 §3.8).
+		return &setupError{0, 0, "4.7.5", fmt.Sprintf("TLS with %s: %v", s.host, err)} // Cryptographic failure (RFC 3463 §3.8).
 	case errors.Is(err, smtpclient.ErrNoSTARTTLS):
 		// RFC 3207 §4: TLS is required, so it never goes on in plaintext.
-		return &setupError{0, "4.7.10", "smarthost does not offer STARTTLS; not sending in plaintext"}
+		return &setupError{0, 0, "4.7.10", "smarthost does not offer STARTTLS; not sending in plaintext"}
 	case errors.Is(err, smtpclient.ErrNoAUTH):
-		return &setupError{0, "4.7.0", "smarthost does not offer AUTH; not sending unauthenticated"}
+		return &setupError{0, 0, "4.7.0", "smarthost does not offer AUTH; not sending unauthenticated"}
 	case errors.Is(err, smtpclient.ErrNoMechanism):
 		want := s.mechanisms
 		if len(want) == 0 {
 			want = smtpclient.Mechanisms()
 		}
-		return &setupError{0, "4.7.0", fmt.Sprintf("smarthost offers AUTH %s, none of %s", offered, strings.Join(want, " "))}
+		return &setupError{0, 0, "4.7.0", fmt.Sprintf("smarthost offers AUTH %s, none of %s", offered, strings.Join(want, " "))}
 	case errors.Is(err, smtpclient.ErrSASL):
-		return &setupError{0, "4.7.0", err.Error()}
+		return &setupError{0, 0, "4.7.0", err.Error()}
 	}
-	return &setupError{0, "4.4.2", err.Error()}
+	return &setupError{0, 0, "4.4.2", err.Error()}
 }
 
 // bind closes the connection when ctx is done, ending any exchange at once.

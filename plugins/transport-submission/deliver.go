@@ -139,16 +139,16 @@ func (in *instance) deliver(ctx context.Context, req *sdk.DeliverRequest) (res *
 func (in *instance) precheck(d *delivery) bool {
 	if d.req.Options.RequireTLS && in.s.verification != sdk.VerifyPKIX {
 		// RFC 8689 §4.2.1: only to a server whose certificate was verified.
-		d.failPending(sdk.StatusPermanent, 0, "5.7.10", "REQUIRETLS: the smarthost connection is not TLS with a verified certificate (tls or insecure_skip_verify)")
+		d.failPending(noReply, sdk.StatusPermanent, 0, "5.7.10", "REQUIRETLS: the smarthost connection is not TLS with a verified certificate (tls or insecure_skip_verify)")
 		return false
 	}
 	if !smtpclient.ValidPath(d.req.From) {
-		d.failPending(sdk.StatusPermanent, 0, "5.1.7", "sender address cannot be sent in SMTP")
+		d.failPending(noReply, sdk.StatusPermanent, 0, "5.1.7", "sender address cannot be sent in SMTP")
 		return false
 	}
 	for i, r := range d.req.Recipients {
 		if !smtpclient.ValidPath(r.Address) || r.Address == "" {
-			d.set(i, sdk.StatusPermanent, 0, "5.1.3", "recipient address cannot be sent in SMTP")
+			d.set(i, noReply, sdk.StatusPermanent, 0, "5.1.3", "recipient address cannot be sent in SMTP")
 		}
 	}
 	return !d.allDone()
@@ -194,7 +194,7 @@ func (d *delivery) transact(c *conn) (keep bool, err error) {
 		return false, nil
 	}
 	if !r.Positive() {
-		d.failReply(r, "MAIL FROM")
+		d.failReply(r, "MAIL FROM", sdk.StageMail)
 		return true, nil
 	}
 	accepted := 0
@@ -210,7 +210,7 @@ func (d *delivery) transact(c *conn) (keep bool, err error) {
 		if r.Positive() {
 			accepted++
 		} else {
-			d.set(i, status(r), r.Code, r.EnhancedCode, r.Text)
+			d.set(i, sdk.StageRcpt, status(r), r.Code, r.EnhancedCode, r.Text)
 		}
 	}
 	if accepted == 0 {
@@ -239,7 +239,7 @@ func (d *delivery) transact(c *conn) (keep bool, err error) {
 			return false, nil
 		}
 		if r.Code != 354 {
-			d.failReply(r, "DATA")
+			d.failReply(r, "DATA", sdk.StageData)
 			return true, nil
 		}
 		r, err = c.WriteData(src)
@@ -247,7 +247,7 @@ func (d *delivery) transact(c *conn) (keep bool, err error) {
 	var serr *sourceError
 	switch {
 	case errors.Is(err, errNeeds8BitMIME):
-		d.failPending(sdk.StatusPermanent, 0, "5.6.3", "message has 8-bit data and the smarthost does not offer 8BITMIME (RFC 6152 §3); it is not converted")
+		d.failPending(noReply, sdk.StatusPermanent, 0, "5.6.3", "message has 8-bit data and the smarthost does not offer 8BITMIME (RFC 6152 §3); it is not converted")
 		return false, nil
 	case errors.As(err, &serr):
 		return false, fmt.Errorf("reading message: %w", serr.err)
@@ -255,7 +255,7 @@ func (d *delivery) transact(c *conn) (keep bool, err error) {
 		d.failConn("message data", err)
 		return false, nil
 	}
-	d.failReply(r, "end of data")
+	d.failReply(r, "end of data", sdk.StageData)
 	return true, nil
 }
 
@@ -270,13 +270,13 @@ func (d *delivery) supported(c *conn) bool {
 			if !isASCII(d.req.From) || !d.asciiRecipients() {
 				enh = "5.6.7" // Non-ASCII addresses not permitted.
 			}
-			d.failPending(sdk.StatusPermanent, 0, enh, "message requires SMTPUTF8, which the smarthost does not offer")
+			d.failPending(noReply, sdk.StatusPermanent, 0, enh, "message requires SMTPUTF8, which the smarthost does not offer")
 			return false
 		}
 	}
 	if opts.RequireTLS {
 		if _, ok := c.Extension("REQUIRETLS"); !ok {
-			d.failPending(sdk.StatusPermanent, 0, "5.7.30", "message requires REQUIRETLS, which the smarthost does not offer (RFC 8689 §5)")
+			d.failPending(noReply, sdk.StatusPermanent, 0, "5.7.30", "message requires REQUIRETLS, which the smarthost does not offer (RFC 8689 §5)")
 			return false
 		}
 	}
@@ -285,13 +285,13 @@ func (d *delivery) supported(c *conn) bool {
 		_, chunking := c.Extension("CHUNKING")
 		if !binary || !chunking {
 			// RFC 3030 §3: no conversion here, so a non-delivery report.
-			d.failPending(sdk.StatusPermanent, 0, "5.6.3", "message is BINARYMIME, which the smarthost does not offer with CHUNKING (RFC 3030 §3)")
+			d.failPending(noReply, sdk.StatusPermanent, 0, "5.6.3", "message is BINARYMIME, which the smarthost does not offer with CHUNKING (RFC 3030 §3)")
 			return false
 		}
 	}
 	if v, ok := c.Extension("SIZE"); ok {
 		if limit, err := strconv.ParseInt(v, 10, 64); err == nil && limit > 0 && d.req.Size > limit {
-			d.failPending(sdk.StatusPermanent, 0, "5.3.4", fmt.Sprintf("message of %d bytes exceeds the smarthost's limit of %d (RFC 1870 §6.1)", d.req.Size, limit))
+			d.failPending(noReply, sdk.StatusPermanent, 0, "5.3.4", fmt.Sprintf("message of %d bytes exceeds the smarthost's limit of %d (RFC 1870 §6.1)", d.req.Size, limit))
 			return false
 		}
 	}
@@ -334,10 +334,13 @@ func status(r smtpclient.Reply) sdk.Status {
 	return sdk.StatusTemporary
 }
 
-// set decides the result of recipient i.
-func (d *delivery) set(i int, st sdk.Status, code int, enh, text string) {
+// noReply is the stage of a result no reply decided.
+const noReply sdk.Stage = 0
+
+// set decides the result of recipient i, by a reply at stage or noReply.
+func (d *delivery) set(i int, stage sdk.Stage, st sdk.Status, code int, enh, text string) {
 	r := &d.res.Recipients[i]
-	r.Status, r.Code, r.EnhancedCode, r.Text = st, code, enh, text
+	r.Stage, r.Status, r.Code, r.EnhancedCode, r.Text = stage, st, code, enh, text
 	d.done[i] = true
 }
 
@@ -351,17 +354,17 @@ func (d *delivery) allDone() bool {
 }
 
 // failPending decides every recipient not yet decided.
-func (d *delivery) failPending(st sdk.Status, code int, enh, text string) {
+func (d *delivery) failPending(stage sdk.Stage, st sdk.Status, code int, enh, text string) {
 	for i, done := range d.done {
 		if !done {
-			d.set(i, st, code, enh, text)
+			d.set(i, stage, st, code, enh, text)
 		}
 	}
 }
 
 // failReply decides every undecided recipient by the reply r to the named
-// stage. A 2xx reply delivers only at the end of data.
-func (d *delivery) failReply(r smtpclient.Reply, stage string) {
+// stage, which is at. A 2xx reply delivers only at the end of data.
+func (d *delivery) failReply(r smtpclient.Reply, stage string, at sdk.Stage) {
 	st := status(r)
 	text := r.Text
 	if stage != "end of data" {
@@ -370,7 +373,7 @@ func (d *delivery) failReply(r smtpclient.Reply, stage string) {
 			st = sdk.StatusTemporary
 		}
 	}
-	d.failPending(st, r.Code, r.EnhancedCode, text)
+	d.failPending(at, st, r.Code, r.EnhancedCode, text)
 }
 
 // failConn fails the undecided recipients temporarily for a connection
@@ -380,7 +383,7 @@ func (d *delivery) failConn(stage string, err error) {
 	if cerr := d.ctx.Err(); cerr != nil {
 		text = fmt.Sprintf("delivery cancelled during %s: %v", stage, cerr)
 	}
-	d.failPending(sdk.StatusTemporary, 0, "4.4.2", text)
+	d.failPending(noReply, sdk.StatusTemporary, 0, "4.4.2", text)
 }
 
 // failSetup fails every recipient for an error of dial or connect:
@@ -389,11 +392,11 @@ func (d *delivery) failSetup(err error) {
 	var se *setupError
 	switch {
 	case d.ctx.Err() != nil:
-		d.failPending(sdk.StatusTemporary, 0, "4.4.2", fmt.Sprintf("delivery cancelled: %v", err))
+		d.failPending(noReply, sdk.StatusTemporary, 0, "4.4.2", fmt.Sprintf("delivery cancelled: %v", err))
 	case errors.As(err, &se):
-		d.failPending(sdk.StatusTemporary, se.code, se.enh, se.text)
+		d.failPending(se.stage, sdk.StatusTemporary, se.code, se.enh, se.text)
 	default:
-		d.failPending(sdk.StatusTemporary, 0, "4.4.2", err.Error())
+		d.failPending(noReply, sdk.StatusTemporary, 0, "4.4.2", err.Error())
 	}
 }
 

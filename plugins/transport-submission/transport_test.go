@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,6 +228,10 @@ func TestPerRecipientReplies(t *testing.T) {
 	if m := h.Messages(); len(m) != 1 || !reflect.DeepEqual(m[0].To(), []string{"ok@example.net"}) {
 		t.Errorf("smarthost got %+v", m)
 	}
+	// The stage of the deciding reply, by which the core suppresses.
+	if s := []sdk.Stage{res.Recipients[0].Stage, res.Recipients[1].Stage, res.Recipients[2].Stage}; !slices.Equal(s, []sdk.Stage{sdk.StageRcpt, sdk.StageData, sdk.StageRcpt}) {
+		t.Errorf("stages %v, want rcpt, data, rcpt", s)
+	}
 
 	// No recipient accepted: no DATA, and the connection stays usable.
 	res = e.deliver(request("smarthost", testBody, "reject@example.net", "tempfail@example.net"))
@@ -236,12 +241,16 @@ func TestPerRecipientReplies(t *testing.T) {
 	res = e.deliver(request("smarthost", "X-Fail: data\r\n\r\nx\r\n", "ok@example.net", "reject@example.net"))
 	checkResult(t, res.Recipients[0], sdk.StatusPermanent, 554, "5.6.0")
 	checkResult(t, res.Recipients[1], sdk.StatusPermanent, 550, "5.1.1")
+	if res.Recipients[0].Stage != sdk.StageData {
+		t.Errorf("DATA failure at stage %v", res.Recipients[0].Stage)
+	}
 	if strings.Count(h.Trace(), "DATA\r\n") != 2 {
 		t.Errorf("DATA sent %d times, want 2", strings.Count(h.Trace(), "DATA\r\n"))
 	}
 	if n := h.Conns(); n != 1 {
 		t.Errorf("%d connections, want 1", n)
 	}
+
 }
 
 func TestTLSAndAuth(t *testing.T) {
@@ -804,6 +813,21 @@ func TestScripted(t *testing.T) {
 	checkResult(t, r, sdk.StatusPermanent, 550, "5.7.1")
 	if r.Text != "first line second line" {
 		t.Errorf("text %q", r.Text)
+	}
+	// The sender refused at MAIL: every recipient fails by it, at StageMail.
+	addr = smtptest.NewScript(t, "220 x", func(cmd string) string {
+		if strings.HasPrefix(cmd, "MAIL") {
+			return "553 5.7.1 not a sender of yours"
+		}
+		return no8bit(cmd)
+	}).Addr
+	e.mustConfigure("picky", plainTable(addr))
+	res := e.deliver(request("picky", testBody, "a@example.net", "b@example.net"))
+	for _, r := range res.Recipients {
+		checkResult(t, r, sdk.StatusPermanent, 553, "5.7.1")
+		if r.Stage != sdk.StageMail || !strings.Contains(r.Text, "MAIL FROM") {
+			t.Errorf("sender refusal: stage %v, text %q", r.Stage, r.Text)
+		}
 	}
 
 	// A server that breaks the protocol: temporary.

@@ -143,7 +143,7 @@ func (e *Engine) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.Del
 	for i, r := range req.Recipients {
 		at := strings.LastIndexByte(r.Address, '@')
 		if at < 0 || !smtpclient.ValidPath(r.Address) {
-			setResult(&res.Recipients[i], failure{sdk.StatusPermanent, 0, "5.1.3", "recipient address cannot be sent in SMTP"})
+			setResult(&res.Recipients[i], failure{sdk.StatusPermanent, 0, "5.1.3", "recipient address cannot be sent in SMTP", noReply})
 			continue
 		}
 		d := strings.ToLower(r.Address[at+1:])
@@ -159,16 +159,21 @@ func (e *Engine) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.Del
 	return res, nil
 }
 
-// failure is an outcome for recipients.
+// failure is an outcome for recipients, decided by a reply at stage or by
+// none (noReply).
 type failure struct {
 	status sdk.Status
 	code   int
 	enh    string
 	text   string
+	stage  sdk.Stage
 }
 
+// noReply is the stage of a failure no reply decided.
+const noReply sdk.Stage = 0
+
 func setResult(r *sdk.RecipientResult, f failure) {
-	r.Status, r.Code, r.EnhancedCode, r.Text = f.status, f.code, f.enh, f.text
+	r.Status, r.Code, r.EnhancedCode, r.Text, r.Stage = f.status, f.code, f.enh, f.text, f.stage
 }
 
 // delivery is the attempt for the recipients of one domain.
@@ -232,7 +237,7 @@ func (d *delivery) run() {
 		sec, f := d.security(dst, policy, log)
 		if f == nil && d.req.Options.RequireTLS && sec.verification != sdk.VerifyDANE && sec.verification != sdk.VerifyMTASTS {
 			// RFC 8689 §4.2.1: only over TLS verified by DANE or MTA-STS.
-			f = &failure{sdk.StatusPermanent, 0, "5.7.10", "REQUIRETLS: " + dst.name() + " offers no DANE or MTA-STS verified TLS"}
+			f = &failure{sdk.StatusPermanent, 0, "5.7.10", "REQUIRETLS: " + dst.name() + " offers no DANE or MTA-STS verified TLS", noReply}
 		}
 		if f != nil {
 			log.Debug("host skipped", slog.String("host", dst.name()), slog.String("reason", f.text))
@@ -255,7 +260,7 @@ func (d *delivery) run() {
 		}
 	}
 	if last == nil {
-		last = &failure{sdk.StatusTemporary, 0, "4.4.4", "no usable destination host"}
+		last = &failure{sdk.StatusTemporary, 0, "4.4.4", "no usable destination host", noReply}
 	}
 	d.failPending(*last)
 }
@@ -290,18 +295,18 @@ func (d *delivery) destinations(log *slog.Logger) ([]*destination, *mtasts.Polic
 		}
 		a, err := netip.ParseAddr(lit)
 		if err != nil || a.Zone() != "" {
-			return nil, nil, &failure{sdk.StatusPermanent, 0, "5.1.2", fmt.Sprintf("bad address literal %s", d.domain)}
+			return nil, nil, &failure{sdk.StatusPermanent, 0, "5.1.2", fmt.Sprintf("bad address literal %s", d.domain), noReply}
 		}
 		return []*destination{{ips: []netip.Addr{a}}}, nil, nil
 	}
 	mxs, mxres, err := r.LookupMX(d.ctx, d.domain)
 	switch {
 	case errors.Is(err, dnsresolve.ErrNullMX):
-		return nil, nil, &failure{sdk.StatusPermanent, 0, "5.1.10", fmt.Sprintf("%s publishes a null MX: it accepts no mail (RFC 7505)", d.domain)}
+		return nil, nil, &failure{sdk.StatusPermanent, 0, "5.1.10", fmt.Sprintf("%s publishes a null MX: it accepts no mail (RFC 7505)", d.domain), noReply}
 	case errors.Is(err, dnsresolve.ErrNotFound), errors.Is(err, dnsresolve.ErrInvalidName):
-		return nil, nil, &failure{sdk.StatusPermanent, 0, "5.1.2", fmt.Sprintf("domain %s does not exist", d.domain)}
+		return nil, nil, &failure{sdk.StatusPermanent, 0, "5.1.2", fmt.Sprintf("domain %s does not exist", d.domain), noReply}
 	case err != nil:
-		return nil, nil, &failure{sdk.StatusTemporary, 0, "4.4.3", fmt.Sprintf("MX lookup of %s: %v", d.domain, err)}
+		return nil, nil, &failure{sdk.StatusTemporary, 0, "4.4.3", fmt.Sprintf("MX lookup of %s: %v", d.domain, err), noReply}
 	}
 	ascii, _ := dnsresolve.ToASCII(d.domain)
 	d.expanded = mxres.Name
@@ -342,7 +347,7 @@ func (d *delivery) destinations(log *slog.Logger) ([]*destination, *mtasts.Polic
 				// Permanent only if no other host does better.
 				st, enh = sdk.StatusPermanent, "5.4.4" // Unable to route (RFC 3463 §3.5).
 			}
-			f := &failure{st, 0, enh, fmt.Sprintf("address lookup of %s: no addresses", mx.Host)}
+			f := &failure{st, 0, enh, fmt.Sprintf("address lookup of %s: no addresses", mx.Host), noReply}
 			if err != nil {
 				f.text = fmt.Sprintf("address lookup of %s: %v", mx.Host, err)
 			}
@@ -361,7 +366,7 @@ func (d *delivery) destinations(log *slog.Logger) ([]*destination, *mtasts.Polic
 	}
 	if len(dests) == 0 {
 		if last == nil {
-			last = &failure{sdk.StatusTemporary, 0, "4.4.4", "no destination host"}
+			last = &failure{sdk.StatusTemporary, 0, "4.4.4", "no destination host", noReply}
 		}
 		return nil, nil, last
 	}
@@ -383,7 +388,7 @@ func (d *delivery) security(dst *destination, policy *mtasts.Policy, log *slog.L
 			switch {
 			case err != nil && !errors.Is(err, dnsresolve.ErrNotFound):
 				// RFC 7672 §2.2.1: a failed TLSA lookup makes the host unusable.
-				return security{}, &failure{sdk.StatusTemporary, 0, "4.7.5", fmt.Sprintf("TLSA lookup for %s: %v", base, err)}
+				return security{}, &failure{sdk.StatusTemporary, 0, "4.7.5", fmt.Sprintf("TLSA lookup for %s: %v", base, err), noReply}
 			case err != nil || !tres.Authentic || len(recs) == 0:
 				continue
 			case !dane.Usable(recs):
@@ -400,7 +405,7 @@ func (d *delivery) security(dst *destination, policy *mtasts.Policy, log *slog.L
 	if policy != nil && !policy.MatchMX(dst.host) {
 		if policy.Enforce() {
 			// RFC 8461 §4.1: only MX hosts the policy lists.
-			return security{}, &failure{sdk.StatusTemporary, 0, "4.7.5", fmt.Sprintf("MX host %s is not allowed by the MTA-STS policy of %s", dst.host, d.domain)}
+			return security{}, &failure{sdk.StatusTemporary, 0, "4.7.5", fmt.Sprintf("MX host %s is not allowed by the MTA-STS policy of %s", dst.host, d.domain), noReply}
 		}
 		log.Warn("mta-sts testing: MX host not in policy", slog.String("host", dst.host))
 	}
@@ -437,13 +442,17 @@ func (d *delivery) attempt(dst *destination, a netip.Addr, sec security, log *sl
 	if err != nil {
 		var re *smtpclient.ReplyError
 		if errors.As(err, &re) {
-			return failure{sdk.StatusTemporary, re.Reply.Code, re.Reply.EnhancedCode, fmt.Sprintf("%s (%s) refused %s: %s", dst.name(), a, re.Command, re.Reply.Text)}, false
+			stage := sdk.StageHelo // EHLO, STARTTLS.
+			if re.Command == "greeting" {
+				stage = sdk.StageConnect
+			}
+			return failure{sdk.StatusTemporary, re.Reply.Code, re.Reply.EnhancedCode, fmt.Sprintf("%s (%s) refused %s: %s", dst.name(), a, re.Command, re.Reply.Text), stage}, false
 		}
 		text := fmt.Sprintf("connecting to %s (%s): %v", dst.name(), a, err)
 		if errors.Is(err, smtpclient.ErrTLS) || errors.Is(err, smtpclient.ErrNoSTARTTLS) {
-			return failure{sdk.StatusTemporary, 0, "4.7.5", text}, false
+			return failure{sdk.StatusTemporary, 0, "4.7.5", text, noReply}, false
 		}
-		return failure{sdk.StatusTemporary, 0, "4.4.1", text}, false
+		return failure{sdk.StatusTemporary, 0, "4.4.1", text, noReply}, false
 	}
 	unbind := c.Bind(d.ctx)
 	defer func() {
@@ -536,26 +545,26 @@ func (d *delivery) transact(c *smtpclient.Client, host string) (failure, bool) {
 func (d *delivery) unsupported(c *smtpclient.Client, host string) *failure {
 	o := d.req.Options
 	if _, ok := c.Extension("SMTPUTF8"); o.SMTPUTF8 && !ok {
-		return &failure{sdk.StatusPermanent, 0, "5.6.7", host + " does not offer SMTPUTF8 (RFC 6531 §3.2)"}
+		return &failure{sdk.StatusPermanent, 0, "5.6.7", host + " does not offer SMTPUTF8 (RFC 6531 §3.2)", noReply}
 	}
 	if _, ok := c.Extension("REQUIRETLS"); o.RequireTLS && !ok {
-		return &failure{sdk.StatusPermanent, 0, "5.7.30", host + " does not offer REQUIRETLS (RFC 8689 §5)"}
+		return &failure{sdk.StatusPermanent, 0, "5.7.30", host + " does not offer REQUIRETLS (RFC 8689 §5)", noReply}
 	}
 	if strings.EqualFold(o.Body, "BINARYMIME") {
 		_, bin := c.Extension("BINARYMIME")
 		_, chunk := c.Extension("CHUNKING")
 		if !bin || !chunk {
-			return &failure{sdk.StatusPermanent, 0, "5.6.3", host + " does not offer BINARYMIME with CHUNKING (RFC 3030 §3)"}
+			return &failure{sdk.StatusPermanent, 0, "5.6.3", host + " does not offer BINARYMIME with CHUNKING (RFC 3030 §3)", noReply}
 		}
 	}
 	if _, ok := c.Extension("8BITMIME"); !ok && strings.EqualFold(o.Body, "8BITMIME") && !sevenBit(d.msg) {
 		// RFC 6152 §3: 8-bit data only to a server offering 8BITMIME; no
 		// conversion is done.
-		return &failure{sdk.StatusPermanent, 0, "5.6.3", host + " does not offer 8BITMIME and the message has 8-bit data (RFC 6152 §3)"}
+		return &failure{sdk.StatusPermanent, 0, "5.6.3", host + " does not offer 8BITMIME and the message has 8-bit data (RFC 6152 §3)", noReply}
 	}
 	if v, ok := c.Extension("SIZE"); ok {
 		if limit, err := strconv.ParseInt(v, 10, 64); err == nil && limit > 0 && d.req.Size > limit {
-			return &failure{sdk.StatusPermanent, 0, "5.3.4", fmt.Sprintf("message of %d bytes exceeds the limit of %s, %d (RFC 1870 §6.1)", d.req.Size, host, limit)}
+			return &failure{sdk.StatusPermanent, 0, "5.3.4", fmt.Sprintf("message of %d bytes exceeds the limit of %s, %d (RFC 1870 §6.1)", d.req.Size, host, limit), noReply}
 		}
 	}
 	return nil
@@ -574,11 +583,14 @@ func replyFailure(r smtpclient.Reply, host, stage string) failure {
 	if stage != "end of data" || st != sdk.StatusDelivered {
 		text = host + " replied to " + stage + ": " + r.Text
 	}
-	return failure{st, r.Code, r.EnhancedCode, text}
+	return failure{st, r.Code, r.EnhancedCode, text, replyStages[stage]}
 }
 
+// replyStages are the stages of the replies replyFailure is given.
+var replyStages = map[string]sdk.Stage{"MAIL FROM": sdk.StageMail, "RCPT TO": sdk.StageRcpt, "DATA": sdk.StageData, "end of data": sdk.StageData}
+
 func connFailure(host, stage string, err error) failure {
-	return failure{sdk.StatusTemporary, 0, "4.4.2", fmt.Sprintf("connection to %s failed during %s: %v", host, stage, err)}
+	return failure{sdk.StatusTemporary, 0, "4.4.2", fmt.Sprintf("connection to %s failed during %s: %v", host, stage, err), noReply}
 }
 
 func (d *delivery) set(i int, f failure) {

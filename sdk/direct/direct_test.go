@@ -315,8 +315,11 @@ func TestRecipients(t *testing.T) {
 			t.Errorf("%s: %v %d %s %s, want %v", r.Address, r.Status, r.Code, r.EnhancedCode, r.Text, want[i])
 		}
 	}
-	if r := res.Recipients[1]; r.Code != 550 || r.EnhancedCode != "5.1.1" {
-		t.Errorf("reject: %d %s", r.Code, r.EnhancedCode)
+	if r := res.Recipients[1]; r.Code != 550 || r.EnhancedCode != "5.1.1" || r.Stage != sdk.StageRcpt {
+		t.Errorf("reject: %d %s at %v, want 550 5.1.1 at RCPT", r.Code, r.EnhancedCode, r.Stage)
+	}
+	if r := res.Recipients[0]; r.Stage != sdk.StageData {
+		t.Errorf("delivered at %v, want DATA", r.Stage)
 	}
 	msgs := e.receivers["127.0.0.2"].Messages()
 	if len(msgs) != 1 || strings.Join(msgs[0].To, ",") != "a@example.org,b@example.org" {

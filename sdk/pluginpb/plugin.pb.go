@@ -1304,15 +1304,21 @@ func (x *DeliverResult) GetRecipients() []*RecipientResult {
 }
 
 type RecipientResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	Status        Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=switchyard.plugin.v1.Status" json:"status,omitempty"`
-	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`                                    // SMTP reply code, 0 if none was received.
-	EnhancedCode  string                 `protobuf:"bytes,4,opt,name=enhanced_code,json=enhancedCode,proto3" json:"enhanced_code,omitempty"` // e.g. "5.1.1"
-	Text          string                 `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
-	RemoteHost    string                 `protobuf:"bytes,6,opt,name=remote_host,json=remoteHost,proto3" json:"remote_host,omitempty"`
-	RemoteIp      string                 `protobuf:"bytes,7,opt,name=remote_ip,json=remoteIp,proto3" json:"remote_ip,omitempty"`
-	Tls           *TLSUse                `protobuf:"bytes,8,opt,name=tls,proto3" json:"tls,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Address      string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Status       Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=switchyard.plugin.v1.Status" json:"status,omitempty"`
+	Code         int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`                                    // SMTP reply code, 0 if none was received.
+	EnhancedCode string                 `protobuf:"bytes,4,opt,name=enhanced_code,json=enhancedCode,proto3" json:"enhanced_code,omitempty"` // e.g. "5.1.1"
+	Text         string                 `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
+	RemoteHost   string                 `protobuf:"bytes,6,opt,name=remote_host,json=remoteHost,proto3" json:"remote_host,omitempty"`
+	RemoteIp     string                 `protobuf:"bytes,7,opt,name=remote_ip,json=remoteIp,proto3" json:"remote_ip,omitempty"`
+	Tls          *TLSUse                `protobuf:"bytes,8,opt,name=tls,proto3" json:"tls,omitempty"`
+	// The stage whose reply decided the result: STAGE_CONNECT for the
+	// greeting, STAGE_HELO for EHLO, STARTTLS and AUTH, then MAIL, RCPT and
+	// DATA (DATA, BDAT and the end of data). Unspecified when no reply did (a
+	// connection or DNS failure, a local delivery). The core suppresses an
+	// address only for a refusal at RCPT (or of the address at DATA).
+	Stage         Stage `protobuf:"varint,9,opt,name=stage,proto3,enum=switchyard.plugin.v1.Stage" json:"stage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1401,6 +1407,13 @@ func (x *RecipientResult) GetTls() *TLSUse {
 		return x.Tls
 	}
 	return nil
+}
+
+func (x *RecipientResult) GetStage() Stage {
+	if x != nil {
+		return x.Stage
+	}
+	return Stage_STAGE_UNSPECIFIED
 }
 
 type TLSUse struct {
@@ -2663,7 +2676,7 @@ const file_switchyard_plugin_v1_plugin_proto_rawDesc = "" +
 	"\rDeliverResult\x12E\n" +
 	"\n" +
 	"recipients\x18\x01 \x03(\v2%.switchyard.plugin.v1.RecipientResultR\n" +
-	"recipients\"\x9c\x02\n" +
+	"recipients\"\xcf\x02\n" +
 	"\x0fRecipientResult\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x124\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1c.switchyard.plugin.v1.StatusR\x06status\x12\x12\n" +
@@ -2673,7 +2686,8 @@ const file_switchyard_plugin_v1_plugin_proto_rawDesc = "" +
 	"\vremote_host\x18\x06 \x01(\tR\n" +
 	"remoteHost\x12\x1b\n" +
 	"\tremote_ip\x18\a \x01(\tR\bremoteIp\x12.\n" +
-	"\x03tls\x18\b \x01(\v2\x1c.switchyard.plugin.v1.TLSUseR\x03tls\"\x99\x02\n" +
+	"\x03tls\x18\b \x01(\v2\x1c.switchyard.plugin.v1.TLSUseR\x03tls\x121\n" +
+	"\x05stage\x18\t \x01(\x0e2\x1b.switchyard.plugin.v1.StageR\x05stage\"\x99\x02\n" +
 	"\x06TLSUse\x12M\n" +
 	"\fverification\x18\x01 \x01(\x0e2).switchyard.plugin.v1.TLSUse.VerificationR\fverification\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -2899,42 +2913,43 @@ var file_switchyard_plugin_v1_plugin_proto_depIdxs = []int32{
 	20, // 13: switchyard.plugin.v1.DeliverResult.recipients:type_name -> switchyard.plugin.v1.RecipientResult
 	1,  // 14: switchyard.plugin.v1.RecipientResult.status:type_name -> switchyard.plugin.v1.Status
 	21, // 15: switchyard.plugin.v1.RecipientResult.tls:type_name -> switchyard.plugin.v1.TLSUse
-	5,  // 16: switchyard.plugin.v1.TLSUse.verification:type_name -> switchyard.plugin.v1.TLSUse.Verification
-	23, // 17: switchyard.plugin.v1.ConnInfo.tls:type_name -> switchyard.plugin.v1.TLSInfo
-	22, // 18: switchyard.plugin.v1.AuthStart.conn:type_name -> switchyard.plugin.v1.ConnInfo
-	24, // 19: switchyard.plugin.v1.AuthClientMessage.start:type_name -> switchyard.plugin.v1.AuthStart
-	27, // 20: switchyard.plugin.v1.AuthServerMessage.outcome:type_name -> switchyard.plugin.v1.AuthOutcome
-	40, // 21: switchyard.plugin.v1.DeriveResponse.secrets:type_name -> switchyard.plugin.v1.DeriveResponse.SecretsEntry
-	22, // 22: switchyard.plugin.v1.PreAuthRequest.conn:type_name -> switchyard.plugin.v1.ConnInfo
-	32, // 23: switchyard.plugin.v1.CheckPart.request:type_name -> switchyard.plugin.v1.CheckRequest
-	2,  // 24: switchyard.plugin.v1.CheckRequest.stage:type_name -> switchyard.plugin.v1.Stage
-	22, // 25: switchyard.plugin.v1.CheckRequest.conn:type_name -> switchyard.plugin.v1.ConnInfo
-	4,  // 26: switchyard.plugin.v1.Verdict.action:type_name -> switchyard.plugin.v1.Action
-	34, // 27: switchyard.plugin.v1.Verdict.delete_headers:type_name -> switchyard.plugin.v1.HeaderRef
-	12, // 28: switchyard.plugin.v1.Table.FieldsEntry.value:type_name -> switchyard.plugin.v1.Value
-	6,  // 29: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
-	9,  // 30: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
-	15, // 31: switchyard.plugin.v1.Transport.Deliver:input_type -> switchyard.plugin.v1.DeliverPart
-	25, // 32: switchyard.plugin.v1.Mechanism.Authenticate:input_type -> switchyard.plugin.v1.AuthClientMessage
-	28, // 33: switchyard.plugin.v1.Mechanism.Derive:input_type -> switchyard.plugin.v1.DeriveRequest
-	30, // 34: switchyard.plugin.v1.Mechanism.PreAuth:input_type -> switchyard.plugin.v1.PreAuthRequest
-	31, // 35: switchyard.plugin.v1.Policy.Check:input_type -> switchyard.plugin.v1.CheckPart
-	35, // 36: switchyard.plugin.v1.Host.Secret:input_type -> switchyard.plugin.v1.SecretRequest
-	37, // 37: switchyard.plugin.v1.Host.TLSPublicKey:input_type -> switchyard.plugin.v1.TLSPublicKeyRequest
-	7,  // 38: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
-	10, // 39: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
-	19, // 40: switchyard.plugin.v1.Transport.Deliver:output_type -> switchyard.plugin.v1.DeliverResult
-	26, // 41: switchyard.plugin.v1.Mechanism.Authenticate:output_type -> switchyard.plugin.v1.AuthServerMessage
-	29, // 42: switchyard.plugin.v1.Mechanism.Derive:output_type -> switchyard.plugin.v1.DeriveResponse
-	27, // 43: switchyard.plugin.v1.Mechanism.PreAuth:output_type -> switchyard.plugin.v1.AuthOutcome
-	33, // 44: switchyard.plugin.v1.Policy.Check:output_type -> switchyard.plugin.v1.Verdict
-	36, // 45: switchyard.plugin.v1.Host.Secret:output_type -> switchyard.plugin.v1.SecretResponse
-	38, // 46: switchyard.plugin.v1.Host.TLSPublicKey:output_type -> switchyard.plugin.v1.TLSPublicKeyResponse
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	2,  // 16: switchyard.plugin.v1.RecipientResult.stage:type_name -> switchyard.plugin.v1.Stage
+	5,  // 17: switchyard.plugin.v1.TLSUse.verification:type_name -> switchyard.plugin.v1.TLSUse.Verification
+	23, // 18: switchyard.plugin.v1.ConnInfo.tls:type_name -> switchyard.plugin.v1.TLSInfo
+	22, // 19: switchyard.plugin.v1.AuthStart.conn:type_name -> switchyard.plugin.v1.ConnInfo
+	24, // 20: switchyard.plugin.v1.AuthClientMessage.start:type_name -> switchyard.plugin.v1.AuthStart
+	27, // 21: switchyard.plugin.v1.AuthServerMessage.outcome:type_name -> switchyard.plugin.v1.AuthOutcome
+	40, // 22: switchyard.plugin.v1.DeriveResponse.secrets:type_name -> switchyard.plugin.v1.DeriveResponse.SecretsEntry
+	22, // 23: switchyard.plugin.v1.PreAuthRequest.conn:type_name -> switchyard.plugin.v1.ConnInfo
+	32, // 24: switchyard.plugin.v1.CheckPart.request:type_name -> switchyard.plugin.v1.CheckRequest
+	2,  // 25: switchyard.plugin.v1.CheckRequest.stage:type_name -> switchyard.plugin.v1.Stage
+	22, // 26: switchyard.plugin.v1.CheckRequest.conn:type_name -> switchyard.plugin.v1.ConnInfo
+	4,  // 27: switchyard.plugin.v1.Verdict.action:type_name -> switchyard.plugin.v1.Action
+	34, // 28: switchyard.plugin.v1.Verdict.delete_headers:type_name -> switchyard.plugin.v1.HeaderRef
+	12, // 29: switchyard.plugin.v1.Table.FieldsEntry.value:type_name -> switchyard.plugin.v1.Value
+	6,  // 30: switchyard.plugin.v1.Plugin.Describe:input_type -> switchyard.plugin.v1.DescribeRequest
+	9,  // 31: switchyard.plugin.v1.Plugin.Configure:input_type -> switchyard.plugin.v1.ConfigureRequest
+	15, // 32: switchyard.plugin.v1.Transport.Deliver:input_type -> switchyard.plugin.v1.DeliverPart
+	25, // 33: switchyard.plugin.v1.Mechanism.Authenticate:input_type -> switchyard.plugin.v1.AuthClientMessage
+	28, // 34: switchyard.plugin.v1.Mechanism.Derive:input_type -> switchyard.plugin.v1.DeriveRequest
+	30, // 35: switchyard.plugin.v1.Mechanism.PreAuth:input_type -> switchyard.plugin.v1.PreAuthRequest
+	31, // 36: switchyard.plugin.v1.Policy.Check:input_type -> switchyard.plugin.v1.CheckPart
+	35, // 37: switchyard.plugin.v1.Host.Secret:input_type -> switchyard.plugin.v1.SecretRequest
+	37, // 38: switchyard.plugin.v1.Host.TLSPublicKey:input_type -> switchyard.plugin.v1.TLSPublicKeyRequest
+	7,  // 39: switchyard.plugin.v1.Plugin.Describe:output_type -> switchyard.plugin.v1.DescribeResponse
+	10, // 40: switchyard.plugin.v1.Plugin.Configure:output_type -> switchyard.plugin.v1.ConfigureResponse
+	19, // 41: switchyard.plugin.v1.Transport.Deliver:output_type -> switchyard.plugin.v1.DeliverResult
+	26, // 42: switchyard.plugin.v1.Mechanism.Authenticate:output_type -> switchyard.plugin.v1.AuthServerMessage
+	29, // 43: switchyard.plugin.v1.Mechanism.Derive:output_type -> switchyard.plugin.v1.DeriveResponse
+	27, // 44: switchyard.plugin.v1.Mechanism.PreAuth:output_type -> switchyard.plugin.v1.AuthOutcome
+	33, // 45: switchyard.plugin.v1.Policy.Check:output_type -> switchyard.plugin.v1.Verdict
+	36, // 46: switchyard.plugin.v1.Host.Secret:output_type -> switchyard.plugin.v1.SecretResponse
+	38, // 47: switchyard.plugin.v1.Host.TLSPublicKey:output_type -> switchyard.plugin.v1.TLSPublicKeyResponse
+	39, // [39:48] is the sub-list for method output_type
+	30, // [30:39] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_plugin_v1_plugin_proto_init() }

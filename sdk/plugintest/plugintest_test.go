@@ -58,11 +58,11 @@ func (r *recorder) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.D
 	}
 	res := &sdk.DeliverResult{}
 	for i, rc := range req.Recipients {
-		st := sdk.StatusDelivered
+		st, stage := sdk.StatusDelivered, sdk.StageData
 		if i == 1 {
-			st = sdk.StatusPermanent
+			st, stage = sdk.StatusPermanent, sdk.StageRcpt
 		}
-		res.Recipients = append(res.Recipients, sdk.RecipientResult{Address: rc.Address, Status: st, Code: 250 + 300*i, EnhancedCode: "2.0.0", Text: "ok", RemoteHost: "mx.example", RemoteIP: "127.0.0.1", TLS: sdk.TLSUse{Verification: sdk.VerifyDANE, Version: "TLS1.3"}})
+		res.Recipients = append(res.Recipients, sdk.RecipientResult{Address: rc.Address, Status: st, Code: 250 + 300*i, EnhancedCode: "2.0.0", Text: "ok", RemoteHost: "mx.example", RemoteIP: "127.0.0.1", TLS: sdk.TLSUse{Verification: sdk.VerifyDANE, Version: "TLS1.3"}, Stage: stage})
 	}
 	return res, nil
 }
@@ -181,7 +181,8 @@ func TestTransportOverRPC(t *testing.T) {
 		t.Fatalf("request arrived as %+v, want %+v", got, req)
 	}
 	if len(res.Recipients) != 2 || res.Recipients[0].Status != sdk.StatusDelivered || res.Recipients[1].Status != sdk.StatusPermanent ||
-		res.Recipients[1].Code != 550 || res.Recipients[0].TLS.Verification != sdk.VerifyDANE || res.Recipients[0].RemoteIP != "127.0.0.1" {
+		res.Recipients[1].Code != 550 || res.Recipients[0].TLS.Verification != sdk.VerifyDANE || res.Recipients[0].RemoteIP != "127.0.0.1" ||
+		res.Recipients[0].Stage != sdk.StageData || res.Recipients[1].Stage != sdk.StageRcpt {
 		t.Fatalf("result: %+v", res)
 	}
 }

@@ -26,7 +26,8 @@ import (
 // reaches A's sink with its envelope sender and content; one of B's user
 // x@other-site.example, a domain send_as does not list, is refused by A at
 // MAIL with 553 5.7.1 and comes back to x on B as a failure DSN, without
-// being retried. B keeps the delivered message retired: queue retired show
+// being retried, and without putting the recipient on x's suppression
+// list. B keeps the delivered message retired: queue retired show
 // shows its attempt with the TLS used.
 func TestSendAsSmarthost(t *testing.T) {
 	t.Parallel()
@@ -142,6 +143,16 @@ addresses = ["x@other-site.example"]
 		t.Errorf("B logged no bounce of x's message at its first attempt with 553 5.7.1")
 	}
 	waitQueueEmpty(t, b)
+	// A refusal of the sender says nothing of the recipient: it is not
+	// suppressed, and x's next message to it is accepted.
+	if out := mta(t, b, "suppression", "list", "x"); strings.Contains(out, "someone@remote.example") {
+		t.Errorf("B suppressed the recipient after A refused the sender:\n%s", out)
+	}
+	c := dialAuth(t, b.Listeners["submission"], false, "x@other-site.example", b.Passwords["x"])
+	if err := send(c, "x@other-site.example", []string{"someone@remote.example"}, orig); err != nil {
+		t.Errorf("x's second message to someone@remote.example: %v", err)
+	}
+	c.Close()
 	if n := sink.Count(); n != 1 {
 		t.Errorf("A's sink has %d messages after the refused one, want 1", n)
 	}
