@@ -2,10 +2,12 @@ package sdk
 
 import (
 	"os"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
 
 	"github.com/switchyard-mta/switchyard/sdk/internal/hostlink"
 )
@@ -25,11 +27,21 @@ func Serve(p *Plugin) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  hostlink.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{ProtocolVersion: {hostlink.PluginName: &grpcPlugin{impl: p}}},
-		GRPCServer:       plugin.DefaultGRPCServer,
+		GRPCServer:       newGRPCServer,
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name:       p.Name,
 			Level:      hclog.Warn,
 			JSONFormat: true,
 		}),
 	})
+}
+
+// newGRPCServer is go-plugin's server with stream workers: each call is
+// handled on a goroutine that lives on, not on a new one per call, whose
+// stack would grow by copying (runtime.morestack) on every call that goes
+// deep, as a DKIM verification does. Calls beyond the workers get a
+// goroutine of their own, as without them.
+func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	workers := uint32(max(16, 4*runtime.GOMAXPROCS(0)))
+	return plugin.DefaultGRPCServer(append(opts, grpc.NumStreamWorkers(workers)))
 }

@@ -167,14 +167,17 @@ func (c *checker) check(ctx context.Context, s *settings, req *sdk.CheckRequest,
 		rev          iprevResult
 		policy       = dmarcLookup{status: "permerror"}
 	)
+	// The lookups run alongside; the verification of DKIM, mostly CPU,
+	// runs here, on the call's goroutine (a stream worker's, whose stack
+	// has grown already: see sdk.Serve), not on a new one.
 	wg.Go(func() { mfrom, hello = checkSPFIdentities(ctx, s.resolver, ip, req.Helo, req.From) })
-	wg.Go(func() { dkims, moreSigs = verifyDKIM(ctx, dkimLookups, msg, hdr, s.maxSignatures) })
 	wg.Go(func() { rev = checkIPRev(ctx, s.resolver, ip) })
 	if fromErr == nil {
 		wg.Go(func() { policy = lookupDMARC(ctx, s.resolver, from) })
 	} else {
 		policy.reason = fromErr.Error() // RFC 7489 §6.6.1.
 	}
+	dkims, moreSigs = verifyDKIM(ctx, dkimLookups, msg, hdr, s.maxSignatures)
 	wg.Wait()
 	dmarc := evaluateDMARC(from, policy, mfrom, dkims, c.percent)
 	if dmarc.disposition == policyReject && s.dmarcReject == sdk.ActionQuarantine {

@@ -102,7 +102,7 @@ func run(bin *mtatest.Binaries, n, conns, size int) error {
 		fmt.Printf("%-48s skipped: %v\n", "postfix: smtp (mynetworks) → queue → smtp", err)
 	} else {
 		l := load{addr: pfAddr, from: "app@relay.test", to: "sink@example.net", n: n, conns: conns, msg: msg}
-		pfRate, err = measure(sink, l, n, "postfix: smtp (mynetworks) → queue → smtp", refRate, 0, 0, pf.log)
+		pfRate, err = measure(sink, l, n, "postfix: smtp (mynetworks) → queue → smtp", refRate, 0, 0, 0, pf.log)
 		pf.Stop()
 		if err != nil {
 			return err
@@ -125,22 +125,22 @@ func run(bin *mtatest.Binaries, n, conns, size int) error {
 	inbound := func(addr string) load {
 		return load{addr: addr, from: "app@" + benchDomain, to: "sink@example.net", n: n, conns: conns, msg: msg}
 	}
-	mxRate, err := measure(sink, inbound(mx), n, "switchyard: smtp (relay_networks) → queue → plugin", refRate, pfRate, 0, logTail)
+	mxRate, err := measure(sink, inbound(mx), n, "switchyard: smtp (relay_networks) → queue → plugin", refRate, pfRate, 0, srv.PID(), logTail)
 	if err != nil {
 		return err
 	}
 	sl := load{addr: sub, startTLS: true, user: "bench@example.org", pass: srv.Passwords["bench"], from: "bench@example.org", to: "sink@example.net", n: n, conns: conns, msg: msg}
-	if _, err := measure(sink, sl, n, "switchyard: submission+TLS+AUTH → queue → plugin", refRate, pfRate, 0, logTail); err != nil {
+	if _, err := measure(sink, sl, n, "switchyard: submission+TLS+AUTH → queue → plugin", refRate, pfRate, 0, srv.PID(), logTail); err != nil {
 		return err
 	}
 	// The cost of policy checks on the inbound path, as a ratio to it.
-	if _, err := measure(sink, inbound(mxAuth), n, "switchyard: smtp + policy-msgauth", refRate, pfRate, mxRate, logTail); err != nil {
+	if _, err := measure(sink, inbound(mxAuth), n, "switchyard: smtp + policy-msgauth", refRate, pfRate, mxRate, srv.PID(), logTail); err != nil {
 		return err
 	}
 	if err := warmGreylist(mxGrey, "app@"+benchDomain, "sink@example.net"); err != nil {
 		return err
 	}
-	if _, err := measure(sink, inbound(mxGrey), n, "switchyard: smtp + policy-msgauth + greylist", refRate, pfRate, mxRate, logTail); err != nil {
+	if _, err := measure(sink, inbound(mxGrey), n, "switchyard: smtp + policy-msgauth + greylist", refRate, pfRate, mxRate, srv.PID(), logTail); err != nil {
 		return err
 	}
 	return nil
@@ -148,8 +148,10 @@ func run(bin *mtatest.Binaries, n, conns, size int) error {
 
 // measure sends l and waits until the sink has all n messages; the rate is
 // end to end, from the first connection to the last arrival.
-// With noPolicyRate, the rate is also given as a ratio to that run's.
-func measure(sink *mtatest.Sink, l load, n int, name string, refRate, pfRate, noPolicyRate float64, logTail func() string) (float64, error) {
+// With noPolicyRate, the rate is also given as a ratio to that run's. With
+// pid, the CPU per message of that process and its children follows.
+func measure(sink *mtatest.Sink, l load, n int, name string, refRate, pfRate, noPolicyRate float64, pid int, logTail func() string) (float64, error) {
+	cpuBefore := processCPU(pid)
 	before := sink.Count()
 	start := time.Now()
 	accDur, err := l.send()
@@ -169,6 +171,9 @@ func measure(sink *mtatest.Sink, l load, n int, name string, refRate, pfRate, no
 		fmt.Printf("  ×%.2f no policy", rate/noPolicyRate)
 	}
 	fmt.Println()
+	if cpu := cpuPerMessage(cpuBefore, processCPU(pid), n); cpu != "" {
+		fmt.Printf("%-48s %s\n", "", cpu)
+	}
 	return rate, nil
 }
 
