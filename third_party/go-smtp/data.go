@@ -2,6 +2,7 @@ package smtp
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 )
@@ -107,6 +108,32 @@ func (r *dataReader) Read(b []byte) (n int, err error) {
 		return 0, r.err
 	}
 	for n < len(b) && r.state != stateEOF {
+		if r.state == stateData {
+			// In the middle of a line only CR changes the state: copy the
+			// buffered bytes up to the next one at once. (Switchyard patch:
+			// upstream reads byte by byte.)
+			if r.r.Buffered() == 0 {
+				if _, err = r.r.Peek(1); err != nil {
+					if err == io.EOF {
+						err = io.ErrUnexpectedEOF
+					}
+					break
+				}
+			}
+			k := r.r.Buffered()
+			if k > len(b)-n {
+				k = len(b) - n
+			}
+			chunk, _ := r.r.Peek(k)
+			if i := bytes.IndexByte(chunk, '\r'); i >= 0 {
+				chunk = chunk[:i]
+			}
+			if len(chunk) > 0 {
+				n += copy(b[n:], chunk)
+				r.r.Discard(len(chunk))
+				continue
+			}
+		}
 		var c byte
 		c, err = r.r.ReadByte()
 		if err != nil {

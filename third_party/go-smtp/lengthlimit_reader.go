@@ -1,6 +1,7 @@
 package smtp
 
 import (
+	"bytes"
 	"errors"
 	"io"
 )
@@ -32,16 +33,22 @@ func (r *lineLimitReader) Read(b []byte) (int, error) {
 		return n, nil
 	}
 
-	for _, chr := range b[:n] {
-		if chr == '\n' {
-			r.curLineLength = 0
+	// A line's length counts from the LF before it, included. (Switchyard
+	// patch: upstream counts byte by byte.)
+	for p := b[:n]; ; {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			r.curLineLength += len(p)
+			break
 		}
-		r.curLineLength++
-
-		if r.curLineLength > r.LineLimit {
-			return 0, ErrTooLongLine
+		if r.curLineLength += i; r.curLineLength > r.LineLimit {
+			return 0, ErrTooLongLine // Sticky: the count stays over.
 		}
+		r.curLineLength = 1
+		p = p[i+1:]
 	}
-
+	if r.curLineLength > r.LineLimit {
+		return 0, ErrTooLongLine
+	}
 	return n, nil
 }
