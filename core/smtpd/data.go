@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -361,6 +362,44 @@ func (s *session) readFailed(err error) *smtp.SMTPError {
 	return errConnection
 }
 
+// checkChunk checks the next chunk p of a message, as copyMessage says;
+// cr carries whether the chunk before ended in CR. The scans are of
+// bytes.IndexByte and bytes.Count, not of each byte.
+func checkChunk(p []byte, cr *bool) *smtp.SMTPError {
+	if len(p) == 0 {
+		return nil
+	}
+	if bytes.IndexByte(p, 0) >= 0 {
+		return errNUL
+	}
+	if *cr != (p[0] == '\n') {
+		return errBareCRLF // A CR before the chunk not followed by LF, or an LF first without it.
+	}
+	// Every LF after the first byte follows a CR; then the CRs are as many
+	// as those LFs, and one more if the chunk ends in CR (its LF comes next).
+	lfs := 0
+	for i := 1; ; {
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
+			break
+		}
+		if p[i+j-1] != '\r' {
+			return errBareCRLF
+		}
+		lfs++
+		i += j + 1
+	}
+	*cr = p[len(p)-1] == '\r'
+	want := lfs
+	if *cr {
+		want++
+	}
+	if bytes.Count(p, []byte{'\r'}) != want {
+		return errBareCRLF
+	}
+	return nil
+}
+
 // copyMessage copies the message from r, go-smtp's reader of DATA
 // (dot-stuffed, ending at CRLF "." CRLF) or of BDAT chunks, to w. It checks
 // what the reader returns: a CR not followed by LF or an LF not preceded by
@@ -379,15 +418,7 @@ func copyMessage(w io.Writer, r io.Reader) (n int64, err error) {
 		k, rerr := r.Read(buf[fill:])
 		n += int64(k)
 		if refused == nil {
-			for _, c := range buf[fill : fill+k] {
-				switch {
-				case c == 0:
-					refused = errNUL
-				case (c == '\n') != cr:
-					refused = errBareCRLF
-				}
-				cr = c == '\r'
-			}
+			refused = checkChunk(buf[fill:fill+k], &cr)
 		}
 		if refused == nil {
 			fill += k

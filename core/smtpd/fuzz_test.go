@@ -407,3 +407,30 @@ func splitPath(arg string) (path, params string) {
 	}
 	return arg, ""
 }
+
+// FuzzCheckChunk: checkChunk, over the input split in two chunks anywhere,
+// refuses exactly what a byte-by-byte check refuses (NUL, a CR not
+// followed by LF, an LF not preceded by CR; a final CR is left to the
+// caller).
+func FuzzCheckChunk(f *testing.F) {
+	for _, s := range []string{"a\r\nb\r\n", "a\nb", "a\rb", "\r", "\n", "a\x00b", "\r\n\r\n", "x\r\r\n"} {
+		f.Add([]byte(s), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, at uint8) {
+		want := false // Refused, byte by byte.
+		cr := false
+		for _, c := range data {
+			if c == 0 || (c == '\n') != cr {
+				want = true
+				break
+			}
+			cr = c == '\r'
+		}
+		split := int(at) % (len(data) + 1)
+		cr = false
+		got := checkChunk(data[:split], &cr) != nil || checkChunk(data[split:], &cr) != nil
+		if got != want {
+			t.Fatalf("%q split at %d: refused %v, byte by byte %v", data, split, got, want)
+		}
+	})
+}
