@@ -73,10 +73,11 @@ func (q *Queue) startAttempt(id int64, req *sdk.DeliverRequest, start time.Time)
 	for i, r := range req.Recipients {
 		a.Results[i].Address = r.Address
 	}
+	mine := &Attempt{ID: a.ID, MsgID: id, Start: start, Transport: req.Instance} // a is the committer's once submitted.
 	if err := q.commit.submit(op{attempt: a}); err != nil {
 		q.log.Error("storing delivery attempt", "queueid", req.QueueID, "err", err)
 	}
-	return &Attempt{ID: a.ID, MsgID: id, Start: start, Transport: req.Instance} // a is the committer's now.
+	return mine
 }
 
 // History returns the attempts of message id, queued or retired, oldest
