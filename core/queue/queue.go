@@ -145,6 +145,7 @@ type Queue struct {
 	lastAttempt atomic.Int64
 	closed      atomic.Bool
 	wake        chan struct{} // Capacity 1; wakes the dispatcher.
+	workers     workers       // Run the deliveries.
 	wg          sync.WaitGroup
 
 	mu      sync.Mutex
@@ -218,6 +219,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 		log:     opts.Log,
 		db:      db,
 		wake:    make(chan struct{}, 1),
+		workers: newWorkers(),
 		msgs:    map[int64]*entry{},
 		active:  map[dest]int{},
 		waiting: map[dest][]*job{},

@@ -250,7 +250,8 @@ func (q *Queue) startLocked(j *job, transport string) {
 	q.running++
 	j.running = true
 	q.wg.Add(1)
-	go q.deliver(j, d, req, idx, notes, m.Segment, m.Offset, j.routeErr)
+	seg, offset, routeErr := m.Segment, m.Offset, j.routeErr
+	q.workers.run(q.ctx, func() { q.deliver(j, d, req, idx, notes, seg, offset, routeErr) })
 	j.routeErr = nil
 }
 
