@@ -32,6 +32,9 @@ run: build
 test: build
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
+	# The race detector on the packages with the most concurrency; the
+	# time bound of TestSASLAuthenticate is for a build without it.
+	$(GO) test -race ./core/queue ./core/ctl ./core/imapd -skip '^TestSASLAuthenticate$$'
 	cd third_party/go-smtp && $(GO) vet . && $(GO) test .
 	for m in examples/*/go.mod; do (cd $$(dirname $$m) && $(GO) vet ./... && $(GO) test ./...) || exit 1; done
 

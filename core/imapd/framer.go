@@ -859,10 +859,16 @@ type handoff struct {
 	closed chan struct{}
 	once   sync.Once
 	addr   net.Addr
+	// accepting is closed at the first Accept: go-imap's Serve has then
+	// counted itself in the WaitGroup its Close waits on, which it does
+	// after registering the listener, outside its lock (a race with a
+	// Close right after New, as tests do).
+	accepting     chan struct{}
+	acceptingOnce sync.Once
 }
 
 func newHandoff() *handoff {
-	return &handoff{conns: make(chan net.Conn), closed: make(chan struct{}), addr: &net.TCPAddr{}}
+	return &handoff{conns: make(chan net.Conn), closed: make(chan struct{}), accepting: make(chan struct{}), addr: &net.TCPAddr{}}
 }
 
 // give passes c to the server; false once closed.
@@ -876,6 +882,7 @@ func (h *handoff) give(c net.Conn) bool {
 }
 
 func (h *handoff) Accept() (net.Conn, error) {
+	h.acceptingOnce.Do(func() { close(h.accepting) })
 	select {
 	case c := <-h.conns:
 		return c, nil

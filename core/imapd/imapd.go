@@ -230,6 +230,7 @@ func (s *Server) Close() error {
 	}
 	s.cancel()
 	if s.plain != nil {
+		<-s.handoff.accepting // s.tls.Serve runs: see handoff.
 		s.handoff.Close()
 		s.plain.Close()
 	}
