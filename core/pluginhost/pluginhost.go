@@ -97,6 +97,7 @@ type Status struct {
 // Manager owns the plugin processes.
 type Manager struct {
 	log            *slog.Logger
+	logLevel       string // The core's [log] level, passed to plugins (sdk.LogLevelEnv).
 	host           sdk.Host
 	checkOnly      bool
 	deliverTimeout time.Duration
@@ -141,6 +142,7 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	m := &Manager{
 		log:            opts.Log,
+		logLevel:       cfg.Log.Level,
 		host:           opts.Host,
 		checkOnly:      opts.CheckOnly,
 		deliverTimeout: opts.DeliverTimeout,

@@ -62,7 +62,7 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 		// go-plugin hashes the binary before every start.
 		cc.SecureConfig = &plugin.SecureConfig{Checksum: p.sum, Hash: sha256.New()}
 	}
-	pr := newProcess(cc, p.path, p.args)
+	pr := newProcess(cc, p.path, p.args, m.logLevel)
 	fail := func(errs ...error) (*running, []error) {
 		pr.stop()
 		return nil, errs

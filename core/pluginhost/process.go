@@ -3,12 +3,15 @@ package pluginhost
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+
+	"github.com/switchyard-mta/switchyard/sdk"
 )
 
 // Bounds of a plugin process's life outside its calls.
@@ -34,10 +37,14 @@ type process struct {
 }
 
 // newProcess prepares cc to run path with args in a process group of its
-// own, and returns the go-plugin client.
-func newProcess(cc *plugin.ClientConfig, path string, args []string) *process {
+// own, told the core's log level (if set), and returns the go-plugin
+// client.
+func newProcess(cc *plugin.ClientConfig, path string, args []string, logLevel string) *process {
 	kctx, kill := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(kctx, path, args...)
+	if logLevel != "" {
+		cmd.Env = append(os.Environ(), sdk.LogLevelEnv+"="+logLevel)
+	}
 	cmd.SysProcAttr = sysProcAttr()
 	cmd.Cancel = func() error {
 		// Setpgid made the process the leader of a group of its pid.

@@ -427,7 +427,8 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// logResult logs one line for the delivery attempt.
+// logResult logs one line for the delivery attempt: at debug level, or as
+// a warning for a failure that decided no recipient.
 func (in *instance) logResult(req *sdk.DeliverRequest, res *sdk.DeliverResult, err error, reused bool, took time.Duration) {
 	attrs := []slog.Attr{
 		slog.String("queueid", req.QueueID),
@@ -461,5 +462,6 @@ func (in *instance) logResult(req *sdk.DeliverRequest, res *sdk.DeliverResult, e
 	if reason != "" {
 		attrs = append(attrs, slog.String("reason", reason))
 	}
-	in.log.LogAttrs(context.Background(), slog.LevelInfo, "delivery attempt", attrs...)
+	// The core logs each recipient's result: this line is for debugging.
+	in.log.LogAttrs(context.Background(), slog.LevelDebug, "delivery attempt", attrs...)
 }

@@ -46,7 +46,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	e := &env{t: t, dir: t.TempDir()}
-	logger := slog.New(slog.NewJSONHandler(lockedWriter{&e.mu, &e.log}, nil))
+	logger := slog.New(slog.NewJSONHandler(lockedWriter{&e.mu, &e.log}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.c = plugintest.Connect(t, &sdk.Plugin{Name: "transport-submission", Version: "0.1.0", Transport: newTransport(logger)}, nil)
 	return e
 }

@@ -221,7 +221,8 @@ func (d *delivery) run() {
 				reason = fmt.Sprintf("%d %s %s", r.Code, r.EnhancedCode, r.Text)
 			}
 		}
-		log.Info("delivery attempt", slog.Int("attempt", d.req.Attempt), slog.String("host", host), slog.String("ip", ip),
+		// The core logs each recipient's result: this line is for debugging.
+		log.Debug("delivery attempt", slog.Int("attempt", d.req.Attempt), slog.String("host", host), slog.String("ip", ip),
 			slog.String("verification", verif.String()), slog.Int("delivered", n[sdk.StatusDelivered]),
 			slog.Int("temporary", n[sdk.StatusTemporary]), slog.Int("permanent", n[sdk.StatusPermanent]),
 			slog.String("reason", reason), slog.Duration("duration", time.Since(start)))

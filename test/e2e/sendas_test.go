@@ -60,6 +60,8 @@ password_file = %q
 ca_file = %q
 [[routes]]
 transport = "provider"
+[log]
+level = "debug"
 [domains."customer.example"]
 [domains."other-site.example"]
 [accounts.news]
@@ -104,6 +106,11 @@ addresses = ["x@other-site.example"]
 		t.Errorf("A logged no AUTH of relay on its submission listener")
 	}
 	waitQueueEmpty(t, b)
+	// The plugins log at the core's level: its per-attempt line is for
+	// debugging, which B logs and A does not.
+	if !logHas(b, `msg="delivery attempt" plugin=transport-submission .*reused=false`) || logHas(a, `msg="delivery attempt"`) {
+		t.Errorf("transport-submission's attempt line: want it on B (debug) and not on A (info)")
+	}
 	// B keeps the delivered message retired with its attempt: TLS 1.3 to
 	// A, the certificate verified against ca_file.
 	var retired []struct {
