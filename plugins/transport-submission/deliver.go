@@ -430,6 +430,9 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // logResult logs one line for the delivery attempt: at debug level, or as
 // a warning for a failure that decided no recipient.
 func (in *instance) logResult(req *sdk.DeliverRequest, res *sdk.DeliverResult, err error, reused bool, took time.Duration) {
+	if err == nil && !in.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
 	attrs := []slog.Attr{
 		slog.String("queueid", req.QueueID),
 		slog.Int("attempt", req.Attempt),
