@@ -90,7 +90,7 @@ func (nt *Notifier) Notify(ctx context.Context, n queue.Notice) error {
 		sp.Discard()
 		return fmt.Errorf("spooling DSN: %w", err)
 	}
-	env := queue.Envelope{Recipients: []sdk.Recipient{{Address: n.From}}, Options: sdk.DeliverOptions{SMTPUTF8: !isASCII(n.From)}}
+	env := queue.Envelope{Recipients: []sdk.Recipient{{Address: n.From}}, Options: sdk.DeliverOptions{SMTPUTF8: !isASCII(n.From)}, NoticeKey: n.Key}
 	id, err := q.Add(ctx, env, sp)
 	if err != nil {
 		return fmt.Errorf("queueing DSN: %w", err)

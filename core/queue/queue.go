@@ -86,6 +86,9 @@ type Notice struct {
 	Queued     time.Time
 	Message    *io.SectionReader // The content, readable until Notify returns; nil if it could not be opened.
 	Recipients []Rcpt            // The failed (State Failed) or delayed recipients, with their last result; see Queue.RetryUntil.
+	// Key is the same for the same notice made again: QueueID, "/", and a
+	// hash of the kind and the recipients. Give it as Envelope.NoticeKey.
+	Key string
 }
 
 // Options configure a queue. Zero values get the defaults given.
@@ -424,6 +427,14 @@ func (q *Queue) spoolDir() string {
 // ctx is only checked before the message is stored.
 func (q *Queue) Add(ctx context.Context, env Envelope, s *Spool) (string, error) {
 	defer s.Discard()
+	if env.NoticeKey != "" {
+		r, err := bstore.QueryDB[noticeRecord](ctx, q.db).FilterID(env.NoticeKey).Get()
+		if err == nil {
+			return formatID(r.MsgID), nil // Queued already.
+		} else if err != bstore.ErrAbsent {
+			return "", fmt.Errorf("queue: notice %s: %w", env.NoticeKey, err)
+		}
+	}
 	id := q.lastID.Add(1)
 	m, err := q.add(ctx, id, env, s)
 	if err != nil {
@@ -476,6 +487,14 @@ func (q *Queue) add(ctx context.Context, id int64, env Envelope, s *Spool) (*Msg
 		}
 	}
 	o := op{insert: m}
+	if env.NoticeKey != "" {
+		of, _, _ := strings.Cut(env.NoticeKey, "/")
+		n, err := parseID(of)
+		if err != nil {
+			return nil, fmt.Errorf("queue: notice key %q: %w", env.NoticeKey, err)
+		}
+		o.notice = &noticeRecord{Key: env.NoticeKey, MsgID: id, Of: n}
+	}
 	m.MessageID, m.Subject = s.msgID, s.subject
 	if s.f == nil {
 		m.MessageID, m.Subject = headerFields(*s.buf)

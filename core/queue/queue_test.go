@@ -1099,3 +1099,49 @@ func TestReleaseAt(t *testing.T) {
 		t.Errorf("calls %+v, want one after %v", calls, release)
 	}
 }
+
+// TestNoticeKey: while the message a notice is about is queued, adding
+// the notice again (made again after a crash) adds nothing and returns
+// the first one's ID, also after a reopen and after the notice itself left
+// the queue; once the message left the queue, its keys are free. Notices
+// of other keys are added.
+func TestNoticeKey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	q := openQueue(t, dir, Options{})
+	orig := add(t, q, "original\r\n", "a@a.test")
+	k1, k2 := orig+"/1", orig+"/2"
+	addNotice := func(key string) string {
+		t.Helper()
+		id, err := q.Add(ctx, Envelope{Recipients: rcpts("sender@example.org"), NoticeKey: key}, spool(t, q, "Subject: DSN\r\n\r\nx\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	first := addNotice(k1)
+	if again := addNotice(k1); again != first {
+		t.Errorf("notice added again as %s, want %s", again, first)
+	}
+	other := addNotice(k2)
+	q.Close()
+	q = openQueue(t, dir, Options{})
+	if err := q.Drop(ctx, first); err != nil { // As if delivered.
+		t.Fatal(err)
+	}
+	if again := addNotice(k1); again != first {
+		t.Errorf("notice added again after a reopen and its delivery as %s, want %s", again, first)
+	}
+	if l, _ := q.List(ctx); len(l) != 2 {
+		t.Fatalf("%d messages queued, want 2 (the original and k2)", len(l))
+	}
+	if err := q.Drop(ctx, orig); err != nil {
+		t.Fatal(err)
+	}
+	if again := addNotice(k1); again == first || again == other {
+		t.Errorf("notice after its message left the queue: %s, want a new one", again)
+	}
+	if _, err := q.Add(ctx, Envelope{Recipients: rcpts("x@example.org"), NoticeKey: "nonsense"}, spool(t, q, "x\r\n")); err == nil {
+		t.Error("a notice key without a queue ID was taken")
+	}
+}

@@ -3,12 +3,15 @@ package queue
 import (
 	"container/heap"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/switchyard-mta/switchyard/core/guard"
@@ -347,6 +350,7 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 			}
 			n.Recipients = append(n.Recipients, *r)
 		}
+		n.Key = noticeKey(n)
 		if content != nil {
 			n.Message = io.NewSectionReader(content, 0, content.Size())
 		}
@@ -662,4 +666,16 @@ func (q *Queue) logAttempt(req *sdk.DeliverRequest, queued time.Time, msgID stri
 		attrs = append(attrs, slog.Duration("delay", delay), slog.Duration("duration", duration))
 		q.log.LogAttrs(ctx, slog.LevelInfo, "delivery", attrs...)
 	}
+}
+
+// noticeKey is Notice.Key of n: its message's queue ID, "/", and a hash of
+// its kind and its recipients' addresses.
+func noticeKey(n Notice) string {
+	addrs := make([]string, len(n.Recipients))
+	for i, r := range n.Recipients {
+		addrs[i] = r.Address
+	}
+	slices.Sort(addrs)
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%t %s", n.Delayed, strings.Join(addrs, " "))))
+	return n.QueueID + "/" + hex.EncodeToString(sum[:16])
 }

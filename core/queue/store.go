@@ -17,7 +17,17 @@ import (
 )
 
 // DBTypes are the types stored in the queue database.
-var DBTypes = []any{Msg{}, HoldRule{}, Attempt{}, Retired{}}
+var DBTypes = []any{Msg{}, HoldRule{}, Attempt{}, Retired{}, noticeRecord{}}
+
+// noticeRecord says that the notice with Key (Envelope.NoticeKey) was
+// queued as message MsgID, about message Of. It is kept until Of leaves
+// the queue, so that the notice is not queued again, even once it was
+// delivered.
+type noticeRecord struct {
+	Key   string `bstore:"typename QueueNotice"`
+	MsgID int64
+	Of    int64 `bstore:"index"`
+}
 
 // Msg is a queued message. Its content is Size bytes at Offset in segment
 // file Segment, or, if Segment is 0, the file named by the formatted ID in
@@ -109,11 +119,12 @@ func (r *Rcpt) wake() (time.Time, bool) {
 // remove, and an attempt stored before it, if any.
 type op struct {
 	insert *Msg
-	data   []byte // With insert: the content, for the committer to append to a segment; nil if in its own file.
-	update *Msg   // A copy owned by the committer.
-	moved  int64  // With update: the segment the message was copied out of, to its own file.
-	remove int64  // Message ID: the record, then the file or the message's part of its segment, are removed.
-	seg    int64  // With remove: the message's segment; 0 for its own file.
+	data   []byte        // With insert: the content, for the committer to append to a segment; nil if in its own file.
+	notice *noticeRecord // With insert: the notice it is.
+	update *Msg          // A copy owned by the committer.
+	moved  int64         // With update: the segment the message was copied out of, to its own file.
+	remove int64         // Message ID: the record, then the file or the message's part of its segment, are removed.
+	seg    int64         // With remove: the message's segment; 0 for its own file.
 	// retire, with remove, is stored in the message's place, which keeps
 	// its attempts; without it they are removed with the message.
 	retire  *Retired
@@ -373,6 +384,13 @@ func apply(tx *bstore.Tx, o op) error {
 	}
 	switch {
 	case o.insert != nil:
+		if o.notice != nil {
+			// Another message of the key, added at once (Add checks
+			// first), keeps it: a notice twice is better than none.
+			if err := tx.Insert(o.notice); err != nil && !errors.Is(err, bstore.ErrUnique) {
+				return err
+			}
+		}
 		return tx.Insert(o.insert)
 	case o.update != nil:
 		return tx.Update(o.update)
@@ -381,6 +399,9 @@ func apply(tx *bstore.Tx, o op) error {
 		if errors.Is(err, bstore.ErrAbsent) {
 			return nil
 		} else if err != nil {
+			return err
+		}
+		if _, err := bstore.QueryTx[noticeRecord](tx).FilterNonzero(noticeRecord{Of: o.remove}).Delete(); err != nil {
 			return err
 		}
 		if o.retire != nil {
