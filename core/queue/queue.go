@@ -106,7 +106,9 @@ type Options struct {
 	DelayAfter int
 	// Notify, if set, is called for recipients that failed permanently or
 	// were delayed, before their state is stored: a DSN it queues is not lost
-	// if the process dies (it may be sent twice). It is called from the
+	// if the process dies, and one it queues with Envelope.NoticeKey set to
+	// Notice.Key is not queued twice when the notice is made again after a
+	// restart. It is called from the
 	// delivery goroutine, with a deadline of NotifyTimeout. It returns nil
 	// once the DSN is queued, or if there is none to send; an error (the
 	// disk is full) or a panic (recovered, core/guard) keeps the notice
