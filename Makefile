@@ -32,9 +32,9 @@ run: build
 test: build
 	$(GO) vet ./...
 	$(GO) test -timeout 20m ./...
-	# The race detector on the packages with the most concurrency (it needs
-	# cgo and a C compiler); the time bound of TestSASLAuthenticate is for
-	# a build without it.
+# The race detector on the packages with the most concurrency (it needs
+# cgo and a C compiler); the time bound of TestSASLAuthenticate is for a
+# build without it.
 	if [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null; then \
 		$(GO) test -race ./core/queue ./core/ctl ./core/imapd -skip '^TestSASLAuthenticate$$'; \
 	else echo "race detector skipped: no cgo or C compiler (Debian: gcc)"; fi
