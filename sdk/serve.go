@@ -43,5 +43,6 @@ func Serve(p *Plugin) {
 // goroutine of their own, as without them.
 func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 	workers := uint32(max(16, 4*runtime.GOMAXPROCS(0)))
-	return plugin.DefaultGRPCServer(append(opts, grpc.NumStreamWorkers(workers)))
+	return plugin.DefaultGRPCServer(append(opts, grpc.NumStreamWorkers(workers),
+		grpc.InitialWindowSize(StreamWindow), grpc.InitialConnWindowSize(ConnWindow)))
 }

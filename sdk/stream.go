@@ -63,3 +63,13 @@ func (r *partReader) drain() {
 		_, r.err = r.next()
 	}
 }
+
+// Flow-control windows of the gRPC connection between the core and a
+// plugin, set on both ends. A fixed window also turns off gRPC's bandwidth
+// estimation, which would send a PING and await its answer for every burst
+// of data: on a local socket there is no bandwidth to find, only a syscall
+// and a wake-up per message to save.
+const (
+	StreamWindow = 1 << 20 // Four chunks of a message in flight.
+	ConnWindow   = 8 << 20
+)

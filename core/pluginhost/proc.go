@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc"
 	"log/slog"
 	"sync"
 	"time"
@@ -57,6 +58,9 @@ func (m *Manager) launch(ctx context.Context, p *proc) (*running, []error) {
 		AutoMTLS:         true,
 		StartTimeout:     startTimeout,
 		Logger:           &hclogAdapter{log: p.log, path: p.path, exited: p.setExit},
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithInitialWindowSize(sdk.StreamWindow), grpc.WithInitialConnWindowSize(sdk.ConnWindow),
+		},
 	}
 	if p.sum != nil {
 		// go-plugin hashes the binary before every start.
