@@ -123,6 +123,9 @@ type Result struct {
 // (RFC 5891 §5); it fails with ErrInvalidName.
 func ToASCII(name string) (string, error) {
 	n := strings.TrimSuffix(name, ".")
+	if plainName(n) {
+		return strings.ToLower(n), nil
+	}
 	a, err := idnaProfile.ToASCII(n)
 	if err != nil || a == "" {
 		return "", fmt.Errorf("%w: %q: %v", ErrInvalidName, name, err)
@@ -131,6 +134,33 @@ func ToASCII(name string) (string, error) {
 		return "", fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
 	return strings.ToLower(a), nil
+}
+
+// plainName reports whether name is a host name the IDNA mapping would
+// only lowercase: labels of 1–63 ASCII letters, digits, hyphens and
+// underscores, none starting or ending with a hyphen, none with hyphens as
+// its third and fourth octets (as "xn--" has), 253 octets in all. Almost
+// every name looked up is one; checking is much cheaper than the mapping.
+func plainName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(name); i++ {
+		if i < len(name) && name[i] != '.' {
+			c := name[i] | 0x20 // Lowercase for letters.
+			if !(c >= 'a' && c <= 'z' || name[i] >= '0' && name[i] <= '9' || name[i] == '-' || name[i] == '_') {
+				return false
+			}
+			continue
+		}
+		l := name[start:i]
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' || len(l) >= 4 && l[2] == '-' && l[3] == '-' {
+			return false
+		}
+		start = i + 1
+	}
+	return true
 }
 
 // MX is a mail exchanger.

@@ -252,3 +252,29 @@ func FuzzLookup(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPlainName checks ToASCII's shortcut against the IDNA mapping: a name
+// plainName takes gets what the mapping would give it.
+func FuzzPlainName(f *testing.F) {
+	for _, s := range []string{"example.com", "Mail.Example.COM", "_25._tcp.mx.example.org", "xn--bcher-kva.example", "ab--cd.example", "-a.example", "a-.example", "a..b", "", strings.Repeat("a", 64) + ".example", "a_b.example", "ex@mple.com", "exa\x00mple"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if !plainName(name) {
+			return
+		}
+		a, err := idnaProfile.ToASCII(name)
+		if err != nil {
+			t.Fatalf("plainName(%q), but the mapping fails: %v", name, err)
+		}
+		if _, ok := dns.IsDomainName(a); !ok {
+			t.Fatalf("plainName(%q), but %q is no domain name", name, a)
+		}
+		if got := strings.ToLower(name); got != strings.ToLower(a) {
+			t.Fatalf("plainName(%q): shortcut %q, mapping %q", name, got, a)
+		}
+		if !wellFormed(strings.ToLower(name)) {
+			t.Fatalf("plainName(%q), but it is not well formed", name)
+		}
+	})
+}
