@@ -39,6 +39,7 @@ test: build
 		$(GO) test -race ./core/queue ./core/ctl ./core/imapd -skip '^TestSASLAuthenticate$$'; \
 	else echo "race detector skipped: no cgo or C compiler (Debian: gcc)"; fi
 	cd third_party/go-smtp && $(GO) vet . && $(GO) test .
+	cd third_party/go-msgauth && $(GO) vet ./... && $(GO) test ./...
 	for m in examples/*/go.mod; do (cd $$(dirname $$m) && $(GO) vet ./... && $(GO) test ./...) || exit 1; done
 
 bench: build
