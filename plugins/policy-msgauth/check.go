@@ -149,6 +149,11 @@ func budget(ctx context.Context, timeout time.Duration) time.Duration {
 	return timeout
 }
 
+// lookupPool runs the DNS checks of messages alongside their DKIM
+// verification: three per message, for as many messages as the core checks
+// at once (a few per core).
+var lookupPool = newPool(24)
+
 // check verifies msg from ip and decides.
 func (c *checker) check(ctx context.Context, s *settings, req *sdk.CheckRequest, ip netip.Addr, msg []byte) sdk.Verdict {
 	start := time.Now()
@@ -170,10 +175,10 @@ func (c *checker) check(ctx context.Context, s *settings, req *sdk.CheckRequest,
 	// The lookups run alongside; the verification of DKIM, mostly CPU,
 	// runs here, on the call's goroutine (a stream worker's, whose stack
 	// has grown already: see sdk.Serve), not on a new one.
-	wg.Go(func() { mfrom, hello = checkSPFIdentities(ctx, s.resolver, ip, req.Helo, req.From) })
-	wg.Go(func() { rev = checkIPRev(ctx, s.resolver, ip) })
+	lookupPool.Go(&wg, func() { mfrom, hello = checkSPFIdentities(ctx, s.resolver, ip, req.Helo, req.From) })
+	lookupPool.Go(&wg, func() { rev = checkIPRev(ctx, s.resolver, ip) })
 	if fromErr == nil {
-		wg.Go(func() { policy = lookupDMARC(ctx, s.resolver, from) })
+		lookupPool.Go(&wg, func() { policy = lookupDMARC(ctx, s.resolver, from) })
 	} else {
 		policy.reason = fromErr.Error() // RFC 7489 §6.6.1.
 	}
