@@ -129,16 +129,19 @@ func (c *Chain) Run(ctx context.Context, req sdk.CheckRequest, msg Message) Resu
 		}
 		start := time.Now()
 		v, err := c.call(ctx, &ck, &r)
-		log := c.log.With(slog.String("policy", ck.name), slog.String("stage", req.Stage.String()))
+		// Built only to log: most calls log nothing.
+		log := func() *slog.Logger {
+			return c.log.With(slog.String("policy", ck.name), slog.String("stage", req.Stage.String()))
+		}
 		if err == nil {
 			err = checkVerdict(&v, req.Stage)
 		}
 		if err != nil {
 			if ck.accept {
-				log.Warn("policy check failed; on_error accept", slog.Duration("duration", time.Since(start)), slog.Any("err", err))
+				log().Warn("policy check failed; on_error accept", slog.Duration("duration", time.Since(start)), slog.Any("err", err))
 				continue
 			}
-			log.Warn("policy check failed; on_error tempfail", slog.Duration("duration", time.Since(start)), slog.Any("err", err))
+			log().Warn("policy check failed; on_error tempfail", slog.Duration("duration", time.Since(start)), slog.Any("err", err))
 			res.Action, res.Check = sdk.ActionTempfail, ck.name
 			res.Code, res.Enhanced, res.Text = 451, "4.7.1", "Policy check unavailable, try again later"
 			return res
@@ -150,7 +153,7 @@ func (c *Chain) Run(ctx context.Context, req sdk.CheckRequest, msg Message) Resu
 		}
 		res.Action, res.Check = v.Action, ck.name
 		res.Code, res.Enhanced, res.Text = v.Code, v.EnhancedCode, v.Text
-		log.Info("policy verdict", slog.String("action", v.Action.String()), slog.Int("code", v.Code), slog.String("text", v.Text))
+		log().Info("policy verdict", slog.String("action", v.Action.String()), slog.Int("code", v.Code), slog.String("text", v.Text))
 		return res
 	}
 	return res
