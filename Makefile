@@ -7,7 +7,7 @@ EXAMPLE_BINS := $(addprefix bin/examples/,$(EXAMPLES))
 PROTO := sdk/proto/switchyard/plugin/v1/plugin.proto
 MODULE := github.com/switchyard-mta/switchyard
 
-.PHONY: all build run test bench fuzz proto clean install $(PLUGIN_BINS) $(EXAMPLE_BINS) bin/mta
+.PHONY: all build run test bench bench-quick fuzz proto clean install $(PLUGIN_BINS) $(EXAMPLE_BINS) bin/mta
 
 all: build
 
@@ -44,6 +44,10 @@ test: build
 
 bench: build
 	$(GO) run ./test/bench
+
+# A reduced bench, in under 2 minutes.
+bench-quick: build
+	$(GO) run ./test/bench -quick
 
 # Runs every fuzz target (func FuzzXxx in any package) for FUZZTIME each, one
 # at a time; `make test` runs only their seed corpora.

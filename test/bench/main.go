@@ -27,6 +27,7 @@ import (
 	"log"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,13 +44,24 @@ func main() {
 	size := flag.Int("size", 4096, "message size in bytes")
 	rounds := flag.Int("rounds", 3, "rounds of the Switchyard runs; medians follow")
 	queued := flag.Int("queue", 100_000, "held messages in the queue run; 0 skips it")
+	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000, unless given")
 	flag.Parse()
+	if *quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]*int{"n": n, "rounds": rounds, "queue": queued} {
+			if !set[name] {
+				*v = map[string]int{"n": 2000, "rounds": 1, "queue": 10_000}[name]
+			}
+		}
+	}
 	bin, err := mtatest.Build()
 	if err != nil {
 		log.Fatal(err)
 	}
+	var relayRefs []float64
 	if *n > 0 {
-		if err := run(bin, *n, *conns, *size, max(*rounds, 1)); err != nil {
+		if relayRefs, err = run(bin, *n, *conns, *size, max(*rounds, 1)); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -58,6 +70,45 @@ func main() {
 			log.Fatal(err)
 		}
 	}
+	if len(relayRefs) > 0 {
+		if err := guard(recordedFile, median(relayRefs)); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// recordedFile holds the relay's ratio to the reference as recorded in
+// the repository, the figure the regression guard holds runs to.
+const recordedFile = "test/bench/recorded.txt"
+
+// guard fails when the relay's ratio to the reference is more than 25%
+// below the recorded figure. The ratio, not the rate, is compared: it
+// holds across machines far better.
+func guard(file string, ratio float64) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("regression guard: %w (run the bench from the repository's top directory)", err)
+	}
+	var recorded float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "relay_vs_reference "); ok {
+			recorded, err = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return fmt.Errorf("regression guard: %s: %v", file, err)
+			}
+		}
+	}
+	if recorded <= 0 {
+		return fmt.Errorf("regression guard: %s has no relay_vs_reference figure", file)
+	}
+	floor := recorded * 0.75
+	fmt.Printf("\nregression guard: relay ×%.2f reference, recorded ×%.2f, floor ×%.2f: ", ratio, recorded, floor)
+	if ratio < floor {
+		fmt.Println("FAIL")
+		return fmt.Errorf("regression guard: the relay's ratio to the reference, ×%.2f, is more than 25%% below the recorded ×%.2f", ratio, recorded)
+	}
+	fmt.Println("ok")
+	return nil
 }
 
 // load is one way of sending the messages.
@@ -70,35 +121,45 @@ type load struct {
 	msg        []byte
 }
 
-func run(bin *mtatest.Binaries, n, conns, size, rounds int) error {
+// run does the rate runs and returns the relay's ratio to the reference in
+// each round.
+func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, error) {
 	sink, err := mtatest.StartSink(false, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer sink.Close()
 	// One message for every run, DKIM-signed for the policy runs.
 	msg, record, err := signedMessage(size)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	zone, err := startZone(benchZone(record))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer zone.Close()
 	fmt.Printf("load: %d messages of %d bytes over %d sessions\n\n", n, len(msg), conns)
 
 	// Reference: straight to the sink.
 	ref := load{addr: sink.Addr, from: "bench@example.org", to: "sink@example.net", n: n, conns: conns, msg: msg}
-	refDur, err := ref.send()
+	reference := func() (float64, error) {
+		before := sink.Count()
+		dur, err := ref.send()
+		if err != nil {
+			return 0, fmt.Errorf("reference: %w", err)
+		}
+		if got := sink.WaitCount(before+n, time.Minute) - before; got != n {
+			return 0, fmt.Errorf("reference: sink got %d of %d", got, n)
+		}
+		rate := float64(n) / dur.Seconds()
+		fmt.Printf("%-48s %7.0f msg/s  (%v)\n", "reference: client → sink", rate, dur.Round(time.Millisecond))
+		return rate, nil
+	}
+	refRate, err := reference()
 	if err != nil {
-		return fmt.Errorf("reference: %w", err)
+		return nil, err
 	}
-	if got := sink.WaitCount(n, time.Minute); got != n {
-		return fmt.Errorf("reference: sink got %d of %d", got, n)
-	}
-	refRate := float64(n) / refDur.Seconds()
-	fmt.Printf("%-48s %7.0f msg/s  (%v)\n", "reference: client → sink", refRate, refDur.Round(time.Millisecond))
 
 	// Postfix, when it can run here: the same load as the smtp relay run.
 	var pfRate float64
@@ -110,20 +171,20 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) error {
 		pfRate, err = measure(sink, l, n, "postfix: smtp (mynetworks) → queue → smtp", refRate, 0, 0, 0, pf.log)
 		pf.Stop()
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 
 	dir, err := os.MkdirTemp("", "switchyard-bench-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	sub, mx, mxAuth, mxGrey := mtatest.FreeAddr(), mtatest.FreeAddr(), mtatest.FreeAddr(), mtatest.FreeAddr()
 	cfg := config(sub, mx, bin.Plugins["transport-submission"], sink.Addr) + policyConfig(bin, zone.Addr, mxAuth, mxGrey)
 	srv, err := mtatest.StartServer(bin, dir, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer srv.Stop()
 	logTail := func() string { return tail(srv.Log(), 20) }
@@ -131,7 +192,7 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) error {
 		return load{addr: addr, from: "app@" + benchDomain, to: "sink@example.net", n: n, conns: conns, msg: msg}
 	}
 	if err := warmGreylist(mxGrey, "app@"+benchDomain, "sink@example.net"); err != nil {
-		return err
+		return nil, err
 	}
 	// The Switchyard runs go in rounds, each run's policy ratio against the
 	// no-policy run of its own round: on a shared machine a single run is
@@ -148,22 +209,32 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) error {
 	}
 	rates := make([][]float64, len(runs))  // By run, one per round.
 	ratios := make([][]float64, len(runs)) // To the round's first run.
+	var refRates, relayRefs []float64      // The reference's, and the relay's ratio to it, by round.
 	for r := 1; r <= rounds; r++ {
 		fmt.Printf("\nround %d of %d\n", r, rounds)
+		if r > 1 {
+			if refRate, err = reference(); err != nil {
+				return nil, err
+			}
+		}
+		refRates = append(refRates, refRate)
 		var mxRate float64
 		for i, run := range runs {
 			rate, err := measure(sink, run.l, n, run.name, refRate, pfRate, mxRate, srv.PID(), logTail)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if i == 0 {
 				mxRate = rate
+				relayRefs = append(relayRefs, rate/refRate)
 			}
 			rates[i] = append(rates[i], rate)
 			ratios[i] = append(ratios[i], rate/mxRate)
 		}
 	}
 	fmt.Printf("\nmedian of %d rounds\n", rounds)
+	refRate = median(refRates)
+	fmt.Printf("%-48s %7.0f msg/s\n", "reference: client → sink", refRate)
 	for i, run := range runs {
 		rate := median(rates[i])
 		fmt.Printf("%-48s %7.0f msg/s  ×%.2f reference", run.name, rate, rate/refRate)
@@ -172,10 +243,12 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) error {
 		}
 		if i > 0 {
 			fmt.Printf("  ×%.2f relay (rounds %s)", median(ratios[i]), formatRatios(ratios[i]))
+		} else {
+			fmt.Printf(" (rounds %s)", formatRatios(relayRefs))
 		}
 		fmt.Println()
 	}
-	return nil
+	return relayRefs, nil
 }
 
 // median returns the middle of l, the mean of the two middle ones for an
