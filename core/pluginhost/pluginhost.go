@@ -217,10 +217,12 @@ func Start(ctx context.Context, opts Options) (*Manager, error) {
 				perProc[i] = []error{fmt.Errorf("plugin %s: not started: %w", p.name, ctx.Err())}
 				return
 			}
+			start := time.Now()
 			r, errs := m.launch(ctx, p)
 			if r != nil {
 				p.up(r)
-				p.log.Info("plugin started", slog.Int("pid", r.pid), slog.String("name", r.desc.Name), slog.String("version", r.desc.Version))
+				p.log.Info("plugin started", slog.Int("pid", r.pid), slog.String("name", r.desc.Name), slog.String("version", r.desc.Version),
+					slog.Duration("duration", time.Since(start)))
 			}
 			perProc[i] = errs
 		})

@@ -17,8 +17,12 @@
 // The Switchyard runs go in -rounds rounds; each ratio to the relay run is
 // taken within its round, and a summary gives the medians.
 //
-// The last run fills a queue of -queue held messages and times queue list
-// and queue show against it (see queueBench).
+// Then the shipped mta.toml, with every first-party plugin, is started for
+// its idle footprint (see footprintBench). The last run fills a queue of
+// -queue held messages and times queue list and queue show against it (see
+// queueBench). With -quick, a reduced set runs. At the end, a regression
+// guard holds the relay's ratio to the reference to the figure recorded in
+// test/bench/recorded.txt (see guard).
 package main
 
 import (
@@ -64,6 +68,9 @@ func main() {
 		if relayRefs, err = run(bin, *n, *conns, *size, max(*rounds, 1)); err != nil {
 			log.Fatal(err)
 		}
+	}
+	if err := footprintBench(bin); err != nil {
+		log.Fatal(err)
 	}
 	if *queued > 0 {
 		if err := queueBench(bin, *queued, *conns, mtatest.MakeMessage("app@"+benchDomain, "sink@example.net", "queued", *size)); err != nil {
