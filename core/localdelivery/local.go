@@ -48,6 +48,9 @@ type Rcpt struct {
 	// Junk delivers to the account's Junk mailbox (a policy check
 	// quarantined the message), or its Inbox if it has none.
 	Junk bool
+	// Key names the delivery (store.DeliverOptions.Key): the same key
+	// again delivers nothing more.
+	Key string
 }
 
 // DeliverLocal delivers msg to the Inbox of each account of rcpts, a copy
@@ -60,7 +63,7 @@ func (l *Local) DeliverLocal(ctx context.Context, from string, rcpts []Rcpt, msg
 	for i, r := range rcpts {
 		acc, err := l.store.Account(r.Account)
 		if err == nil {
-			errs[i] = l.deliver(ctx, acc, header(from, r.Addresses), msg, r.Junk)
+			errs[i] = l.deliver(ctx, acc, header(from, r.Addresses), msg, r.Junk, r.Key)
 		} else {
 			errs[i] = err
 		}
@@ -68,7 +71,7 @@ func (l *Local) DeliverLocal(ctx context.Context, from string, rcpts []Rcpt, msg
 	return errs
 }
 
-func (l *Local) deliver(ctx context.Context, acc *store.Account, hdr string, msg *io.SectionReader, junk bool) error {
+func (l *Local) deliver(ctx context.Context, acc *store.Account, hdr string, msg *io.SectionReader, junk bool, key string) error {
 	mailbox := store.Inbox
 	if junk {
 		if mb, err := acc.MailboxBySpecialUse(ctx, store.Junk); err == nil {
@@ -82,7 +85,7 @@ func (l *Local) deliver(ctx context.Context, acc *store.Account, hdr string, msg
 		return err
 	}
 	defer in.Close()
-	_, err = acc.Deliver(ctx, mailbox, in, store.DeliverOptions{})
+	_, err = acc.Deliver(ctx, mailbox, in, store.DeliverOptions{Key: key})
 	return err
 }
 
@@ -114,7 +117,14 @@ func (l *Local) Deliver(ctx context.Context, req *sdk.DeliverRequest) (*sdk.Deli
 			continue
 		}
 		if _, seen := rcptsOf[acc]; !seen {
-			rcpts = append(rcpts, Rcpt{Account: acc})
+			// One copy per queued message and account, however often the
+			// queue tries: a crash after the mailbox's commit and before
+			// the queue's makes it try again.
+			r := Rcpt{Account: acc}
+			if req.QueueID != "" {
+				r.Key = req.QueueID + "/" + acc
+			}
+			rcpts = append(rcpts, r)
 		}
 		rcptsOf[acc] = append(rcptsOf[acc], i)
 	}

@@ -169,6 +169,24 @@ func TestTransport(t *testing.T) {
 			if got := inbox(t, st, "alice"); len(got) != 1 || got[0] != wantMsg {
 				t.Errorf("alice's Inbox %q", got)
 			}
+			// The queue delivering the message again (a crash before it
+			// recorded the result) adds no second copy, and says delivered.
+			req.Message = sr(big)
+			res, err = l.Deliver(context.Background(), req)
+			if err != nil || res.Recipients[0].Status != sdk.StatusDelivered || res.Recipients[2].Status != sdk.StatusDelivered {
+				t.Fatalf("again: %+v, %v", res, err)
+			}
+			if got := inbox(t, st, "alice"); len(got) != 1 {
+				t.Errorf("alice's Inbox after the same queued message again: %d messages, want 1", len(got))
+			}
+			// Another queued message is another delivery.
+			req.QueueID, req.Message = "q2", sr(big)
+			if _, err := l.Deliver(context.Background(), req); err != nil {
+				t.Fatal(err)
+			}
+			if got := inbox(t, st, "alice"); len(got) != 2 {
+				t.Errorf("alice's Inbox after another queued message: %d messages, want 2", len(got))
+			}
 		})
 	}
 }

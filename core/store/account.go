@@ -176,7 +176,7 @@ type accountMeta struct {
 }
 
 // accountTypes are the types stored in each account's index.db.
-var accountTypes = []any{accountMeta{}, Mailbox{}, Message{}, subscription{}}
+var accountTypes = []any{accountMeta{}, Mailbox{}, Message{}, subscription{}, deliveryKey{}}
 
 // standardMailboxes are created with every account, subscribed.
 var standardMailboxes = [...]struct {

@@ -193,6 +193,24 @@ type DeliverOptions struct {
 	Flags    Flags
 	Keywords []string  // Normalized by NormalizeKeywords.
 	Received time.Time // INTERNALDATE; zero: now.
+	// Key, if set, names the delivery: a second delivery with the same key
+	// within DeliveryKeyTTL adds nothing and returns the first one's
+	// result. The queue sets it, so that a delivery it makes again after a
+	// crash between the mailbox's commit and its own leaves one copy.
+	Key string
+}
+
+// DeliveryKeyTTL is how long a DeliverOptions.Key is kept: longer than a
+// message stays in the queue.
+const DeliveryKeyTTL = 30 * 24 * time.Hour
+
+// deliveryKey records a delivery made with DeliverOptions.Key.
+type deliveryKey struct {
+	Key         string
+	Delivered   time.Time `bstore:"index"`
+	MailboxID   int64
+	UIDValidity uint32
+	UID         UID
 }
 
 // Delivered identifies a message added to a mailbox, e.g. for APPENDUID
@@ -232,6 +250,20 @@ func (a *Account) Deliver(ctx context.Context, mailbox string, in *Incoming, opt
 	}
 	var d Delivered
 	err = a.write(ctx, nil, func(c *change) error {
+		if opts.Key != "" {
+			k := deliveryKey{Key: opts.Key}
+			switch err := c.tx.Get(&k); {
+			case err == nil && time.Since(k.Delivered) < DeliveryKeyTTL:
+				d = Delivered{MailboxID: k.MailboxID, UIDValidity: k.UIDValidity, UID: k.UID}
+				return nil // Delivered already.
+			case err == nil:
+				if err := c.tx.Delete(&k); err != nil {
+					return err
+				}
+			case err != bstore.ErrAbsent:
+				return err
+			}
+		}
 		mb, err := mailboxByName(c.tx, name)
 		if err != nil {
 			return err
@@ -261,12 +293,25 @@ func (a *Account) Deliver(ctx context.Context, mailbox string, in *Incoming, opt
 		}
 		c.emit(Event{Kind: MessagesAdded, MailboxID: mb.ID, Mailbox: mb.Name, UIDs: []UID{m.UID}})
 		d = Delivered{MailboxID: mb.ID, UIDValidity: mb.UIDValidity, UID: m.UID}
+		if opts.Key != "" {
+			return a.keepKey(c, deliveryKey{Key: opts.Key, Delivered: time.Now().Round(0), MailboxID: mb.ID, UIDValidity: mb.UIDValidity, UID: m.UID})
+		}
 		return nil
 	})
 	if err != nil {
 		return Delivered{}, fmt.Errorf("store: deliver to %s/%s: %w", a.name, name, err)
 	}
 	return d, nil
+}
+
+// keepKey stores k and removes a few keys past DeliveryKeyTTL, so that
+// the keys kept stay about as many as the deliveries of the last TTL.
+func (a *Account) keepKey(c *change, k deliveryKey) error {
+	if err := c.tx.Insert(&k); err != nil {
+		return err
+	}
+	_, err := bstore.QueryTx[deliveryKey](c.tx).FilterLess("Delivered", time.Now().Add(-DeliveryKeyTTL)).Limit(4).Delete()
+	return err
 }
 
 // added accounts for m, just added to mb, in mb, and announces keywords

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"github.com/mjl-/bstore"
+
 	"context"
 	"errors"
 	"io"
@@ -426,5 +428,60 @@ func BenchmarkDeliver(b *testing.B) {
 		if _, err := a.Append(context.Background(), Inbox, strings.NewReader(msg), DeliverOptions{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A delivery with a key already used adds nothing and returns the first
+// one's result; other keys and no key deliver as always; an expired key
+// delivers again.
+func TestDeliverKey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openMailStore(t, dir, map[string]AccountConfig{"alice": {}})
+	a, err := s.Account("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(a *Account, key string) Delivered {
+		t.Helper()
+		in, err := s.NewIncoming(strings.NewReader(testMessage("keyed")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		d, err := a.Deliver(ctx, Inbox, in, DeliverOptions{Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first := put(a, "q1/alice")
+	if again := put(a, "q1/alice"); again != first {
+		t.Errorf("same key: %+v, want the first delivery's %+v", again, first)
+	}
+	put(a, "q2/alice")
+	put(a, "")
+	put(a, "")
+	if _, l := mailboxMessages(t, a, Inbox); len(l) != 4 {
+		t.Errorf("Inbox holds %d messages, want 4: q1 once, q2, two without a key", len(l))
+	}
+
+	// Expired: as if delivered longer ago than the TTL.
+	err = a.db.Write(ctx, func(tx *bstore.Tx) error {
+		k := deliveryKey{Key: "q1/alice"}
+		if err := tx.Get(&k); err != nil {
+			return err
+		}
+		k.Delivered = time.Now().Add(-DeliveryKeyTTL - time.Hour)
+		return tx.Update(&k)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := put(a, "q1/alice"); again == first {
+		t.Errorf("expired key: no new delivery")
+	}
+	if _, l := mailboxMessages(t, a, Inbox); len(l) != 5 {
+		t.Errorf("Inbox holds %d messages after an expired key, want 5", len(l))
 	}
 }
