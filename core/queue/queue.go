@@ -230,8 +230,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 		waiting: map[dest][]*job{},
 		segs:    &segments{dir: filepath.Join(dir, segmentDir), max: opts.segmentSize, log: opts.Log, m: map[int64]*segment{}},
 	}
+	loadStart := time.Now()
 	msgs, err := q.load(ctx)
 	if err == nil {
+		q.log.Info("queue loaded", slog.Int("messages", len(msgs)), slog.Duration("duration", time.Since(loadStart)))
 		err = q.loadHoldRules(ctx)
 	}
 	if err == nil {

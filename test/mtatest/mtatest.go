@@ -166,19 +166,54 @@ var (
 
 // Start starts the server process and waits until it listens.
 func (s *Server) Start() error {
+	ready, err := s.launch()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ready:
+		return nil
+	case <-s.done:
+		return fmt.Errorf("mta serve exited: %v\nstdout:\n%s\nstderr:\n%s", s.cmd.ProcessState, s.stdout, s.stderr)
+	case <-time.After(30 * time.Second):
+		s.Kill()
+		return fmt.Errorf("mta serve did not start in 30s\nstderr:\n%s", s.stderr)
+	}
+}
+
+// KillDuringStart starts the server process and kills it with SIGKILL
+// after d, as a crash during start-up would; it reports whether the server
+// was listening by then.
+func (s *Server) KillDuringStart(d time.Duration) (listening bool, err error) {
+	ready, err := s.launch()
+	if err != nil {
+		return false, err
+	}
+	time.Sleep(d)
+	s.Kill()
+	select {
+	case <-ready:
+		return true, nil
+	default:
+		return false, nil
+	}
+}
+
+// launch starts the server process; ready is closed once it listens.
+func (s *Server) launch() (ready chan struct{}, err error) {
 	s.stdout, s.stderr = &syncBuffer{}, &syncBuffer{}
 	s.Listeners = map[string]string{}
 	s.cmd = exec.Command(s.Bin.MTA, "serve", "-config", s.ConfigPath)
 	s.cmd.Stderr = s.stderr
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
 	s.done = make(chan struct{})
-	ready := make(chan struct{})
+	ready = make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -198,15 +233,7 @@ func (s *Server) Start() error {
 		s.cmd.Wait()
 		close(s.done)
 	}()
-	select {
-	case <-ready:
-		return nil
-	case <-s.done:
-		return fmt.Errorf("mta serve exited: %v\nstdout:\n%s\nstderr:\n%s", s.cmd.ProcessState, s.stdout, s.stderr)
-	case <-time.After(30 * time.Second):
-		s.Kill()
-		return fmt.Errorf("mta serve did not start in 30s\nstderr:\n%s", s.stderr)
-	}
+	return ready, nil
 }
 
 // Stop sends SIGTERM and waits for a graceful exit.
