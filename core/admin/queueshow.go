@@ -46,23 +46,19 @@ func (h *Handles) queueRetired(ctx context.Context, args []string, out io.Writer
 		if err != nil {
 			return err
 		}
-		all, err := h.Queue.RetiredList(ctx)
+		retired, total, err := h.Queue.RetiredList(ctx, f)
 		if err != nil {
 			return err
 		}
-		now := time.Now()
-		var msgs []queue.MsgInfo
-		var retired []queue.Retired
-		for _, r := range all {
-			if m := r.Info(); f.Match(m, now, func(queue.MsgInfo, queue.Rcpt) string { return "" }) {
-				msgs, retired = append(msgs, m), append(retired, r)
-			}
+		msgs := make([]queue.MsgInfo, len(retired))
+		for i, r := range retired {
+			msgs[i] = r.Info()
 		}
 		if flagBool(fs, "json") {
 			return writeQueueJSON(out, msgs)
 		}
 		if len(msgs) == 0 {
-			fmt.Fprintf(out, "no retired message matches (%d retired; [queue] keep_retired keeps them)\n", len(all))
+			fmt.Fprintf(out, "no retired message matches (%d retired; [queue] keep_retired keeps them)\n", total)
 			return nil
 		}
 		return writeRecipientRows(out, "ID\tQUEUED\tRETIRED\tFROM\tRECIPIENT\tSTATE\tATTEMPTS\tLAST RESULT", msgs,

@@ -94,13 +94,29 @@ func (q *Queue) History(ctx context.Context, id string) ([]Attempt, error) {
 	return l, nil
 }
 
-// RetiredList returns the retired messages, oldest first.
-func (q *Queue) RetiredList(ctx context.Context) ([]Retired, error) {
-	l, err := bstore.QueryDB[Retired](ctx, q.db).SortAsc("ID").List()
-	if err != nil {
-		return nil, fmt.Errorf("list retired messages: %w", err)
+// RetiredList returns the retired messages f matches, oldest first, read
+// one at a time (only those with f.IDs, if set), and how many are kept in
+// all. A retired message has no route: f.Transport matches none.
+func (q *Queue) RetiredList(ctx context.Context, f Filter) (matched []Retired, total int, err error) {
+	now := time.Now()
+	query := bstore.QueryDB[Retired](ctx, q.db)
+	if len(f.IDs) > 0 {
+		query.FilterIDs(parseIDs(f.IDs))
 	}
-	return l, nil
+	noRoute := func(MsgInfo, Rcpt) string { return "" } // Retired messages go nowhere.
+	err = query.SortAsc("ID").ForEach(func(r Retired) error {
+		if f.Match(r.Info(), now, noRoute) {
+			matched = append(matched, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list retired messages: %w", err)
+	}
+	if total, err = bstore.QueryDB[Retired](ctx, q.db).Count(); err != nil {
+		return nil, 0, fmt.Errorf("count retired messages: %w", err)
+	}
+	return matched, total, nil
 }
 
 // RetiredMsg returns retired message id; ErrNotFound if there is none.

@@ -102,8 +102,21 @@ func TestHistory(t *testing.T) {
 	if a := h[1]; !a.Ended || a.Start.Before(h[0].Start) || a.Results[1].Code != 250 || a.Results[1].TLS.Verification != sdk.VerifyDANE || a.Results[1].RemoteHost != "mx.example.com" {
 		t.Errorf("second attempt %+v", a)
 	}
-	if l, err := q.RetiredList(ctx); err != nil || len(l) != 1 || l[0].ID != r.ID {
-		t.Errorf("retired list %+v %v", l, err)
+	for _, c := range []struct {
+		f    Filter
+		want int
+	}{
+		{Filter{}, 1},
+		{Filter{IDs: []string{"ffffff", id, "not-an-id"}}, 1},
+		{Filter{IDs: []string{"ffffff"}}, 0},
+		{Filter{Account: "alice", State: "delivered"}, 1},
+		{Filter{Account: "bob"}, 0},
+		{Filter{Transport: "smarthost"}, 0}, // A retired message has no route.
+	} {
+		l, total, err := q.RetiredList(ctx, c.f)
+		if err != nil || len(l) != c.want || total != 1 || c.want == 1 && l[0].ID != r.ID {
+			t.Errorf("RetiredList %+v: %d of %d (%v), want %d of 1", c.f, len(l), total, err, c.want)
+		}
 	}
 
 	// Bob's account keeps none: his message and its attempts go.
