@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/ioutil"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -455,8 +454,42 @@ func stripWhitespace(s string) string {
 	}, s)
 }
 
-var sigRegex = regexp.MustCompile(`(b\s*=)[^;]+`)
-
+// removeSignature empties the values of the b= tags in s, as the
+// replacement of `(b\s*=)[^;]+` by "$1" would. (Switchyard patch: a scan,
+// not the regexp, which cost a thirtieth of a verification.)
 func removeSignature(s string) string {
-	return sigRegex.ReplaceAllString(s, "$1")
+	var out strings.Builder
+	done := 0 // s[:done] is in out.
+	for i := 0; i < len(s); i++ {
+		if s[i] != 'b' {
+			continue
+		}
+		j := i + 1
+		for j < len(s) && isRE2Space(s[j]) {
+			j++
+		}
+		if j == len(s) || s[j] != '=' {
+			continue
+		}
+		k := j + 1
+		for k < len(s) && s[k] != ';' {
+			k++
+		}
+		if out.Len() == 0 {
+			out.Grow(len(s))
+		}
+		out.WriteString(s[done : j+1])
+		done = k
+		i = k - 1
+	}
+	if done == 0 {
+		return s
+	}
+	out.WriteString(s[done:])
+	return out.String()
+}
+
+// isRE2Space reports whether c is in \s of Go's regexp: \t \n \f \r and SP.
+func isRE2Space(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r'
 }
