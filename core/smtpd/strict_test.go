@@ -305,3 +305,23 @@ func TestStrictFutureRelease(t *testing.T) {
 		})
 	}
 }
+
+// A line too long in DATA ends the connection after its reply: what the
+// client sent after it, a whole transaction here, is not read as commands
+// (the reader's buffer holds it already), and nothing is queued.
+func TestLongLineHangupSmuggles(t *testing.T) {
+	ts := startServer(t, config.KindSMTP, relayLoopback)
+	smuggled := "MAIL FROM:<smuggler@remote.example>\r\nRCPT TO:<victim@elsewhere.example>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n"
+	converse(t, ts, []step{
+		{ehlo, 250, ""}, {mailOK, 250, ""}, {rcptOK, 250, ""}, {"DATA\r\n", 354, ""},
+		{"Subject: x\r\n\r\n" + strings.Repeat("a", maxLineLength+10) + "\r\n.\r\n" + smuggled, 500, "5.5.2"},
+		{"", 0, ""},
+	})
+	time.Sleep(200 * time.Millisecond) // A smuggled transaction would be queued by now.
+	if m := ts.queue.messages(); len(m) != 0 {
+		t.Fatalf("queued after the hang-up: %+v", m)
+	}
+	if logs := ts.logs.String(); strings.Contains(logs, "smuggler") {
+		t.Errorf("the smuggled commands reached the session:\n%s", logs)
+	}
+}
