@@ -695,6 +695,36 @@ func TestAuthLimit(t *testing.T) {
 	if err := c.Noop(); err == nil {
 		t.Fatal("connection still open after 421")
 	}
+
+	// Logins pipelined behind the refused one are not read: one refusal,
+	// then the connection ends.
+	waitLog(t, ts, "too many failures")
+	before := strings.Count(ts.logs.String(), "too many failures")
+	nc, err := tls.Dial("tcp", ts.addr, clientTLS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	tc := textproto.NewConn(nc)
+	if _, _, err := tc.ReadResponse(220); err != nil {
+		t.Fatal(err)
+	}
+	good := "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")) + "\r\n"
+	io.WriteString(nc, "EHLO client.test\r\n"+good+good+good+"NOOP\r\n")
+	if _, _, err := tc.ReadResponse(250); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tc.ReadResponse(421); err != nil {
+		t.Fatalf("pipelined AUTH: %v, want 421", err)
+	}
+	if line, err := tc.ReadLine(); err == nil {
+		t.Errorf("after 421: %q, want the connection closed", line)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := strings.Count(ts.logs.String(), "too many failures") - before; n != 1 {
+		t.Errorf("%d refusals logged, want 1: the pipelined logins after the first were read", n)
+	}
 }
 
 // Local recipients are delivered before the reply; one failing after another
