@@ -518,12 +518,7 @@ func TestReadTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	tc := textproto.NewConn(nc)
-	if _, _, err := tc.ReadResponse(220); err != nil {
-		t.Fatal(err)
-	}
+	tc := greeted(t, nc)
 	start := time.Now()
 	if _, msg, err := tc.ReadResponse(421); err != nil {
 		t.Fatalf("idle reply: %v %s", err, msg)
@@ -704,12 +699,7 @@ func TestAuthLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	tc := textproto.NewConn(nc)
-	if _, _, err := tc.ReadResponse(220); err != nil {
-		t.Fatal(err)
-	}
+	tc := greeted(t, nc)
 	good := "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")) + "\r\n"
 	io.WriteString(nc, "EHLO client.test\r\n"+good+good+good+"NOOP\r\n")
 	if _, _, err := tc.ReadResponse(250); err != nil {

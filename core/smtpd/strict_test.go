@@ -30,13 +30,21 @@ func converse(t *testing.T, ts *testServer, steps []step) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	runSteps(t, nc, greeted(t, nc), steps)
+}
+
+// greeted reads the greeting on nc, a new connection to a test server,
+// which it closes when the test ends; every read and write on it must be
+// done within 5 seconds.
+func greeted(t *testing.T, nc net.Conn) *textproto.Conn {
+	t.Helper()
+	t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
 	tc := textproto.NewConn(nc)
 	if _, _, err := tc.ReadResponse(220); err != nil {
 		t.Fatal(err)
 	}
-	runSteps(t, nc, tc, steps)
+	return tc
 }
 
 // converseSubmission is converse on a submission listener: EHLO, STARTTLS,
