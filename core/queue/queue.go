@@ -601,18 +601,6 @@ func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
 // many messages are queued. route is as for Filter.Match. Messages with
 // f.IDs are read by ID, the others are matched as they are read, so only
 // those selected are kept.
-// parseIDs returns the queue IDs of ids that are well formed; the others
-// match no message.
-func parseIDs(ids []string) []int64 {
-	l := make([]int64, 0, len(ids))
-	for _, s := range ids {
-		if n, err := parseID(s); err == nil {
-			l = append(l, n)
-		}
-	}
-	return l
-}
-
 func (q *Queue) Select(ctx context.Context, f Filter, route func(MsgInfo, Rcpt) string) ([]MsgInfo, int, error) {
 	now := time.Now()
 	// Deliveries in progress are known only after reading, and a recipient
@@ -648,6 +636,18 @@ func (q *Queue) Select(ctx context.Context, f Filter, route func(MsgInfo, Rcpt) 
 		l = slices.DeleteFunc(l, func(m MsgInfo) bool { return !f.Match(m, now, route) })
 	}
 	return l, total, nil
+}
+
+// parseIDs returns the queue IDs of ids that are well formed; the others
+// match no message.
+func parseIDs(ids []string) []int64 {
+	l := make([]int64, 0, len(ids))
+	for _, s := range ids {
+		if n, err := parseID(s); err == nil {
+			l = append(l, n)
+		}
+	}
+	return l
 }
 
 // Get returns queued message id as List would; ErrNotFound if there is
