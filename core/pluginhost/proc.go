@@ -5,12 +5,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"google.golang.org/grpc"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
 
 	"github.com/switchyard-mta/switchyard/sdk"
 	"github.com/switchyard-mta/switchyard/sdk/hostrpc"

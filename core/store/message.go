@@ -294,7 +294,7 @@ func (a *Account) Deliver(ctx context.Context, mailbox string, in *Incoming, opt
 		c.emit(Event{Kind: MessagesAdded, MailboxID: mb.ID, Mailbox: mb.Name, UIDs: []UID{m.UID}})
 		d = Delivered{MailboxID: mb.ID, UIDValidity: mb.UIDValidity, UID: m.UID}
 		if opts.Key != "" {
-			return a.keepKey(c, deliveryKey{Key: opts.Key, Delivered: time.Now().Round(0), MailboxID: mb.ID, UIDValidity: mb.UIDValidity, UID: m.UID})
+			return keepKey(c.tx, deliveryKey{Key: opts.Key, Delivered: time.Now().Round(0), MailboxID: mb.ID, UIDValidity: mb.UIDValidity, UID: m.UID})
 		}
 		return nil
 	})
@@ -306,11 +306,11 @@ func (a *Account) Deliver(ctx context.Context, mailbox string, in *Incoming, opt
 
 // keepKey stores k and removes a few keys past DeliveryKeyTTL, so that
 // the keys kept stay about as many as the deliveries of the last TTL.
-func (a *Account) keepKey(c *change, k deliveryKey) error {
-	if err := c.tx.Insert(&k); err != nil {
+func keepKey(tx *bstore.Tx, k deliveryKey) error {
+	if err := tx.Insert(&k); err != nil {
 		return err
 	}
-	_, err := bstore.QueryTx[deliveryKey](c.tx).FilterLess("Delivered", time.Now().Add(-DeliveryKeyTTL)).Limit(4).Delete()
+	_, err := bstore.QueryTx[deliveryKey](tx).FilterLess("Delivered", time.Now().Add(-DeliveryKeyTTL)).Limit(4).Delete()
 	return err
 }
 
