@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -245,9 +244,9 @@ func initialPasswords(ctx context.Context, cfg *config.Config, st *store.Store, 
 		if has {
 			continue
 		}
-		buf := make([]byte, 12)
-		rand.Read(buf)
-		pw := base64.RawURLEncoding.EncodeToString(buf)
+		// Base32 letters and digits: no '-' to read as an option and
+		// nothing a shell or URL quotes, when pasted into a client.
+		pw := rand.Text()
 		if err := admin.SetPassword(ctx, st, plugins, name, pw); err != nil {
 			return err
 		}
