@@ -129,8 +129,10 @@ func readMessage(r io.Reader, size int64) ([]byte, error) {
 		// The core has bounded the size (limits.max_message_size).
 		limit = min(size, 1<<40) + sizeSlack
 	}
+	// Room for the announced size and the read that finds the end: without
+	// it, ReadFrom doubles the buffer just to see EOF.
 	var buf bytes.Buffer
-	buf.Grow(int(min(max(size, 0), maxUnsized))) // More as it comes.
+	buf.Grow(int(min(max(size, 0), maxUnsized)) + bytes.MinRead) // More as it comes.
 	if _, err := buf.ReadFrom(io.LimitReader(r, limit+1)); err != nil {
 		return nil, fmt.Errorf("policy-msgauth: reading message: %w", err)
 	}
