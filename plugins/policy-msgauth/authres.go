@@ -185,16 +185,19 @@ func printable(s string) string {
 	return string(b)
 }
 
+// The escapes of quoted-strings and comments, built once: a Replacer
+// builds its tables on first use, which cost more than the replacing.
+var (
+	quoteEscaper   = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	commentEscaper = strings.NewReplacer(`\`, `\\`, `(`, `\(`, `)`, `\)`)
+)
+
 // quoted is s as a quoted-string (RFC 5322 §3.2.4) of printable ASCII.
 func quoted(s string) string {
-	s = printable(s)
-	s = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s)
-	return `"` + s + `"`
+	return `"` + quoteEscaper.Replace(printable(s)) + `"`
 }
 
 // comment is s as a comment (RFC 5322 §3.2.2) of printable ASCII.
 func comment(s string) string {
-	s = printable(s)
-	s = strings.NewReplacer(`\`, `\\`, `(`, `\(`, `)`, `\)`).Replace(s)
-	return "(" + s + ")"
+	return "(" + commentEscaper.Replace(printable(s)) + ")"
 }
