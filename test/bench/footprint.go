@@ -69,36 +69,36 @@ func footprintBench(bin *mtatest.Binaries) error {
 	if len(starts) == 0 {
 		return fmt.Errorf("footprint: no \"plugin started\" lines in the log:\n%s", tail(srv.Log(), 20))
 	}
-	var slowest time.Duration
-	parts = parts[:0]
-	for _, s := range starts {
-		slowest = max(slowest, s.d)
-		parts = append(parts, fmt.Sprintf("%s %v", s.name, s.d.Round(time.Millisecond)))
-	}
-	verdict = "within"
-	if slowest > pluginStartGoal {
-		verdict = "over"
-	}
-	fmt.Printf("%-48s %5v  (×%.2f of the %v target: %s; all started at once)\n", "plugin start, slowest", slowest.Round(time.Millisecond), float64(slowest)/float64(pluginStartGoal), pluginStartGoal, verdict)
-	fmt.Printf("%-48s %s\n", "", strings.Join(parts, ", "))
+	reportStarts(starts, "all started at once")
 
 	// Each plugin alone.
-	slowest, parts = 0, parts[:0]
-	for _, st := range starts {
+	solo := make([]pluginStart, len(starts))
+	for i, st := range starts {
 		d, err := soloStart(bin, st.name, key)
 		if err != nil {
 			return err
 		}
-		slowest = max(slowest, d)
-		parts = append(parts, fmt.Sprintf("%s %v", st.name, d.Round(time.Millisecond)))
+		solo[i] = pluginStart{st.name, d}
 	}
-	verdict = "within"
+	reportStarts(solo, "each alone")
+	return nil
+}
+
+// reportStarts prints the slowest of starts against the goal, how they
+// started, and each.
+func reportStarts(starts []pluginStart, how string) {
+	var slowest time.Duration
+	var parts []string
+	for _, s := range starts {
+		slowest = max(slowest, s.d)
+		parts = append(parts, fmt.Sprintf("%s %v", s.name, s.d.Round(time.Millisecond)))
+	}
+	verdict := "within"
 	if slowest > pluginStartGoal {
 		verdict = "over"
 	}
-	fmt.Printf("%-48s %5v  (×%.2f of the %v target: %s; each alone)\n", "plugin start, slowest", slowest.Round(time.Millisecond), float64(slowest)/float64(pluginStartGoal), pluginStartGoal, verdict)
+	fmt.Printf("%-48s %5v  (×%.2f of the %v target: %s; %s)\n", "plugin start, slowest", slowest.Round(time.Millisecond), float64(slowest)/float64(pluginStartGoal), pluginStartGoal, verdict, how)
 	fmt.Printf("%-48s %s\n", "", strings.Join(parts, ", "))
-	return nil
 }
 
 // soloStart starts a server with plugin name alone (and what it needs to

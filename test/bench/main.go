@@ -53,9 +53,13 @@ func main() {
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, v := range map[string]*int{"n": n, "rounds": rounds, "queue": queued} {
-			if !set[name] {
-				*v = map[string]int{"n": 2000, "rounds": 1, "queue": 10_000}[name]
+		for _, d := range []struct {
+			name  string
+			v     *int
+			quick int
+		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}} {
+			if !set[d.name] {
+				*d.v = d.quick
 			}
 		}
 	}
