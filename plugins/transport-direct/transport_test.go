@@ -62,6 +62,9 @@ func TestPlugin(t *testing.T) {
 		{map[string]any{"port": int64(-1)}, "port"},
 		{map[string]any{"mta_sts_port": int64(70000)}, "mta_sts_port"},
 		{map[string]any{"ca_file": "missing.pem"}, "ca_file"},
+		{map[string]any{"idle_timeout": "soon"}, "idle_timeout"},
+		{map[string]any{"idle_timeout": "-1s"}, "idle_timeout"},
+		{map[string]any{"max_idle": int64(-1)}, "max_idle"},
 		{map[string]any{"resolver": "127.0.0.1:dns"}, "resolver"},
 		{map[string]any{"bogus": true}, "bogus"},
 	} {

@@ -17,6 +17,11 @@
 //     of the domain, until a host accepts the message or refuses it with a
 //     5xx reply (RFC 5321 §5.1).
 //
+// Sessions are reused, as Postfix's connection cache does: after a
+// delivery a session waits a few seconds for the next one to the same
+// address protected the same way, whatever the recipient domain (many
+// domains share their MX hosts), and answers RSET before it is used again.
+//
 // A verification failure under DANE or an enforced MTA-STS policy is
 // temporary and never downgraded (RFC 7672 §2.2, RFC 8461 §5). REQUIRETLS
 // messages (RFC 8689 §4.2.1) go only over TLS verified by DANE or MTA-STS.
@@ -67,13 +72,35 @@ type Config struct {
 	FetchPolicy mtasts.FetchFunc
 	// Log receives one line per domain and attempt. Nil: discarded.
 	Log *slog.Logger
+	// IdleTimeout is how long a session is kept for reuse after a
+	// delivery. Zero: sessions are not reused.
+	IdleTimeout time.Duration
+	// MaxIdle bounds the sessions kept for reuse, to all hosts. Zero:
+	// DefaultMaxIdle.
+	MaxIdle int
 }
+
+// DefaultMaxIdle is the default of Config.MaxIdle.
+const DefaultMaxIdle = 100
+
+// reuseLimit is how long after it was set up a session may be reused, as
+// Postfix's smtp_connection_reuse_time_limit: a server's limits on a
+// session's length, and changes of its DNS, take effect within it.
+const reuseLimit = 5 * time.Minute
 
 // Engine delivers messages directly to recipient domains. It is safe for
 // concurrent use.
 type Engine struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	cache *smtpclient.Cache[*session] // Idle sessions, by address and security key.
+}
+
+// session is a connection ready for mail transactions.
+type session struct {
+	*smtpclient.Client
+	tls     sdk.TLSUse
+	created time.Time
 }
 
 // New returns an engine for cfg.
@@ -85,8 +112,20 @@ func New(cfg Config) *Engine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{cfg: cfg, log: log}
+	if cfg.MaxIdle == 0 {
+		cfg.MaxIdle = DefaultMaxIdle
+	}
+	max := cfg.MaxIdle
+	if cfg.IdleTimeout <= 0 {
+		max = 0
+	}
+	quit := func(s *session) { s.Quit() }
+	return &Engine{cfg: cfg, log: log, cache: smtpclient.NewCache(max, cfg.IdleTimeout, quit)}
 }
+
+// Close ends the sessions kept for reuse, and those of deliveries in
+// progress as they end.
+func (e *Engine) Close() { e.cache.Close() }
 
 // PolicyFetcher returns a FetchFunc that fetches MTA-STS policies over HTTPS
 // on port (0: 443), resolving mta-sts.<domain> with r and connecting through
@@ -203,6 +242,9 @@ type security struct {
 	config       *tls.Config
 	verification sdk.Verification // When TLS is established.
 	fallback     bool             // Retry in plaintext after a failed handshake (RFC 7435).
+	// key is what a session set up for this must have been set up for to
+	// be reused: the verification and what it checked against.
+	key string
 }
 
 // run tries the domain's hosts in order and decides every recipient.
@@ -394,12 +436,12 @@ func (d *delivery) security(dst *destination, policy *mtasts.Policy, log *slog.L
 				continue
 			case !dane.Usable(recs):
 				// RFC 7672 §2.2: TLS required, not verified.
-				return security{mode: smtpclient.TLSStartTLS, config: &tls.Config{ServerName: base, InsecureSkipVerify: true}, verification: sdk.VerifyOpportunistic}, nil
+				return security{mode: smtpclient.TLSStartTLS, config: &tls.Config{ServerName: base, InsecureSkipVerify: true}, verification: sdk.VerifyOpportunistic, key: "tls " + base}, nil
 			}
 			// RFC 7672 §3.2.2: the names a DANE-TA leaf may match; SNI is
 			// the TLSA base (§8.1).
 			allowed := []string{d.domain, d.expanded, dst.host, base}
-			return security{mode: smtpclient.TLSStartTLS, config: dane.Config(recs, allowed, base), verification: sdk.VerifyDANE}, nil
+			return security{mode: smtpclient.TLSStartTLS, config: dane.Config(recs, allowed, base), verification: sdk.VerifyDANE, key: daneKey(base, recs, allowed)}, nil
 		}
 	}
 	// DANE applies first; MTA-STS only to hosts without it (RFC 8461 §2).
@@ -412,20 +454,36 @@ func (d *delivery) security(dst *destination, policy *mtasts.Policy, log *slog.L
 	}
 	if policy != nil && policy.Enforce() {
 		// RFC 8461 §4.2: PKIX-verified STARTTLS with the MX host name.
-		return security{mode: smtpclient.TLSStartTLS, config: &tls.Config{ServerName: dst.host, RootCAs: d.e.cfg.RootCAs}, verification: sdk.VerifyMTASTS}, nil
+		return security{mode: smtpclient.TLSStartTLS, config: &tls.Config{ServerName: dst.host, RootCAs: d.e.cfg.RootCAs}, verification: sdk.VerifyMTASTS, key: "mta-sts " + dst.host}, nil
 	}
 	if policy != nil {
 		log.Info("mta-sts testing: delivering with opportunistic TLS", slog.String("host", dst.name()))
 	}
 	cfg := &tls.Config{ServerName: dst.host, InsecureSkipVerify: true}
-	return security{mode: smtpclient.TLSOpportunistic, config: cfg, verification: sdk.VerifyOpportunistic, fallback: true}, nil
+	return security{mode: smtpclient.TLSOpportunistic, config: cfg, verification: sdk.VerifyOpportunistic, fallback: true, key: "opportunistic " + dst.host}, nil
 }
 
-// attempt delivers to one address of dst. final reports that every
-// recipient is decided; otherwise f is why the host failed and the next is
-// tried.
+// daneKey is the security key of DANE verification against recs: a
+// session verified with the same records is verified for any domain, but
+// a DANE-TA record's check of names depends on the allowed ones.
+func daneKey(base string, recs []dane.TLSA, allowed []string) string {
+	var b strings.Builder
+	b.WriteString("dane " + base)
+	ta := false
+	for _, r := range recs {
+		b.WriteString(" " + r.String())
+		ta = ta || r.Usage == dane.UsageDANETA
+	}
+	if ta {
+		b.WriteString(" names " + strings.Join(allowed, " "))
+	}
+	return b.String()
+}
+
+// attempt delivers to one address of dst, on a session kept for reuse if
+// there is one. final reports that every recipient is decided; otherwise f
+// is why the host failed and the next is tried.
 func (d *delivery) attempt(dst *destination, a netip.Addr, sec security, log *slog.Logger) (f failure, final bool) {
-	cc := smtpclient.Config{EHLO: d.e.cfg.EHLO, TLS: sec.mode, TLSConfig: sec.config, Dialer: d.e.cfg.Dialer, Timeouts: d.e.cfg.Timeouts}
 	addr := net.JoinHostPort(a.String(), strconv.Itoa(d.e.cfg.Port))
 	for _, i := range d.idx {
 		if !d.done[i] {
@@ -433,6 +491,61 @@ func (d *delivery) attempt(dst *destination, a netip.Addr, sec security, log *sl
 			r.RemoteHost, r.RemoteIP, r.TLS = dst.name(), a.String(), sdk.TLSUse{}
 		}
 	}
+	key := addr + " " + sec.key
+	s, unbind := d.reuse(key)
+	if s == nil {
+		var f *failure
+		if s, f = d.dial(dst, a, addr, sec, log); f != nil {
+			return *f, false
+		}
+		unbind = s.Bind(d.ctx)
+		if sec.fallback && s.tls == (sdk.TLSUse{}) {
+			key = "" // Plaintext after a failed handshake: not for reuse.
+		}
+	}
+	for _, i := range d.idx {
+		if !d.done[i] {
+			d.res.Recipients[i].TLS = s.tls
+		}
+	}
+	f, final, keep := d.transact(s.Client, dst.name())
+	switch {
+	case !unbind():
+		s.Close()
+	case keep && key != "":
+		d.e.cache.Put(key, s)
+	default:
+		s.Quit()
+	}
+	return f, final
+}
+
+// reuse returns a session of key kept for reuse that answers RSET, bound
+// to the delivery's context; nil if there is none.
+func (d *delivery) reuse(key string) (*session, func() bool) {
+	for {
+		s, ok := d.e.cache.Take(key)
+		if !ok {
+			return nil, nil
+		}
+		if time.Since(s.created) > reuseLimit {
+			go s.Quit()
+			continue
+		}
+		unbind := s.Bind(d.ctx)
+		if r, err := s.Reset(); err == nil && r.Code == 250 {
+			return s, unbind
+		}
+		// Closed by the server while idle, most likely: not the message's
+		// fault, so try the next one.
+		unbind()
+		s.Close()
+	}
+}
+
+// dial sets up a session with address a of dst, protected as sec says.
+func (d *delivery) dial(dst *destination, a netip.Addr, addr string, sec security, log *slog.Logger) (*session, *failure) {
+	cc := smtpclient.Config{EHLO: d.e.cfg.EHLO, TLS: sec.mode, TLSConfig: sec.config, Dialer: d.e.cfg.Dialer, Timeouts: d.e.cfg.Timeouts}
 	c, err := smtpclient.Dial(d.ctx, addr, &cc)
 	if err != nil && errors.Is(err, smtpclient.ErrTLS) && sec.fallback {
 		// RFC 7435 §3: without DANE or MTA-STS, plaintext beats no delivery.
@@ -447,55 +560,43 @@ func (d *delivery) attempt(dst *destination, a netip.Addr, sec security, log *sl
 			if re.Command == "greeting" {
 				stage = sdk.StageConnect
 			}
-			return failure{sdk.StatusTemporary, re.Reply.Code, re.Reply.EnhancedCode, fmt.Sprintf("%s (%s) refused %s: %s", dst.name(), a, re.Command, re.Reply.Text), stage}, false
+			return nil, &failure{sdk.StatusTemporary, re.Reply.Code, re.Reply.EnhancedCode, fmt.Sprintf("%s (%s) refused %s: %s", dst.name(), a, re.Command, re.Reply.Text), stage}
 		}
 		text := fmt.Sprintf("connecting to %s (%s): %v", dst.name(), a, err)
 		if errors.Is(err, smtpclient.ErrTLS) || errors.Is(err, smtpclient.ErrNoSTARTTLS) {
-			return failure{sdk.StatusTemporary, 0, "4.7.5", text, noReply}, false
+			return nil, &failure{sdk.StatusTemporary, 0, "4.7.5", text, noReply}
 		}
-		return failure{sdk.StatusTemporary, 0, "4.4.1", text, noReply}, false
+		return nil, &failure{sdk.StatusTemporary, 0, "4.4.1", text, noReply}
 	}
-	unbind := c.Bind(d.ctx)
-	defer func() {
-		if unbind() {
-			c.Quit()
-		} else {
-			c.Close()
-		}
-	}()
-	use := sdk.TLSUse{}
+	s := &session{Client: c, created: time.Now()}
 	if cs, ok := c.TLSConnectionState(); ok {
-		use = sdk.TLSUse{Verification: sec.verification, Version: tls.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite)}
+		s.tls = sdk.TLSUse{Verification: sec.verification, Version: tls.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite)}
 	}
-	for _, i := range d.idx {
-		if !d.done[i] {
-			d.res.Recipients[i].TLS = use
-		}
-	}
-	return d.transact(c, dst.name())
+	return s, nil
 }
 
 // transact runs the mail transaction (RFC 5321 §3.3) for the undecided
-// recipients.
-func (d *delivery) transact(c *smtpclient.Client, host string) (failure, bool) {
+// recipients. keep reports that the session can be used again: no I/O
+// error, and no 421 reply (RFC 5321 §3.8: the server is closing).
+func (d *delivery) transact(c *smtpclient.Client, host string) (f failure, final, keep bool) {
 	req := d.req
 	o := &req.Options
 	if f := d.unsupported(c, host); f != nil {
 		d.failPending(*f)
-		return failure{}, true
+		return failure{}, true, true
 	}
 	r, err := c.Mail(req.From, &smtpclient.MailOptions{Size: req.Size, Body: o.Body, SMTPUTF8: o.SMTPUTF8, RequireTLS: o.RequireTLS, DSNReturn: o.DSNReturn, EnvelopeID: o.EnvelopeID})
 	if err != nil {
-		return connFailure(host, "MAIL FROM", err), false
+		return connFailure(host, "MAIL FROM", err), false, false
 	}
 	if !r.Positive() {
 		f := replyFailure(r, host, "MAIL FROM")
 		if f.status == sdk.StatusPermanent {
 			// A 5xx ends the search for a host (RFC 5321 §5.1).
 			d.failPending(f)
-			return f, true
+			return f, true, r.Code != 421
 		}
-		return f, false
+		return f, false, r.Code != 421
 	}
 	var accepted []int
 	for _, i := range d.idx {
@@ -505,16 +606,19 @@ func (d *delivery) transact(c *smtpclient.Client, host string) (failure, bool) {
 		rc := req.Recipients[i]
 		r, err := c.Rcpt(rc.Address, &smtpclient.RcptOptions{Notify: rc.Notify, ORcpt: rc.ORcpt})
 		if err != nil {
-			return connFailure(host, "RCPT TO", err), false
+			return connFailure(host, "RCPT TO", err), false, false
 		}
-		if r.Positive() {
+		switch {
+		case r.Code == 421:
+			return replyFailure(r, host, "RCPT TO"), false, false
+		case r.Positive():
 			accepted = append(accepted, i)
-		} else {
+		default:
 			d.set(i, replyFailure(r, host, "RCPT TO"))
 		}
 	}
 	if len(accepted) == 0 {
-		return failure{}, true
+		return failure{}, true, true
 	}
 	if strings.EqualFold(o.Body, "BINARYMIME") {
 		r, err = c.Bdat(bytes.NewReader(d.msg))
@@ -525,20 +629,19 @@ func (d *delivery) transact(c *smtpclient.Client, host string) (failure, bool) {
 			for _, i := range accepted {
 				d.set(i, f)
 			}
-			return failure{}, true
+			return failure{}, true, r.Code != 421
 		}
 		if err == nil {
 			r, err = c.WriteData(bytes.NewReader(d.msg))
 		}
 	}
 	if err != nil {
-		return connFailure(host, "message data", err), false
+		return connFailure(host, "message data", err), false, false
 	}
-	f := replyFailure(r, host, "end of data")
 	for _, i := range accepted {
-		d.set(i, f)
+		d.set(i, replyFailure(r, host, "end of data"))
 	}
-	return failure{}, d.allDone()
+	return failure{}, d.allDone(), r.Code != 421
 }
 
 // unsupported returns a permanent failure if the message needs an extension

@@ -408,3 +408,131 @@ func TestDialer(t *testing.T) {
 		t.Errorf("dialed %v, want %v", rd.addrs, want)
 	}
 }
+
+// connDialer dials as net.Dialer does and keeps the connections.
+type connDialer struct {
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (c *connDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, addr)
+	if err == nil {
+		c.mu.Lock()
+		c.conns = append(c.conns, conn)
+		c.mu.Unlock()
+	}
+	return conn, err
+}
+
+func (c *connDialer) dialed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conns)
+}
+
+// TestReuse: a session is reused for the next delivery to the same address
+// protected the same way, for any domain, and only for that.
+func TestReuse(t *testing.T) {
+	e := newEnv(t)
+	e.dns.Add(t, "shared.test. MX 10 mx1.example.org.",
+		"plain.test. MX 10 mx.plain.test.", "mx.plain.test. A 127.0.0.5")
+	cd := &connDialer{}
+	cfg := e.engine.cfg
+	cfg.Dialer, cfg.IdleTimeout = cd, time.Minute
+	e.engine = New(cfg)
+	defer e.engine.Close()
+
+	steps := []struct {
+		rcpt   string
+		verif  sdk.Verification
+		dialed int // In all, after the delivery.
+	}{
+		{"a@example.org", sdk.VerifyOpportunistic, 1},
+		{"b@example.org", sdk.VerifyOpportunistic, 1},
+		{"c@shared.test", sdk.VerifyOpportunistic, 1},        // Another domain, the same MX host.
+		{"reject-d@shared.test", sdk.VerifyOpportunistic, 1}, // A refused recipient keeps the session.
+		{"e@shared.test", sdk.VerifyOpportunistic, 1},
+		{"f@dane.test", sdk.VerifyDANE, 2},
+		{"g@both.test", sdk.VerifyDANE, 2},           // The same host and TLSA records.
+		{"h@cnamemx.test", sdk.VerifyDANE, 2},        // Through a CNAME to it.
+		{"i@plain.test", sdk.VerifyOpportunistic, 3}, // The same address unsigned: not the DANE session.
+		{"j@dane.test", sdk.VerifyDANE, 3},
+	}
+	for _, s := range steps {
+		r := e.deliver(t, sdk.DeliverOptions{}, s.rcpt).Recipients[0]
+		want := sdk.StatusDelivered
+		if strings.HasPrefix(s.rcpt, "reject") {
+			want = sdk.StatusPermanent
+		}
+		if r.Status != want || r.TLS.Verification != s.verif && want == sdk.StatusDelivered {
+			t.Fatalf("%s: %v %v %s, want %v %v", s.rcpt, r.Status, r.TLS.Verification, r.Text, want, s.verif)
+		}
+		if n := cd.dialed(); n != s.dialed {
+			t.Fatalf("after %s: %d connections dialed, want %d", s.rcpt, n, s.dialed)
+		}
+	}
+	if n := len(e.receivers["127.0.0.2"].Messages()); n != 4 {
+		t.Errorf("mx1 got %d messages over the reused session, want 4", n)
+	}
+
+	// A session the server dropped while idle fails RSET: a new one is
+	// dialed, and the delivery succeeds.
+	cd.mu.Lock()
+	for _, c := range cd.conns {
+		c.Close()
+	}
+	cd.mu.Unlock()
+	if r := e.deliver(t, sdk.DeliverOptions{}, "k@example.org").Recipients[0]; r.Status != sdk.StatusDelivered {
+		t.Fatalf("after a dropped session: %v %s", r.Status, r.Text)
+	}
+	if n := cd.dialed(); n != 4 {
+		t.Fatalf("%d connections dialed, want 4: one new after the dropped ones", n)
+	}
+
+	// Plaintext after a failed handshake is not kept: each delivery tries
+	// TLS again.
+	for _, rcpt := range []string{"l@broken.test", "m@broken.test"} {
+		if r := e.deliver(t, sdk.DeliverOptions{}, rcpt).Recipients[0]; r.Status != sdk.StatusDelivered || r.TLS.Verification != sdk.VerifyNone {
+			t.Fatalf("%s: %v %v %s", rcpt, r.Status, r.TLS.Verification, r.Text)
+		}
+	}
+	if n := cd.dialed(); n != 8 {
+		t.Fatalf("%d connections dialed, want 8: a handshake and a plaintext session per delivery", n)
+	}
+}
+
+// TestReuseIdleTimeout: a session idle past the timeout is ended, and the
+// next delivery dials anew; with no timeout, nothing is reused.
+func TestReuseIdleTimeout(t *testing.T) {
+	e := newEnv(t)
+	cd := &connDialer{}
+	cfg := e.engine.cfg
+	cfg.Dialer, cfg.IdleTimeout = cd, 100*time.Millisecond
+	e.engine = New(cfg)
+	defer e.engine.Close()
+	e.deliver(t, sdk.DeliverOptions{}, "a@example.org")
+	if e.engine.cache.Len() != 1 {
+		t.Fatalf("%d sessions kept, want 1", e.engine.cache.Len())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.engine.cache.Len() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("idle session not ended after its timeout")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.deliver(t, sdk.DeliverOptions{}, "b@example.org")
+	if n := cd.dialed(); n != 2 {
+		t.Fatalf("%d connections dialed, want 2", n)
+	}
+
+	cfg.IdleTimeout = 0
+	e.engine = New(cfg)
+	e.deliver(t, sdk.DeliverOptions{}, "c@example.org")
+	e.deliver(t, sdk.DeliverOptions{}, "d@example.org")
+	if n := cd.dialed(); n != 4 {
+		t.Fatalf("%d connections dialed without reuse, want 4", n)
+	}
+}

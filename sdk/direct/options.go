@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/switchyard-mta/switchyard/sdk"
 	"github.com/switchyard-mta/switchyard/sdk/dnsresolve"
@@ -34,7 +35,17 @@ type Options struct {
 	MTASTSPort int `toml:"mta_sts_port"`
 	// EHLO is the name announced in EHLO. Default: the server's hostname.
 	EHLO string `toml:"ehlo"`
+	// IdleTimeout is how long a session is kept for the next delivery to
+	// the same host, as a Go duration. Default "5s"; "0s": no reuse.
+	IdleTimeout string `toml:"idle_timeout"`
+	// MaxIdle bounds the sessions kept for reuse. Default 100.
+	MaxIdle int `toml:"max_idle"`
 }
+
+// DefaultIdleTimeout is the default of Options.IdleTimeout: long enough
+// for the next message of a burst, short enough to hold few connections
+// a server would rather give to others (Postfix keeps them 2s).
+const DefaultIdleTimeout = 5 * time.Second
 
 // Config validates o for the instance c and returns the engine
 // configuration: SMTP connections and MTA-STS policy fetches go through
@@ -71,6 +82,20 @@ func (o *Options) Config(c *sdk.Configuration, dialer smtpclient.Dialer, log *sl
 	case strings.ContainsAny(ehlo, " \t\r\n"):
 		bad("ehlo", "%q contains white space", ehlo)
 	}
+	idle := DefaultIdleTimeout
+	if o.IdleTimeout != "" {
+		d, err := time.ParseDuration(o.IdleTimeout)
+		switch {
+		case err != nil:
+			bad("idle_timeout", "%v", err)
+		case d < 0 || d > time.Hour:
+			bad("idle_timeout", "%v is out of range 0s-1h", d)
+		}
+		idle = d
+	}
+	if o.MaxIdle < 0 || o.MaxIdle > 10_000 {
+		bad("max_idle", "%d is out of range 0-10000", o.MaxIdle)
+	}
 	if c.DataDir == "" {
 		bad("", "the plugin has no data directory for the MTA-STS policy cache")
 	}
@@ -86,6 +111,8 @@ func (o *Options) Config(c *sdk.Configuration, dialer smtpclient.Dialer, log *sl
 		MTASTS:      &mtasts.Cache{Dir: filepath.Join(c.DataDir, "mta-sts"), Log: log},
 		FetchPolicy: PolicyFetcher(r, dialer, roots, o.MTASTSPort),
 		Log:         log,
+		IdleTimeout: idle,
+		MaxIdle:     o.MaxIdle,
 	}, nil
 }
 

@@ -27,7 +27,7 @@ var (
 )
 
 // Configure validates an instance table and, unless c.CheckOnly, puts it in
-// force, replacing the instance's engine.
+// force, replacing the instance's engine; the old one's idle sessions end.
 func (t *Transport) Configure(ctx context.Context, c *sdk.Configuration) error {
 	if c.Kind != sdk.KindTransport {
 		return sdk.ConfigErrors{{Msg: t.Name + " takes configuration only as a transport"}}
@@ -44,6 +44,9 @@ func (t *Transport) Configure(ctx context.Context, c *sdk.Configuration) error {
 	defer t.mu.Unlock()
 	if t.engines == nil {
 		t.engines = map[string]*Engine{}
+	}
+	if old := t.engines[c.Instance]; old != nil {
+		old.Close()
 	}
 	t.engines[c.Instance] = e
 	return nil
