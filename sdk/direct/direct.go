@@ -99,8 +99,9 @@ type Engine struct {
 // session is a connection ready for mail transactions.
 type session struct {
 	*smtpclient.Client
-	tls     sdk.TLSUse
-	created time.Time
+	tls      sdk.TLSUse
+	created  time.Time
+	fellBack bool // In plaintext after a failed TLS handshake.
 }
 
 // New returns an engine for cfg.
@@ -499,7 +500,7 @@ func (d *delivery) attempt(dst *destination, a netip.Addr, sec security, log *sl
 			return *f, false
 		}
 		unbind = s.Bind(d.ctx)
-		if sec.fallback && s.tls == (sdk.TLSUse{}) {
+		if s.fellBack {
 			key = "" // Plaintext after a failed handshake: not for reuse.
 		}
 	}
@@ -547,11 +548,13 @@ func (d *delivery) reuse(key string) (*session, func() bool) {
 func (d *delivery) dial(dst *destination, a netip.Addr, addr string, sec security, log *slog.Logger) (*session, *failure) {
 	cc := smtpclient.Config{EHLO: d.e.cfg.EHLO, TLS: sec.mode, TLSConfig: sec.config, Dialer: d.e.cfg.Dialer, Timeouts: d.e.cfg.Timeouts}
 	c, err := smtpclient.Dial(d.ctx, addr, &cc)
+	fellBack := false
 	if err != nil && errors.Is(err, smtpclient.ErrTLS) && sec.fallback {
 		// RFC 7435 §3: without DANE or MTA-STS, plaintext beats no delivery.
 		log.Info("TLS handshake failed; retrying without TLS", slog.String("host", dst.name()), slog.Any("err", err))
 		cc.TLS, cc.TLSConfig = smtpclient.TLSNone, nil
 		c, err = smtpclient.Dial(d.ctx, addr, &cc)
+		fellBack = true
 	}
 	if err != nil {
 		var re *smtpclient.ReplyError
@@ -568,7 +571,7 @@ func (d *delivery) dial(dst *destination, a netip.Addr, addr string, sec securit
 		}
 		return nil, &failure{sdk.StatusTemporary, 0, "4.4.1", text, noReply}
 	}
-	s := &session{Client: c, created: time.Now()}
+	s := &session{Client: c, created: time.Now(), fellBack: fellBack}
 	if cs, ok := c.TLSConnectionState(); ok {
 		s.tls = sdk.TLSUse{Verification: sec.verification, Version: tls.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite)}
 	}

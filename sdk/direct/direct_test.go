@@ -459,6 +459,8 @@ func TestReuse(t *testing.T) {
 		{"h@cnamemx.test", sdk.VerifyDANE, 2},        // Through a CNAME to it.
 		{"i@plain.test", sdk.VerifyOpportunistic, 3}, // The same address unsigned: not the DANE session.
 		{"j@dane.test", sdk.VerifyDANE, 3},
+		{"k@[127.0.0.11]", sdk.VerifyNone, 4}, // No STARTTLS offered: plaintext, kept.
+		{"l@[127.0.0.11]", sdk.VerifyNone, 4},
 	}
 	for _, s := range steps {
 		r := e.deliver(t, sdk.DeliverOptions{}, s.rcpt).Recipients[0]
@@ -484,21 +486,21 @@ func TestReuse(t *testing.T) {
 		c.Close()
 	}
 	cd.mu.Unlock()
-	if r := e.deliver(t, sdk.DeliverOptions{}, "k@example.org").Recipients[0]; r.Status != sdk.StatusDelivered {
+	if r := e.deliver(t, sdk.DeliverOptions{}, "m@example.org").Recipients[0]; r.Status != sdk.StatusDelivered {
 		t.Fatalf("after a dropped session: %v %s", r.Status, r.Text)
 	}
-	if n := cd.dialed(); n != 4 {
-		t.Fatalf("%d connections dialed, want 4: one new after the dropped ones", n)
+	if n := cd.dialed(); n != 5 {
+		t.Fatalf("%d connections dialed, want 5: one new after the dropped ones", n)
 	}
 
 	// Plaintext after a failed handshake is not kept: each delivery tries
 	// TLS again.
-	for _, rcpt := range []string{"l@broken.test", "m@broken.test"} {
+	for _, rcpt := range []string{"n@broken.test", "o@broken.test"} {
 		if r := e.deliver(t, sdk.DeliverOptions{}, rcpt).Recipients[0]; r.Status != sdk.StatusDelivered || r.TLS.Verification != sdk.VerifyNone {
 			t.Fatalf("%s: %v %v %s", rcpt, r.Status, r.TLS.Verification, r.Text)
 		}
 	}
-	if n := cd.dialed(); n != 8 {
+	if n := cd.dialed(); n != 9 {
 		t.Fatalf("%d connections dialed, want 8: a handshake and a plaintext session per delivery", n)
 	}
 }
