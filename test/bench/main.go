@@ -48,7 +48,8 @@ func main() {
 	size := flag.Int("size", 4096, "message size in bytes")
 	rounds := flag.Int("rounds", 3, "rounds of the Switchyard runs; medians follow")
 	queued := flag.Int("queue", 100_000, "held messages in the queue run; 0 skips it")
-	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000, unless given")
+	domains := flag.Int("domains", 10_000, "messages of each many-destinations run; 0 skips them")
+	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000 -domains 2000, unless given")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -57,7 +58,7 @@ func main() {
 			name  string
 			v     *int
 			quick int
-		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}} {
+		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}, {"domains", domains, 2000}} {
 			if !set[d.name] {
 				*d.v = d.quick
 			}
@@ -70,6 +71,11 @@ func main() {
 	var relayRefs []float64
 	if *n > 0 {
 		if relayRefs, err = run(bin, *n, *conns, *size, max(*rounds, 1)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if *domains > 0 {
+		if err := domainsBench(bin, *domains, *conns, mtatest.MakeMessage("app@"+benchDomain, "sink@example.net", "domains", *size)); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -128,6 +134,7 @@ type load struct {
 	startTLS   bool
 	user, pass string
 	from, to   string
+	toFor      func(i int64) string // If set, the recipient of the i-th message (from 1) instead of to.
 	n, conns   int
 	msg        []byte
 }
@@ -282,7 +289,8 @@ func formatRatios(l []float64) string {
 
 // measure sends l and waits until the sink has all n messages; the rate is
 // end to end, from the first connection to the last arrival.
-// With relayRate, the rate is also given as a ratio to it. With
+// With refRate, pfRate and relayRate, the rate is also given as a ratio
+// to each. With
 // pid, the CPU per message of that process and its children follows.
 func measure(sink *mtatest.Sink, l load, n int, name string, refRate, pfRate, relayRate float64, pid int, logTail func() string) (float64, error) {
 	cpuBefore := processCPU(pid)
@@ -297,7 +305,10 @@ func measure(sink *mtatest.Sink, l load, n int, name string, refRate, pfRate, re
 	}
 	dur := time.Since(start)
 	rate := float64(n) / dur.Seconds()
-	fmt.Printf("%-48s %7.0f msg/s  (%v; accepted at %.0f msg/s)  ×%.2f reference", name, rate, dur.Round(time.Millisecond), float64(n)/accDur.Seconds(), rate/refRate)
+	fmt.Printf("%-48s %7.0f msg/s  (%v; accepted at %.0f msg/s)", name, rate, dur.Round(time.Millisecond), float64(n)/accDur.Seconds())
+	if refRate > 0 {
+		fmt.Printf("  ×%.2f reference", rate/refRate)
+	}
 	if pfRate > 0 {
 		fmt.Printf("  ×%.2f postfix", rate/pfRate)
 	}
@@ -345,11 +356,15 @@ func (l load) session(next *atomic.Int64) error {
 			return fmt.Errorf("auth: %w", err)
 		}
 	}
-	for next.Add(1) <= int64(l.n) {
+	for i := next.Add(1); i <= int64(l.n); i = next.Add(1) {
+		to := l.to
+		if l.toFor != nil {
+			to = l.toFor(i)
+		}
 		if err := c.Mail(l.from, nil); err != nil {
 			return err
 		}
-		if err := c.Rcpt(l.to, nil); err != nil {
+		if err := c.Rcpt(to, nil); err != nil {
 			return err
 		}
 		w, err := c.Data()
