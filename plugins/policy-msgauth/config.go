@@ -13,8 +13,6 @@ const (
 	maxTimeout           = time.Minute
 	defaultMaxSignatures = 10
 	maxMaxSignatures     = 50
-	defaultDNSCache      = 10000
-	maxDNSCache          = 1000000
 )
 
 // options are the keys of [policies.NAME.config].
@@ -101,10 +99,10 @@ func parseSettings(c *sdk.Configuration, hostname string) (*settings, error) {
 			s.maxSignatures = n
 		}
 	}
-	cache := defaultDNSCache
+	cache := dnsresolve.DefaultCacheSize
 	if o.DNSCache != nil {
-		if cache = *o.DNSCache; cache < 0 || cache > maxDNSCache {
-			bad("dns_cache", "%d is out of range 0-%d", cache, maxDNSCache)
+		if cache = *o.DNSCache; cache < 0 || cache > dnsresolve.MaxCacheSize {
+			bad("dns_cache", "%d is out of range 0-%d", cache, dnsresolve.MaxCacheSize)
 		}
 	}
 	if errs != nil {

@@ -65,6 +65,7 @@ func TestPlugin(t *testing.T) {
 		{map[string]any{"idle_timeout": "soon"}, "idle_timeout"},
 		{map[string]any{"idle_timeout": "-1s"}, "idle_timeout"},
 		{map[string]any{"max_idle": int64(-1)}, "max_idle"},
+		{map[string]any{"dns_cache": int64(-1)}, "dns_cache"},
 		{map[string]any{"resolver": "127.0.0.1:dns"}, "resolver"},
 		{map[string]any{"bogus": true}, "bogus"},
 	} {

@@ -40,6 +40,10 @@ type Options struct {
 	IdleTimeout string `toml:"idle_timeout"`
 	// MaxIdle bounds the sessions kept for reuse. Default 100.
 	MaxIdle int `toml:"max_idle"`
+	// DNSCache is how many DNS answers are kept for their TTL (negative
+	// ones for at most 5 minutes), so that a destination's records are
+	// asked once, not for every message. 0: none. Default 10000.
+	DNSCache *int `toml:"dns_cache"`
 }
 
 // DefaultIdleTimeout is the default of Options.IdleTimeout: long enough
@@ -96,11 +100,20 @@ func (o *Options) Config(c *sdk.Configuration, dialer smtpclient.Dialer, log *sl
 	if o.MaxIdle < 0 || o.MaxIdle > 10_000 {
 		bad("max_idle", "%d is out of range 0-10000", o.MaxIdle)
 	}
+	cache := dnsresolve.DefaultCacheSize
+	if o.DNSCache != nil {
+		if cache = *o.DNSCache; cache < 0 || cache > dnsresolve.MaxCacheSize {
+			bad("dns_cache", "%d is out of range 0-%d", cache, dnsresolve.MaxCacheSize)
+		}
+	}
 	if c.DataDir == "" {
 		bad("", "the plugin has no data directory for the MTA-STS policy cache")
 	}
 	if errs != nil {
 		return nil, errs
+	}
+	if cache > 0 {
+		r.Cache = dnsresolve.NewCache(cache)
 	}
 	return &Config{
 		Resolver:    r,

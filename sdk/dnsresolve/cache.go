@@ -40,6 +40,13 @@ type cacheEntry struct {
 	expires time.Time
 }
 
+// Sizes of a cache, for plugins' dns_cache option: the default holds a
+// busy server's senders or destinations for their TTLs in a few MB.
+const (
+	DefaultCacheSize = 10_000
+	MaxCacheSize     = 1_000_000
+)
+
 // NewCache returns a cache of at most max answers.
 func NewCache(max int) *Cache {
 	return &Cache{max: max, now: time.Now, entries: map[cacheKey]cacheEntry{}}
