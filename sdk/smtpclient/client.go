@@ -48,6 +48,7 @@ var (
 	ErrSASL           = errors.New("smtpclient: SASL exchange failed")             // On the client's side: a bad challenge, an unverified server.
 	ErrInvalidAddress = errors.New("smtpclient: address cannot be sent in SMTP")   // Mail or Rcpt sent nothing; the connection is usable.
 	ErrReadMessage    = errors.New("smtpclient: reading message")                  // The message source failed; the connection is closed.
+	ErrUnsolicited    = errors.New("smtpclient: server sent what was not asked")   // By Reset: the session is out of step, or closing; close it.
 )
 
 // TLSMode is how a connection is protected.
@@ -277,9 +278,29 @@ func (c *Client) Bind(ctx context.Context) (unbind func() bool) {
 }
 
 // Reset sends RSET (RFC 5321 §4.1.1.5), abandoning the mail transaction. A
-// 250 reply also shows that an idle connection still works.
+// 250 reply also shows that an idle connection still works. If the server
+// sent anything it was not asked for (many say 421 before they close an
+// idle session; a broken or hostile one may send an extra reply, which
+// would answer the next command), Reset sends nothing and fails with
+// ErrUnsolicited: the session must not be used again.
 func (c *Client) Reset() (Reply, error) {
+	if c.unsolicited() {
+		return Reply{}, ErrUnsolicited
+	}
 	return c.cmd(c.timeouts.Reset, "RSET")
+}
+
+// unsolicited reports whether the server sent something that no command
+// asked for, or closed the connection, without waiting for it.
+func (c *Client) unsolicited() bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	c.raw.SetReadDeadline(time.Now())
+	_, err := c.br.Peek(1)
+	c.raw.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return !errors.As(err, &ne) || !ne.Timeout()
 }
 
 // Quit sends QUIT (RFC 5321 §4.1.1.10) and closes the connection.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -343,9 +344,52 @@ func TestTLSModes(t *testing.T) {
 			if _, auth := c.Extension("AUTH"); auth != ok {
 				t.Errorf("AUTH offered %v with TLS %v", auth, ok)
 			}
+			// Reset looks for unsolicited data without waiting: over TLS
+			// too, the session goes on after it.
+			if r, err := c.Reset(); err != nil || r.Code != 250 {
+				t.Fatalf("RSET: %v, %v", r, err)
+			}
 			r, err := c.Mail("a@example.org", nil)
 			want(t, "MAIL", r, err, 250, "2.0.0")
 		})
+	}
+}
+
+// TestResetUnsolicited: a reply nothing asked for (here a 421 after the
+// EHLO reply, as a server closing an idle session sends) makes Reset fail
+// without sending RSET, and so does a closed connection.
+func TestResetUnsolicited(t *testing.T) {
+	var mu sync.Mutex
+	var cmds []string
+	addr := scripted(t, "220 x", func(cmd string) string {
+		mu.Lock()
+		cmds = append(cmds, cmd)
+		mu.Unlock()
+		if strings.HasPrefix(cmd, "EHLO") {
+			return "250 ok\r\n421 4.4.2 idle too long, closing"
+		}
+		return "250 ok"
+	})
+	c := dial(t, addr, &Config{})
+	time.Sleep(100 * time.Millisecond) // The 421 arrives.
+	if _, err := c.Reset(); !errors.Is(err, ErrUnsolicited) {
+		t.Fatalf("Reset after an unsolicited reply: %v, want ErrUnsolicited", err)
+	}
+	mu.Lock()
+	for _, cmd := range cmds {
+		if strings.HasPrefix(cmd, "RSET") {
+			t.Errorf("RSET sent to a session out of step")
+		}
+	}
+	mu.Unlock()
+
+	quiet := dial(t, scripted(t, "220 x", func(string) string { return "250 ok" }), &Config{})
+	if r, err := quiet.Reset(); err != nil || r.Code != 250 {
+		t.Fatalf("Reset of a quiet session: %v, %v", r, err)
+	}
+	quiet.raw.Close()
+	if _, err := quiet.Reset(); err == nil {
+		t.Fatal("Reset of a closed session succeeded")
 	}
 }
 
