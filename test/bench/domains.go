@@ -96,16 +96,7 @@ func domainsBench(bin *mtatest.Binaries, n, conns int, msg []byte) error {
 // to the receiver's port.
 func domainsConfig(mx, plugin, resolver, sink string) string {
 	port := sink[strings.LastIndexByte(sink, ':')+1:]
-	return fmt.Sprintf(`hostname = "bench.example.org"
-data_dir = "data"
-[tls]
-self_signed = true
-[limits]
-exempt_networks = ["127.0.0.0/8"]
-[queue]
-max_parallel = 64
-max_per_destination = 32
-[[listeners]]
+	return configHead + fmt.Sprintf(`[[listeners]]
 name = "mx"
 kind = "smtp"
 address = %q

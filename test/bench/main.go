@@ -381,9 +381,8 @@ func (l load) session(next *atomic.Int64) error {
 	return c.Quit()
 }
 
-func config(sub, mx, plugin, sink string) string {
-	port := sink[strings.LastIndexByte(sink, ':')+1:]
-	return fmt.Sprintf(`hostname = "bench.example.org"
+// configHead starts every bench configuration.
+const configHead = `hostname = "bench.example.org"
 data_dir = "data"
 [tls]
 self_signed = true
@@ -392,7 +391,11 @@ exempt_networks = ["127.0.0.0/8"] # The load comes from one address; -c may pass
 [queue]
 max_parallel = 64
 max_per_destination = 32
-[[listeners]]
+`
+
+func config(sub, mx, plugin, sink string) string {
+	port := sink[strings.LastIndexByte(sink, ':')+1:]
+	return configHead + fmt.Sprintf(`[[listeners]]
 name = "submission"
 kind = "submission"
 address = %q
