@@ -506,6 +506,9 @@ func TestReplies(t *testing.T) {
 		{"no separator", "250x", Reply{}, true},
 		{"line too long", "250 " + strings.Repeat("x", maxReplyLine), Reply{}, true},
 		{"too many lines", strings.Repeat("250-x\r\n", maxReplyLines) + "250 x", Reply{}, true},
+		{"bare CR in text", "250 ok\rinjected", Reply{}, true},
+		{"control character", "250 ok\x1b[2J", Reply{}, true},
+		{"tab", "250 ok\tthere", Reply{250, "", "ok\tthere"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := scripted(t, "220 x", func(cmd string) string {

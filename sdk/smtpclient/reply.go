@@ -66,6 +66,11 @@ func (c *Client) readReply() (Reply, error) {
 		if len(b) < 3 || len(b) > 3 && b[3] != ' ' && b[3] != '-' {
 			return Reply{}, fmt.Errorf("%w: malformed reply line %q", ErrProtocol, b)
 		}
+		if hasControl(b) {
+			// RFC 5321 §4.2: text is printable, with tabs. A bare CR or
+			// another control character would reach logs and DSNs.
+			return Reply{}, fmt.Errorf("%w: control character in reply line %q", ErrProtocol, b)
+		}
 		code := 0
 		for _, d := range b[:3] {
 			if d < '0' || d > '9' {
@@ -111,6 +116,17 @@ func (c *Client) readReply() (Reply, error) {
 	}
 	r.Text = strings.TrimSpace(sb.String())
 	return r, nil
+}
+
+// hasControl reports whether b holds an ASCII control character other than
+// a tab.
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // isEnhancedCode reports whether s is an enhanced status code (RFC 3463 §2)
