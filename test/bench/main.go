@@ -17,7 +17,10 @@
 // The Switchyard runs go in -rounds rounds; each ratio to the relay run is
 // taken within its round, and a summary gives the medians.
 //
-// Then the shipped mta.toml, with every first-party plugin, is started for
+// Then transport-direct delivers to one domain and to many (see
+// domainsBench), and the same IMAP commands are timed on a mailbox in
+// Switchyard and in Dovecot (see imapBench). The shipped mta.toml, with
+// every first-party plugin, is started for
 // its idle footprint (see footprintBench). The last run fills a queue of
 // -queue held messages and times queue list and queue show against it (see
 // queueBench). With -quick, a reduced set runs. At the end, a regression
@@ -49,7 +52,8 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds of the Switchyard runs; medians follow")
 	queued := flag.Int("queue", 100_000, "held messages in the queue run; 0 skips it")
 	domains := flag.Int("domains", 10_000, "messages of each many-destinations run; 0 skips them")
-	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000 -domains 2000, unless given")
+	imapN := flag.Int("imap", 50_000, "messages of the mailbox of the IMAP run against Dovecot; 0 skips it")
+	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000 -domains 2000 -imap 5000, unless given")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -58,7 +62,7 @@ func main() {
 			name  string
 			v     *int
 			quick int
-		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}, {"domains", domains, 2000}} {
+		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}, {"domains", domains, 2000}, {"imap", imapN, 5000}} {
 			if !set[d.name] {
 				*d.v = d.quick
 			}
@@ -76,6 +80,11 @@ func main() {
 	}
 	if *domains > 0 {
 		if err := domainsBench(bin, *domains, *conns, mtatest.MakeMessage("app@"+benchDomain, "sink@example.net", "domains", *size)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if *imapN > 0 {
+		if err := imapBench(bin, *imapN, *conns, mtatest.MakeMessage("app@"+benchDomain, "bench@example.org", "imap", *size)); err != nil {
 			log.Fatal(err)
 		}
 	}
