@@ -1,15 +1,8 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"os/exec"
 	"os/user"
@@ -21,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/switchyard-mta/switchyard/core/certs"
 	"github.com/switchyard-mta/switchyard/test/mtatest"
 )
 
@@ -240,10 +234,11 @@ func startDovecot(n int, msg []byte) (*dovecot, error) {
 	}); err != nil {
 		return fail(err)
 	}
-	certFile, keyFile, err := selfSigned(dir)
-	if err != nil {
+	// The core's own self-signed certificate, made in dir.
+	if _, _, err := certs.Load("", "", true, dir, "localhost"); err != nil {
 		return fail(err)
 	}
+	certFile, keyFile := certs.SelfSignedPaths(dir)
 	host, port, _ := strings.Cut(d.addr, ":")
 	conf := fmt.Sprintf(`base_dir = %[1]s/run
 state_dir = %[1]s/state
@@ -324,28 +319,4 @@ func (d *dovecot) stop() {
 		}
 	}
 	os.RemoveAll(d.dir)
-}
-
-// selfSigned writes a self-signed ECDSA certificate for localhost and its
-// key to dir, for Dovecot's STARTTLS.
-func selfSigned(dir string) (certFile, keyFile string, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return "", "", err
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", "", err
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return "", "", err
-	}
-	return certFile, keyFile, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
 }
