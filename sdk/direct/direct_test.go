@@ -41,7 +41,7 @@ const policyEnforce = "version: STSv1\nmode: enforce\nmx: mx.%s\nmax_age: 86400\
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{ca: directtest.NewCA(t), receivers: map[string]*directtest.Receiver{}}
-	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14", "127.0.0.15"}
+	ips := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14", "127.0.0.15", "127.0.0.16"}
 	port, ls := directtest.Listen(t, ips...)
 	e.port = port
 	self := directtest.NewCA(t).Issue(t, "other.test") // Unrelated to any name here.
@@ -64,6 +64,8 @@ func newEnv(t *testing.T) *env {
 		"127.0.0.11": {}, // No STARTTLS.
 		"127.0.0.12": {Cert: &self, MailError: &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "go away"}},
 		"127.0.0.13": {Cert: &self, MailError: &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "busy"}},
+		// Says it is closing, and does not close: a session not to keep.
+		"127.0.0.16": {Cert: &self, MailError: &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "closing"}},
 	}
 	for i, ip := range ips {
 		o, ok := opts[ip]
@@ -436,7 +438,7 @@ func (c *connDialer) dialed() int {
 // protected the same way, for any domain, and only for that.
 func TestReuse(t *testing.T) {
 	e := newEnv(t)
-	e.dns.Add(t, "shared.test. MX 10 mx1.example.org.",
+	e.dns.Add(t, "shared.test. MX 10 mx1.example.org.", "closing.test. MX 10 mx.closing.test.", "mx.closing.test. A 127.0.0.16",
 		"plain.test. MX 10 mx.plain.test.", "mx.plain.test. A 127.0.0.5")
 	cd := &connDialer{}
 	cfg := e.engine.cfg
@@ -501,7 +503,18 @@ func TestReuse(t *testing.T) {
 		}
 	}
 	if n := cd.dialed(); n != 9 {
-		t.Fatalf("%d connections dialed, want 8: a handshake and a plaintext session per delivery", n)
+		t.Fatalf("%d connections dialed, want 9: a handshake and a plaintext session per delivery", n)
+	}
+
+	// A 421 reply ends the session's use (RFC 5321 §3.8), even if the
+	// server keeps the connection open.
+	for _, rcpt := range []string{"p@closing.test", "q@closing.test"} {
+		if r := e.deliver(t, sdk.DeliverOptions{}, rcpt).Recipients[0]; r.Status != sdk.StatusTemporary || r.Code != 421 {
+			t.Fatalf("%s: %v %d %s, want a temporary failure with 421", rcpt, r.Status, r.Code, r.Text)
+		}
+	}
+	if n := cd.dialed(); n != 11 {
+		t.Fatalf("%d connections dialed, want 11: one per delivery after a 421", n)
 	}
 }
 
