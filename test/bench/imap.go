@@ -109,15 +109,6 @@ func imapTimes(addr, login, pass string, n int, msg []byte) ([]figure, error) {
 	}
 	all := imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}
 	nomatch := "zqxj-nomatch"
-	var figs []figure
-	timed := func(name string, f func() error) error {
-		start := time.Now()
-		if err := f(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		figs = append(figs, figure{name, time.Since(start)})
-		return nil
-	}
 	steps := []struct {
 		name string
 		f    func() error
@@ -167,10 +158,13 @@ func imapTimes(addr, login, pass string, n int, msg []byte) ([]figure, error) {
 			return nil
 		}},
 	}
+	var figs []figure
 	for _, s := range steps {
-		if err := timed(s.name, s.f); err != nil {
-			return nil, err
+		start := time.Now()
+		if err := s.f(); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
+		figs = append(figs, figure{s.name, time.Since(start)})
 	}
 	return figs, c.Logout().Wait()
 }
