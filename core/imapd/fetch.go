@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -31,6 +32,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	uids, err := s.resolve(numSet)
 	if err != nil || len(uids) == 0 {
 		return err
+	}
+	if flagsOnly(options) {
+		return s.fetchFlags(w, uids, options)
 	}
 	msgs, err := v.Messages(s.ctx(), uids)
 	if err != nil {
@@ -65,6 +69,39 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			continue
 		}
 		if err := s.fetchMessage(w, seq, m, options, seen[m.UID]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flagsOnly reports whether a FETCH asks for nothing but UID and FLAGS,
+// which the store's flag index answers without the message records.
+func flagsOnly(o *imap.FetchOptions) bool {
+	rest := *o
+	rest.UID, rest.Flags = false, false
+	return reflect.DeepEqual(rest, imap.FetchOptions{})
+}
+
+// fetchFlags writes the FETCH responses with UID and FLAGS of the messages.
+func (s *session) fetchFlags(w *imapserver.FetchWriter, uids []store.UID, o *imap.FetchOptions) error {
+	flags, err := s.view.Flags(s.ctx(), uids)
+	if err != nil {
+		return s.storeError("fetch", err, imap.ResponseCodeNonExistent)
+	}
+	for _, f := range flags {
+		seq := s.view.Seq(f.UID)
+		if seq == 0 {
+			continue
+		}
+		rw := w.CreateMessage(seq)
+		if o.UID {
+			rw.WriteUID(imap.UID(f.UID))
+		}
+		if o.Flags {
+			rw.WriteFlags(flagsToIMAP(f.Flags, f.Keywords))
+		}
+		if err := rw.Close(); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -176,7 +177,7 @@ type accountMeta struct {
 }
 
 // accountTypes are the types stored in each account's index.db.
-var accountTypes = []any{accountMeta{}, Mailbox{}, Message{}, subscription{}, deliveryKey{}}
+var accountTypes = []any{accountMeta{}, Mailbox{}, Message{}, flagBlock{}, subscription{}, deliveryKey{}}
 
 // standardMailboxes are created with every account, subscribed.
 var standardMailboxes = [...]struct {
@@ -406,17 +407,17 @@ func syncDir(dir string) error {
 }
 
 // Check verifies the account's index against its records and files:
-// mailbox counts, UIDNEXT, HIGHESTMODSEQ and keywords recomputed from the
-// message records, every message with its file, and no file without a
-// message. It returns the problems found, none if consistent. Opening an
+// mailbox counts, UIDNEXT, HIGHESTMODSEQ, keywords and the flag index
+// recomputed from the message records, every message with its file, and no
+// file without a message. It returns the problems found, none if consistent. Opening an
 // account runs the same check and repairs what it finds.
 func (a *Account) Check(ctx context.Context) ([]string, error) {
 	return a.check(ctx, false)
 }
 
-// check is Check, repairing if fix is set: counts are rewritten, records
-// whose file is missing deleted (the message was lost), files without a
-// record removed (a crash before the commit, or before removing the files
+// check is Check, repairing if fix is set: counts and the flag index are
+// rewritten, records whose file is missing deleted (the message was lost),
+// files without a record removed (a crash before the commit, or before removing the files
 // of an expunge).
 func (a *Account) check(ctx context.Context, fix bool) (problems []string, rerr error) {
 	a.wmu.Lock() // No file is linked or removed meanwhile.
@@ -469,12 +470,17 @@ func (a *Account) check(ctx context.Context, fix bool) (problems []string, rerr 
 		}
 		maxModSeq := int64(0)
 		var lost []Message
+		entries := map[int64][]indexEntry{} // The flag index recomputed, by mailbox.
 		err = bstore.QueryTx[Message](tx).ForEach(func(m Message) error {
 			if _, ok := files[m.ID]; !ok {
 				problem("message %d (mailbox %d, uid %d): file missing", m.ID, m.MailboxID, m.UID)
 				lost = append(lost, m)
+				if !fix { // Still in the index until the repair.
+					entries[m.MailboxID] = append(entries[m.MailboxID], m.entry())
+				}
 				return nil
 			}
+			entries[m.MailboxID] = append(entries[m.MailboxID], m.entry())
 			delete(files, m.ID)
 			w := want[m.MailboxID]
 			w.Counts.add(m, 1)
@@ -511,18 +517,33 @@ func (a *Account) check(ctx context.Context, fix bool) (problems []string, rerr 
 				}
 			}
 		}
+		if fix {
+			for _, m := range lost {
+				if err := tx.Delete(&m); err != nil {
+					return err
+				}
+			}
+		}
+		for _, mb := range mailboxes {
+			l := entries[mb.ID]
+			slices.SortFunc(l, func(a, b indexEntry) int { return cmp.Compare(a.UID, b.UID) })
+			if differs, err := indexDiffers(tx, mb.ID, l); err != nil {
+				return err
+			} else if !differs {
+				continue
+			}
+			problem("mailbox %s: flag index differs from its %d messages", mb.Name, len(l))
+			if fix {
+				if err := indexRebuild(tx, mb.ID, l); err != nil {
+					return err
+				}
+			}
+		}
 		if meta.ModSeq < maxModSeq {
 			problem("account modseq %d, records up to %d", meta.ModSeq, maxModSeq)
 			meta.ModSeq = maxModSeq
 			if fix {
 				if err := tx.Update(&meta); err != nil {
-					return err
-				}
-			}
-		}
-		if fix {
-			for _, m := range lost {
-				if err := tx.Delete(&m); err != nil {
 					return err
 				}
 			}

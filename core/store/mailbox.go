@@ -278,6 +278,9 @@ func (a *Account) DeleteMailbox(ctx context.Context, name string) error {
 		for _, id := range ids {
 			c.remove = append(c.remove, a.msgPath(id))
 		}
+		if _, err := blockQuery(c.tx, mb.ID).Delete(); err != nil {
+			return err
+		}
 		if err := c.tx.Delete(&mb); err != nil {
 			return err
 		}

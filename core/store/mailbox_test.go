@@ -13,7 +13,7 @@ import (
 )
 
 // openMailStore opens a store in dir serving accounts with cfg.
-func openMailStore(t *testing.T, dir string, cfg map[string]AccountConfig) *Store {
+func openMailStore(t testing.TB, dir string, cfg map[string]AccountConfig) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), dir)
 	if err != nil {
@@ -27,7 +27,7 @@ func openMailStore(t *testing.T, dir string, cfg map[string]AccountConfig) *Stor
 }
 
 // testWriter sends log lines to the test log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -35,13 +35,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // openTestAccount opens a store in a new directory with one account, alice.
-func openTestAccount(t *testing.T, cfg AccountConfig) *Account {
+func openTestAccount(t testing.TB, cfg AccountConfig) *Account {
 	t.Helper()
 	s := openMailStore(t, t.TempDir(), map[string]AccountConfig{"alice": cfg})
 	return account(t, s, "alice")
 }
 
-func account(t *testing.T, s *Store, name string) *Account {
+func account(t testing.TB, s *Store, name string) *Account {
 	t.Helper()
 	a, err := s.Account(name)
 	if err != nil {

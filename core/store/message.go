@@ -284,6 +284,9 @@ func (a *Account) Deliver(ctx context.Context, mailbox string, in *Incoming, opt
 		if err := c.tx.Insert(&m); err != nil {
 			return err
 		}
+		if err := indexAdd(c.tx, mb.ID, []indexEntry{m.entry()}); err != nil {
+			return err
+		}
 		if err := c.link(in.path, a.msgPath(m.ID)); err != nil {
 			return err
 		}
@@ -480,6 +483,7 @@ func (a *Account) copyTx(c *change, msgs []Message, dst Mailbox) (Copied, error)
 		return Copied{}, err
 	}
 	res := Copied{MailboxID: dst.ID, UIDValidity: dst.UIDValidity}
+	entries := make([]indexEntry, 0, len(msgs))
 	for _, m := range msgs {
 		n := m
 		n.ID = 0
@@ -493,8 +497,12 @@ func (a *Account) copyTx(c *change, msgs []Message, dst Mailbox) (Copied, error)
 			return Copied{}, err
 		}
 		a.added(c, &dst, n)
+		entries = append(entries, n.entry())
 		res.Source = append(res.Source, m.UID)
 		res.Dest = append(res.Dest, n.UID)
+	}
+	if err := indexAdd(c.tx, dst.ID, entries); err != nil {
+		return Copied{}, err
 	}
 	if err := c.tx.Update(&dst); err != nil {
 		return Copied{}, err
@@ -510,6 +518,7 @@ func (a *Account) moveTx(c *change, src Mailbox, msgs []Message, dst Mailbox) (C
 		dstp = srcp
 	}
 	res := Copied{MailboxID: dst.ID, UIDValidity: dst.UIDValidity}
+	entries := make([]indexEntry, 0, len(msgs))
 	for _, m := range msgs {
 		srcp.Counts.add(m, -1)
 		res.Source = append(res.Source, m.UID)
@@ -520,7 +529,14 @@ func (a *Account) moveTx(c *change, src Mailbox, msgs []Message, dst Mailbox) (C
 			return Copied{}, err
 		}
 		a.added(c, dstp, m)
+		entries = append(entries, m.entry())
 		res.Dest = append(res.Dest, m.UID)
+	}
+	if err := indexRemove(c.tx, src.ID, res.Source); err != nil {
+		return Copied{}, err
+	}
+	if err := indexAdd(c.tx, dst.ID, entries); err != nil {
+		return Copied{}, err
 	}
 	srcp.HighestModSeq = c.modseq
 	if err := c.tx.Update(srcp); err != nil {
@@ -570,6 +586,9 @@ func (a *Account) expunge(ctx context.Context, origin *Watcher, mailboxID int64,
 		if len(expunged) == 0 {
 			return nil
 		}
+		if err := indexRemove(c.tx, mb.ID, expunged); err != nil {
+			return err
+		}
 		mb.HighestModSeq = c.modseq
 		if err := c.tx.Update(&mb); err != nil {
 			return err
@@ -612,6 +631,7 @@ func (a *Account) storeFlags(ctx context.Context, origin *Watcher, mailboxID int
 			return err
 		}
 		var changed []MessageFlags
+		var entries []indexEntry
 		for _, m := range msgs {
 			nf, nk := applyFlags(m.Flags, m.Keywords, op, flags, keywords)
 			if nf != m.Flags || !slices.Equal(nk, m.Keywords) {
@@ -622,11 +642,15 @@ func (a *Account) storeFlags(ctx context.Context, origin *Watcher, mailboxID int
 					return err
 				}
 				changed = append(changed, m.flags())
+				entries = append(entries, m.entry())
 			}
 			res = append(res, m.flags())
 		}
 		if len(changed) == 0 {
 			return nil
+		}
+		if err := indexUpdate(c.tx, mb.ID, entries); err != nil {
+			return err
 		}
 		mb.HighestModSeq = c.modseq
 		if op != FlagsRemove {

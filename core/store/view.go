@@ -52,13 +52,11 @@ func (a *Account) Select(ctx context.Context, name string) (*View, error) {
 			return err
 		}
 		v.uids = make([]UID, 0, v.mailbox.Messages)
-		q := bstore.QueryTx[Message](tx).FilterNonzero(Message{MailboxID: mb.ID}).SortAsc("UID")
-		return q.ForEach(func(m Message) error {
-			v.uids = append(v.uids, m.UID)
-			if !m.Seen && v.firstUnseen == 0 {
+		return forEachEntry(tx, mb.ID, 0, 0, func(e indexEntry) {
+			v.uids = append(v.uids, e.UID)
+			if e.Bits&bitSeen == 0 && v.firstUnseen == 0 {
 				v.firstUnseen = uint32(len(v.uids))
 			}
-			return nil
 		})
 	})
 	if err != nil {
@@ -226,6 +224,56 @@ func (v *View) inView(uids []UID) []UID {
 // as Account.Messages.
 func (v *View) Messages(ctx context.Context, uids []UID) ([]Message, error) {
 	return v.a.Messages(ctx, v.mailbox.ID, v.inView(uids))
+}
+
+// Flags returns the flags of messages of the view with the given UIDs
+// (nil: all), in UID order, from the flag index: for FETCH of FLAGS and UID
+// alone, without reading every message's record. Messages expunged
+// meanwhile are left out. ErrNoMailbox if the mailbox was deleted.
+func (v *View) Flags(ctx context.Context, uids []UID) ([]MessageFlags, error) {
+	uids = v.inView(uids)
+	if len(uids) == 0 {
+		return nil, nil
+	}
+	l := make([]MessageFlags, 0, len(uids))
+	err := v.a.db.Read(ctx, func(tx *bstore.Tx) error {
+		if _, err := mailboxByID(tx, v.mailbox.ID); err != nil {
+			return err
+		}
+		var withKeywords []UID
+		i := 0
+		err := forEachEntry(tx, v.mailbox.ID, uids[0], uids[len(uids)-1], func(e indexEntry) {
+			for i < len(uids) && uids[i] < e.UID {
+				i++
+			}
+			if i == len(uids) || uids[i] != e.UID {
+				return
+			}
+			l = append(l, MessageFlags{UID: e.UID, Flags: e.flags(), ModSeq: e.ModSeq})
+			if e.Bits&bitKeywords != 0 {
+				withKeywords = append(withKeywords, e.UID)
+			}
+		})
+		if err != nil || len(withKeywords) == 0 {
+			return err
+		}
+		msgs, err := messagesTx(tx, v.mailbox.ID, withKeywords)
+		if err != nil {
+			return err
+		}
+		j := 0
+		for _, m := range msgs {
+			for l[j].UID < m.UID {
+				j++
+			}
+			l[j].Keywords = m.Keywords
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: flags in %s of %s: %w", v.mailbox.Name, v.a.name, err)
+	}
+	return l, nil
 }
 
 // StoreFlags changes flags of messages of the view (nil: all), as
