@@ -768,6 +768,38 @@ func TestSearch(t *testing.T) {
 	}
 }
 
+// Header searches match across folded lines, in any case, and in encoded
+// words, whether or not the raw bytes hold the value; a value the bytes
+// lack matches nothing.
+func TestSearchHeaderBytes(t *testing.T) {
+	ts := startServer(t, config.KindIMAPS, nil)
+	for _, m := range []string{
+		"Subject: Quarterly\r\n\tREPORT draft\r\nX-Tag: MiXeD\r\n\r\nbody\r\n",
+		"Subject: =?utf-8?q?Quarterly_report?=\r\n\r\nbody\r\n",
+		"Subject: =?utf-8?b?" + b64("Zürich") + "?=\r\n\r\nbody\r\n",
+		"Subject: other\r\n\r\nreport\r\n",
+	} {
+		ts.deliver(t, "alice", "Inbox", m, store.DeliverOptions{})
+	}
+	r := ts.rawLogin(t)
+	r.ok("SELECT INBOX")
+	for _, tt := range []struct{ criteria, want string }{
+		{"SUBJECT report", "1 2"},
+		{`SUBJECT "quarterly report"`, "1 2"},
+		{"SUBJECT Quarterly", "1 2"},
+		{"HEADER X-Tag mixed", "1"},
+		{`CHARSET UTF-8 SUBJECT "zürich"`, "3"},
+		{"SUBJECT zqxj", ""},
+		{"OR SUBJECT zqxj SUBJECT other", "4"},
+		{"NOT SUBJECT report", "3 4"},
+	} {
+		got := r.ok("SEARCH %s", tt.criteria)
+		if want := strings.TrimSpace("* SEARCH " + tt.want); !slices.Equal(got, []string{want}) {
+			t.Errorf("SEARCH %s: %q, want %q", tt.criteria, got, want)
+		}
+	}
+}
+
 func TestStatus(t *testing.T) {
 	ts := startServer(t, config.KindIMAPS, nil)
 	ts.deliver(t, "alice", "Inbox", testMsg, store.DeliverOptions{Flags: store.Flags{Seen: true}})

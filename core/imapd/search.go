@@ -128,10 +128,12 @@ type searcher struct {
 
 // candidate is one message being matched; its file is opened on demand.
 type candidate struct {
-	seq     uint32
-	m       store.Message
-	content *store.Content
-	header  *textproto.Header
+	seq      uint32
+	m        store.Message
+	content  *store.Content
+	raw      []byte // The header section as stored.
+	rawLower []byte // raw, lower case.
+	header   *textproto.Header
 }
 
 func (c *candidate) close() {
@@ -150,13 +152,22 @@ func (sr *searcher) open(c *candidate) (*store.Content, error) {
 	return c.content, nil
 }
 
-func (sr *searcher) headerOf(c *candidate) (*textproto.Header, error) {
-	if c.header == nil {
+func (sr *searcher) rawHeader(c *candidate) ([]byte, error) {
+	if c.raw == nil {
 		content, err := sr.open(c)
 		if err != nil {
 			return nil, err
 		}
-		b, err := content.Header()
+		if c.raw, err = content.Header(); err != nil {
+			return nil, err
+		}
+	}
+	return c.raw, nil
+}
+
+func (sr *searcher) headerOf(c *candidate) (*textproto.Header, error) {
+	if c.header == nil {
+		b, err := sr.rawHeader(c)
 		if err != nil {
 			return nil, err
 		}
@@ -165,6 +176,26 @@ func (sr *searcher) headerOf(c *candidate) (*textproto.Header, error) {
 		c.header = &h
 	}
 	return c.header, nil
+}
+
+// lacks reports, without parsing the header, that no field of c can
+// contain value: value is not empty and has no white space, the header has
+// no encoded words (RFC 2047), and its bytes do not contain value, ignoring
+// case. Unfolding only joins lines with a space and decoding only changes
+// encoded words, so such a value in a decoded field is in the bytes too.
+// False means only that the fields must be looked at.
+func (sr *searcher) lacks(c *candidate, value string) (bool, error) {
+	if value == "" || strings.ContainsAny(value, " \t\r\n") {
+		return false, nil
+	}
+	raw, err := sr.rawHeader(c)
+	if err != nil || bytes.Contains(raw, []byte("=?")) {
+		return false, err
+	}
+	if c.rawLower == nil {
+		c.rawLower = bytes.ToLower(raw)
+	}
+	return !bytes.Contains(c.rawLower, []byte(strings.ToLower(value))), nil
 }
 
 // match reports whether c meets all of cr. A message expunged meanwhile
@@ -212,6 +243,11 @@ func (sr *searcher) matchCriteria(c *candidate, cr *imap.SearchCriteria) (bool, 
 		return false, nil
 	}
 
+	for _, hf := range cr.Header {
+		if lacks, err := sr.lacks(c, hf.Value); err != nil || lacks {
+			return false, err
+		}
+	}
 	if !cr.SentSince.IsZero() || !cr.SentBefore.IsZero() || len(cr.Header) > 0 {
 		h, err := sr.headerOf(c)
 		if err != nil {
