@@ -174,7 +174,7 @@ func (ts *testServer) deliver(t testing.TB, account, mailbox, msg string, opts s
 
 // client connects with go-imap's client (implicit TLS or STARTTLS by the
 // server's kind) and logs in as alice unless user is empty.
-func (ts *testServer) client(t *testing.T, user, password string, opts *imapclient.Options) *imapclient.Client {
+func (ts *testServer) client(t testing.TB, user, password string, opts *imapclient.Options) *imapclient.Client {
 	t.Helper()
 	if opts == nil {
 		opts = &imapclient.Options{}

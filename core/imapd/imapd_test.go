@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -1153,5 +1154,24 @@ func TestHandshakeTimeout(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if err := c.Noop().Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A search of a mailbox of several chunks, matched by several workers,
+// finds each match once, in order.
+func TestSearchLargeMailbox(t *testing.T) {
+	ts := startServer(t, config.KindIMAPS, nil)
+	n := benchMailbox(t, ts, 6)
+	r := ts.rawLogin(t)
+	r.ok("SELECT INBOX")
+	var want []string
+	for seq := 4; seq <= n; seq += 10 {
+		want = append(want, strconv.Itoa(seq))
+	}
+	if got := r.ok(`SEARCH SUBJECT "message 3 "`); !slices.Equal(got, []string{"* SEARCH " + strings.Join(want, " ")}) {
+		t.Errorf("SEARCH SUBJECT in %d messages: %q, want %d matches", n, got, len(want))
+	}
+	if got := r.ok("SEARCH RETURN (COUNT) BODY body"); !slices.Equal(got, []string{fmt.Sprintf(`* ESEARCH (TAG "t%d") COUNT %d`, r.tag, n)}) {
+		t.Errorf("SEARCH BODY: %q", got)
 	}
 }

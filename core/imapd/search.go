@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -56,40 +59,32 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	if searchDepth(criteria, 0) > maxSearchDepth {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeLimit, Text: "Search criteria nested too deeply"}
 	}
-	msgs, err := v.Messages(s.ctx(), nil)
-	if err != nil {
-		return nil, s.storeError("search", err, imap.ResponseCodeNonExistent)
-	}
+	all := v.UIDs()
 	sr := &searcher{s: s, n: v.Len(), saved: s.searchRes}
-	if uids := v.UIDs(); len(uids) > 0 {
-		sr.last = uids[len(uids)-1]
+	if len(all) > 0 {
+		sr.last = all[len(all)-1]
+	}
+	ok, err := sr.matchAll(all, criteria)
+	if err != nil {
+		return nil, err
 	}
 
 	data = &imap.SearchData{}
 	var seqs imap.SeqSet
 	var uids imap.UIDSet
 	var matched []store.UID
-	for _, m := range msgs {
-		seq := v.Seq(m.UID)
-		if seq == 0 {
+	for i, uid := range all {
+		if !ok[i] {
 			continue
 		}
-		c := &candidate{seq: seq, m: m}
-		ok, err := sr.match(c, criteria)
-		c.close()
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
-		matched = append(matched, m.UID)
+		seq := uint32(i + 1)
+		matched = append(matched, uid)
 		num := seq
 		if kind == imapserver.NumKindUID {
-			num = uint32(m.UID)
+			num = uint32(uid)
 		}
 		seqs.AddNum(seq)
-		uids.AddNum(imap.UID(m.UID))
+		uids.AddNum(imap.UID(uid))
 		if data.Min == 0 || num < data.Min {
 			data.Min = num
 		}
@@ -116,6 +111,61 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		s.searchRes = matched
 	}
 	return data, nil
+}
+
+// searchChunk is how many messages a search worker takes at a time, and
+// the fewest a search uses a second worker for.
+const searchChunk = 256
+
+// maxSearchWorkers bounds the goroutines one SEARCH matches messages on.
+const maxSearchWorkers = 4
+
+// matchAll reports which messages of the view meet cr: ok[i] for the
+// message with UID all[i]. The records are read and matched a chunk at a
+// time, and a large mailbox on several cores: decoding records and reading
+// files for a header or body take the time.
+func (sr *searcher) matchAll(all []store.UID, cr *imap.SearchCriteria) ([]bool, error) {
+	ok := make([]bool, len(all))
+	var (
+		next    atomic.Int64
+		failed  atomic.Bool
+		errOnce sync.Once
+		err     error
+		wg      sync.WaitGroup
+	)
+	fail := func(e error) {
+		errOnce.Do(func() { err = e })
+		failed.Store(true)
+	}
+	v := sr.s.view
+	workers := min(runtime.GOMAXPROCS(0), maxSearchWorkers, (len(all)+searchChunk-1)/searchChunk)
+	for range max(workers, 1) {
+		wg.Go(func() {
+			for !failed.Load() {
+				start := int(next.Add(searchChunk)) - searchChunk
+				if start >= len(all) {
+					return
+				}
+				msgs, merr := v.Messages(sr.s.ctx(), all[start:min(start+searchChunk, len(all))])
+				if merr != nil {
+					fail(sr.s.storeError("search", merr, imap.ResponseCodeNonExistent))
+					return
+				}
+				for _, m := range msgs {
+					c := candidate{seq: v.Seq(m.UID), m: m}
+					matched, merr := sr.match(&c, cr)
+					c.close()
+					if merr != nil {
+						fail(merr)
+						return
+					}
+					ok[c.seq-1] = matched
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ok, err
 }
 
 // searcher matches messages of the selected mailbox against criteria.
@@ -154,11 +204,13 @@ func (sr *searcher) open(c *candidate) (*store.Content, error) {
 
 func (sr *searcher) rawHeader(c *candidate) ([]byte, error) {
 	if c.raw == nil {
-		content, err := sr.open(c)
-		if err != nil {
-			return nil, err
+		var err error
+		if c.content != nil {
+			c.raw, err = c.content.Header()
+		} else {
+			c.raw, err = sr.s.account.ReadHeader(c.m)
 		}
-		if c.raw, err = content.Header(); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mjl-/bstore"
@@ -406,6 +407,41 @@ func (a *Account) OpenMessage(m Message) (*Content, error) {
 		return nil, fmt.Errorf("store: open message: %w", err)
 	}
 	return &Content{SectionReader: io.NewSectionReader(f, 0, m.Size), HeaderSize: m.HeaderSize, f: f}, nil
+}
+
+// ReadHeader returns m's header section with the empty line ending it
+// (BODY[HEADER]), read with as few system calls as can be: for matching
+// the headers of many messages (SEARCH). ErrNotFound if m was expunged.
+func (a *Account) ReadHeader(m Message) ([]byte, error) {
+	path := a.msgPath(m.ID)
+	fd, err := retryEINTR(func() (int, error) { return syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0) })
+	if err == syscall.ENOENT {
+		return nil, fmt.Errorf("%w: message %d of %s (expunged)", ErrNotFound, m.ID, a.name)
+	} else if err != nil {
+		return nil, fmt.Errorf("store: open message: %w", err)
+	}
+	defer syscall.Close(fd)
+	b := make([]byte, m.HeaderSize)
+	for off := 0; off < len(b); {
+		n, err := retryEINTR(func() (int, error) { return syscall.Pread(fd, b[off:], int64(off)) })
+		if err != nil {
+			return nil, fmt.Errorf("store: read header: %w", err)
+		} else if n == 0 {
+			return nil, fmt.Errorf("store: read header: %w", io.ErrUnexpectedEOF)
+		}
+		off += n
+	}
+	return b, nil
+}
+
+// retryEINTR calls fn until it fails with other than EINTR.
+func retryEINTR(fn func() (int, error)) (int, error) {
+	for {
+		n, err := fn()
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
 }
 
 // Header returns the header section, with the empty line ending it.
