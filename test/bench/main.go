@@ -19,7 +19,8 @@
 //
 // Then transport-direct delivers to one domain and to many (see
 // domainsBench), and the same IMAP commands are timed on a mailbox in
-// Switchyard and in Dovecot (see imapBench). The shipped mta.toml, with
+// Switchyard and in Dovecot, with IDLE's wake-up and memory per session
+// (see imapBench). The shipped mta.toml, with
 // every first-party plugin, is started for
 // its idle footprint (see footprintBench). The last run fills a queue of
 // -queue held messages and times queue list and queue show against it (see
@@ -53,7 +54,8 @@ func main() {
 	queued := flag.Int("queue", 100_000, "held messages in the queue run; 0 skips it")
 	domains := flag.Int("domains", 10_000, "messages of each many-destinations run; 0 skips them")
 	imapN := flag.Int("imap", 50_000, "messages of the mailbox of the IMAP run against Dovecot; 0 skips it")
-	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000 -domains 2000 -imap 5000, unless given")
+	idleN := flag.Int("idle", 5000, "IDLE sessions of the IMAP run's memory figure; 0 skips it")
+	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000 -domains 2000 -imap 5000 -idle 500, unless given")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -62,7 +64,7 @@ func main() {
 			name  string
 			v     *int
 			quick int
-		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}, {"domains", domains, 2000}, {"imap", imapN, 5000}} {
+		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}, {"domains", domains, 2000}, {"imap", imapN, 5000}, {"idle", idleN, 500}} {
 			if !set[d.name] {
 				*d.v = d.quick
 			}
@@ -84,7 +86,7 @@ func main() {
 		}
 	}
 	if *imapN > 0 {
-		if err := imapBench(bin, *imapN, *conns, mtatest.MakeMessage("app@"+benchDomain, "bench@example.org", "imap", *size)); err != nil {
+		if err := imapBench(bin, *imapN, *conns, *idleN, mtatest.MakeMessage("app@"+benchDomain, "bench@example.org", "imap", *size)); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -397,6 +399,7 @@ data_dir = "data"
 self_signed = true
 [limits]
 exempt_networks = ["127.0.0.0/8"] # The load comes from one address; -c may pass the per-IP cap.
+max_connections = 10000 # The IMAP run holds -idle sessions.
 [queue]
 max_parallel = 64
 max_per_destination = 32
