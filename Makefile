@@ -7,7 +7,7 @@ EXAMPLE_BINS := $(addprefix bin/examples/,$(EXAMPLES))
 PROTO := sdk/proto/switchyard/plugin/v1/plugin.proto
 MODULE := github.com/switchyard-mta/switchyard
 
-.PHONY: all build run test bench bench-quick fuzz proto clean install $(PLUGIN_BINS) $(EXAMPLE_BINS) bin/mta
+.PHONY: all build run test bench bench-quick fuzz proto clean install bin/plugins/switchyard-plugins $(EXAMPLE_BINS) bin/mta
 
 all: build
 
@@ -16,8 +16,12 @@ build: bin/mta $(PLUGIN_BINS) $(EXAMPLE_BINS)
 bin/mta:
 	$(GO) build -o $@ ./cmd/mta
 
-$(PLUGIN_BINS): bin/plugins/%:
-	$(GO) build -o $@ ./plugins/$*
+# The first-party plugins are one binary, run by the names of links to it.
+bin/plugins/switchyard-plugins:
+	$(GO) build -o $@ ./cmd/switchyard-plugins
+
+$(PLUGIN_BINS): bin/plugins/%: bin/plugins/switchyard-plugins
+	ln -sfn switchyard-plugins $@
 
 # An example in a module of its own, as an outsider's plugin is, builds
 # from its directory.
@@ -77,10 +81,11 @@ STATEDIR ?= /var/lib/switchyard
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@PLUGINDIR@|$(PLUGINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
 	-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@STATEDIR@|$(STATEDIR)|g'
 
-install: bin/mta $(PLUGIN_BINS)
+install: bin/mta bin/plugins/switchyard-plugins
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)
 	install -m 0755 bin/mta $(DESTDIR)$(BINDIR)/mta
-	install -m 0755 $(PLUGIN_BINS) $(DESTDIR)$(PLUGINDIR)/
+	install -m 0755 bin/plugins/switchyard-plugins $(DESTDIR)$(PLUGINDIR)/
+	for p in $(PLUGINS); do ln -sfn switchyard-plugins $(DESTDIR)$(PLUGINDIR)/$$p; done
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	$(SUBST) dist/mta.toml.in > $(DESTDIR)$(SYSCONFDIR)/mta.toml.sample
 	$(SUBST) dist/switchyard.service.in > $(DESTDIR)$(UNITDIR)/switchyard.service

@@ -42,12 +42,17 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	echoPath = filepath.Join(dir, "echoplugin")
 	scramPath = filepath.Join(dir, "auth-scram")
-	for path, pkg := range map[string]string{echoPath: "./testdata/echoplugin", scramPath: "../../plugins/auth-scram"} {
+	firstParty := filepath.Join(dir, "switchyard-plugins")
+	for path, pkg := range map[string]string{echoPath: "./testdata/echoplugin", firstParty: "../../cmd/switchyard-plugins"} {
 		cmd := exec.Command("go", "build", "-o", path, pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "building test plugin %s: %v\n%s", pkg, err, out)
 			return 1
 		}
+	}
+	if err := os.Symlink("switchyard-plugins", scramPath); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return m.Run()
 }

@@ -1,4 +1,4 @@
-package main
+package authcrammd5
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package main
+package authscram
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -533,23 +531,5 @@ func TestLog(t *testing.T) {
 	}
 	if strings.Contains(f.logs.String(), "horse") || strings.Contains(f.logs.String(), "horsf") {
 		t.Errorf("log contains a password:\n%s", f.logs)
-	}
-}
-
-// TestBuild builds the plugin binary and runs it outside a core, which it
-// must refuse.
-func TestBuild(t *testing.T) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go tool not in PATH")
-	}
-	bin := filepath.Join(t.TempDir(), "auth-scram")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	out, err := exec.Command(bin).CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "plugin") {
-		t.Fatalf("run outside a core: %v\n%s", err, out)
 	}
 }

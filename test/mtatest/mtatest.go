@@ -79,8 +79,13 @@ func build() (*Binaries, error) {
 	// Output path → the package, built in dir (the root, or the
 	// directory of an example in a module of its own).
 	type pkg struct{ dir, path string }
-	pkgs := map[string]pkg{b.MTA: {root, "./cmd/mta"}}
-	// The shipped plugins, the examples, and those only the tests use.
+	firstParty := filepath.Join(dir, "plugins", "switchyard-plugins")
+	pkgs := map[string]pkg{b.MTA: {root, "./cmd/mta"}, firstParty: {root, "./cmd/switchyard-plugins"}}
+	// The shipped plugins (links to their one binary), the examples, and
+	// those only the tests use.
+	if err := os.MkdirAll(filepath.Join(dir, "plugins"), 0o755); err != nil {
+		return nil, err
+	}
 	for _, src := range []string{"plugins", "examples", "test/plugins"} {
 		entries, err := os.ReadDir(filepath.Join(root, src))
 		if err != nil {
@@ -92,6 +97,12 @@ func build() (*Binaries, error) {
 			}
 			p := filepath.Join(dir, "plugins", e.Name())
 			b.Plugins[e.Name()] = p
+			if src == "plugins" {
+				if err := os.Symlink("switchyard-plugins", p); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			pkgs[p] = pkg{root, "./" + src + "/" + e.Name()}
 			if own := filepath.Join(root, src, e.Name()); fileExists(filepath.Join(own, "go.mod")) {
 				pkgs[p] = pkg{own, "."}

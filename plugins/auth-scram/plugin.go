@@ -1,6 +1,6 @@
-// Command auth-scram is a Switchyard mechanism plugin for SCRAM (RFC 5802):
-// SCRAM-SHA-256-PLUS, SCRAM-SHA-256 (RFC 7677), SCRAM-SHA-1-PLUS and
-// SCRAM-SHA-1, on github.com/xdg-go/scram. The -PLUS variants bind the
+// Package authscram is auth-scram, a Switchyard mechanism plugin for SCRAM
+// (RFC 5802): SCRAM-SHA-256-PLUS, SCRAM-SHA-256 (RFC 7677), SCRAM-SHA-1-PLUS
+// and SCRAM-SHA-1, on github.com/xdg-go/scram. The -PLUS variants bind the
 // exchange to the TLS connection with tls-exporter (RFC 9266), tls-unique or
 // tls-server-end-point (RFC 5929), whichever the client names in its GS2
 // header.
@@ -34,7 +34,7 @@
 // Configuration, [plugins.auth-scram.config]:
 //
 //	iterations = 4096 # PBKDF2 iterations for new secrets; at least 4096 (RFC 7677 §4).
-package main
+package authscram
 
 import (
 	"log/slog"
@@ -42,7 +42,8 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
-func main() {
+// Main serves the plugin to the core that started it; it does not return.
+func Main() {
 	m := newMechanism(sdk.NewLogger(slog.LevelInfo))
 	sdk.Serve(&sdk.Plugin{
 		Name:       "auth-scram",

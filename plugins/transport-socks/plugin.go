@@ -1,8 +1,8 @@
-// Command transport-socks is a Switchyard transport plugin that delivers
-// messages straight to the MX hosts of each recipient domain, like
-// transport-direct, but with every TCP connection made through a SOCKS5
-// proxy (RFC 1928), optionally with username/password authentication
-// (RFC 1929).
+// Package transportsocks is transport-socks, a Switchyard transport plugin
+// that delivers messages straight to the MX hosts of each recipient domain,
+// like transport-direct, but with every TCP connection made through a SOCKS5
+// proxy (RFC 1928), optionally with username/password authentication (RFC
+// 1929).
 //
 // The engine is that of sdk/direct, so DANE (RFC 7672), MTA-STS (RFC 8461)
 // and REQUIRETLS (RFC 8689) apply end to end: TLS runs from this plugin to
@@ -10,7 +10,7 @@
 // policy fetches go through the proxy to IP addresses resolved here; DNS
 // queries go to the configured resolver directly, never through the proxy,
 // since DANE needs the AD bit of a trusted resolver (RFC 7672 §2.1).
-package main
+package transportsocks
 
 import (
 	"errors"
@@ -28,7 +28,8 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk/direct"
 )
 
-func main() {
+// Main serves the plugin to the core that started it; it does not return.
+func Main() {
 	t := newTransport(sdk.NewLogger(slog.LevelInfo))
 	sdk.Serve(&sdk.Plugin{Name: "transport-socks", Version: "0.1.0", Transport: t})
 }

@@ -1,7 +1,7 @@
-// Command auth-crammd5 is a Switchyard mechanism plugin for CRAM-MD5
-// (RFC 2195): the server sends a challenge "<random.timestamp@hostname>", the
-// client answers with its username and the HMAC-MD5 (RFC 2104) of the
-// challenge keyed with its password.
+// Package authcrammd5 is auth-crammd5, a Switchyard mechanism plugin for
+// CRAM-MD5 (RFC 2195): the server sends a challenge
+// "<random.timestamp@hostname>", the client answers with its username and
+// the HMAC-MD5 (RFC 2104) of the challenge keyed with its password.
 //
 // # Why a plugin
 //
@@ -31,7 +31,7 @@
 // Unknown users are checked against a per-process fake secret, with the same
 // work as known ones, before they fail. The plugin table
 // [plugins.auth-crammd5.config] takes no keys.
-package main
+package authcrammd5
 
 import (
 	"log/slog"
@@ -39,7 +39,8 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
-func main() {
+// Main serves the plugin to the core that started it; it does not return.
+func Main() {
 	m := newMechanism(sdk.NewLogger(slog.LevelInfo))
 	sdk.Serve(&sdk.Plugin{
 		Name:       "auth-crammd5",

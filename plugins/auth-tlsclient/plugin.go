@@ -1,6 +1,6 @@
-// Command auth-tlsclient is a Switchyard mechanism plugin for login by TLS
-// client certificate: SASL EXTERNAL (RFC 4422 Appendix A) over the
-// connection's TLS, and pre-authentication before any command (an IMAP
+// Package authtlsclient is auth-tlsclient, a Switchyard mechanism plugin for
+// login by TLS client certificate: SASL EXTERNAL (RFC 4422 Appendix A) over
+// the connection's TLS, and pre-authentication before any command (an IMAP
 // PREAUTH greeting, RFC 9051 §7.1.4; an SMTP submission session that needs
 // no AUTH).
 //
@@ -27,7 +27,7 @@
 //     mechanism on such a connection to the key's account.
 //
 // The plugin table [plugins.auth-tlsclient.config] takes no keys.
-package main
+package authtlsclient
 
 import (
 	"log/slog"
@@ -35,7 +35,8 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
-func main() {
+// Main serves the plugin to the core that started it; it does not return.
+func Main() {
 	m := &mechanism{log: sdk.NewLogger(slog.LevelInfo)}
 	sdk.Serve(&sdk.Plugin{
 		Name:       "auth-tlsclient",

@@ -1,10 +1,10 @@
-// Command transport-direct is a Switchyard transport plugin that delivers
-// messages straight to the MX hosts of each recipient domain (RFC 5321 §5.1)
-// with the engine of sdk/direct: DNSSEC-aware lookups, DANE (RFC 7672),
-// MTA-STS (RFC 8461) with policies cached in the plugin's data directory,
-// opportunistic STARTTLS otherwise (RFC 3207, RFC 7435), and REQUIRETLS
-// (RFC 8689).
-package main
+// Package transportdirect is transport-direct, a Switchyard transport plugin
+// that delivers messages straight to the MX hosts of each recipient domain
+// (RFC 5321 §5.1) with the engine of sdk/direct: DNSSEC-aware lookups, DANE
+// (RFC 7672), MTA-STS (RFC 8461) with policies cached in the plugin's data
+// directory, opportunistic STARTTLS otherwise (RFC 3207, RFC 7435), and
+// REQUIRETLS (RFC 8689).
+package transportdirect
 
 import (
 	"log/slog"
@@ -13,7 +13,8 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk/direct"
 )
 
-func main() {
+// Main serves the plugin to the core that started it; it does not return.
+func Main() {
 	t := newTransport(sdk.NewLogger(slog.LevelInfo))
 	sdk.Serve(&sdk.Plugin{Name: "transport-direct", Version: "0.1.0", Transport: t})
 }

@@ -1,7 +1,8 @@
-// Command policy-dkimsign is a Switchyard policy plugin that signs submitted
-// mail with DKIM (RFC 6376): at the data stage of an authenticated
-// submission it reads the message once and returns one DKIM-Signature
-// header field per key of the signing domain, for the core to prepend.
+// Package policydkimsign is policy-dkimsign, a Switchyard policy plugin that
+// signs submitted mail with DKIM (RFC 6376): at the data stage of an
+// authenticated submission it reads the message once and returns one
+// DKIM-Signature header field per key of the signing domain, for the core to
+// prepend.
 //
 // # Configuration
 //
@@ -56,7 +57,7 @@
 //   - Keys are read at Configure; a missing or unusable key file is a
 //     ConfigError of keys[i].key_file. The plugin table
 //     [plugins.policy-dkimsign.config] takes no keys.
-package main
+package policydkimsign
 
 import (
 	"log/slog"
@@ -64,7 +65,8 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
-func main() {
+// Main serves the plugin to the core that started it; it does not return.
+func Main() {
 	s := newSigner(sdk.NewLogger(slog.LevelInfo))
 	sdk.Serve(&sdk.Plugin{
 		Name:    "policy-dkimsign",

@@ -1,10 +1,10 @@
-// Command policy-msgauth is a Switchyard policy plugin for the inbound MX
-// that verifies where a message comes from and says so in an
+// Package policymsgauth is policy-msgauth, a Switchyard policy plugin for
+// the inbound MX that verifies where a message comes from and says so in an
 // Authentication-Results header field (RFC 8601): SPF (RFC 7208) for the
-// MAIL FROM and HELO identities, DKIM signatures (RFC 6376, RFC 8463),
-// DMARC (RFC 7489) for the author domain of the From field, and iprev
-// (RFC 8601 §3) for the client's address. A DMARC failure can reject or
-// quarantine the message as its domain asks.
+// MAIL FROM and HELO identities, DKIM signatures (RFC 6376, RFC 8463), DMARC
+// (RFC 7489) for the author domain of the From field, and iprev (RFC 8601
+// §3) for the client's address. A DMARC failure can reject or quarantine the
+// message as its domain asks.
 //
 // # Contract with the core
 //
@@ -103,7 +103,7 @@
 //   - dns_cache: how many DNS answers are kept for their TTL (negative
 //     ones at most 5 minutes), so that a sender's records are asked once,
 //     not per message; 0 for none; default 10000.
-package main
+package policymsgauth
 
 import (
 	"log/slog"
@@ -111,7 +111,8 @@ import (
 	"github.com/switchyard-mta/switchyard/sdk"
 )
 
-func main() {
+// Main serves the plugin to the core that started it; it does not return.
+func Main() {
 	c := newChecker(sdk.NewLogger(slog.LevelInfo))
 	sdk.Serve(newPlugin(c))
 }
