@@ -125,6 +125,8 @@ type Options struct {
 	KeepRetired func(account string) time.Duration
 
 	pruneInterval time.Duration // Between prunings of expired retired messages; tests set it. Default 1 hour.
+	window        time.Duration // How far ahead messages due are kept in memory; tests set it. Default loadWindow.
+	maxLoaded     int           // Messages kept in memory at most, but for those added due at once; tests set it. Default 20,000.
 	segmentSize   int64         // Size past which a new segment is started; tests set it. Default 64 MiB.
 }
 
@@ -150,16 +152,34 @@ type Queue struct {
 	lastAttempt atomic.Int64
 	closed      atomic.Bool
 	wake        chan struct{} // Capacity 1; wakes the dispatcher.
+	loadWake    chan struct{} // Capacity 1; wakes the loader.
 	workers     workers       // Run the deliveries.
 	wg          sync.WaitGroup
 
-	mu      sync.Mutex
-	msgs    map[int64]*entry // Messages with pending recipients or a delivery in progress.
-	due     jobHeap          // Jobs not in progress, by due time.
-	running int              // Deliveries in progress.
-	active  map[dest]int     // Deliveries in progress, by destination.
-	waiting map[dest][]*job  // Due jobs held back by MaxPerDestination, in order.
-	ctx     context.Context  // Set by Start; deliveries run under it.
+	mu sync.Mutex
+	// msgs are the messages the scheduler has in memory: those due within
+	// Options.window (up to maxLoaded), and those with a delivery in
+	// progress or waiting for its destination. The others are on disk
+	// only, and the loader reads them as they come due (see loadDue).
+	// Where a message is in memory, its entry is what counts; its record
+	// may lag behind it.
+	msgs map[int64]*entry
+	// settling counts, by message, the changes submitted as the message
+	// left memory and not yet stored: until they are, its record is
+	// stale, and neither the loader nor an operator's command reads it.
+	settling map[int64]int
+	// recent, while the loader reads records, holds the messages that
+	// left memory since it started: the records it read of them may be
+	// stale.
+	recent map[int64]bool
+	// spilled: a message due within the window is not in memory because
+	// maxLoaded was reached; the loader runs again when room frees up.
+	spilled bool
+	due     jobHeap         // Jobs not in progress, by due time.
+	running int             // Deliveries in progress.
+	active  map[dest]int    // Deliveries in progress, by destination.
+	waiting map[dest][]*job // Due jobs held back by MaxPerDestination, in order.
+	ctx     context.Context // Set by Start; deliveries run under it.
 	stop    context.CancelFunc
 
 	closeOnce sync.Once
@@ -201,6 +221,12 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 	if opts.segmentSize <= 0 {
 		opts.segmentSize = defaultSegmentSize
 	}
+	if opts.window <= 0 {
+		opts.window = loadWindow
+	}
+	if opts.maxLoaded <= 0 {
+		opts.maxLoaded = 20_000
+	}
 	spool := filepath.Join(dir, spoolDir)
 	if err := os.MkdirAll(spool, 0o750); err != nil {
 		return nil, fmt.Errorf("create queue directory: %w", err)
@@ -219,21 +245,23 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 		return nil, err
 	}
 	q := &Queue{
-		dir:     dir,
-		opts:    opts,
-		log:     opts.Log,
-		db:      db,
-		wake:    make(chan struct{}, 1),
-		workers: newWorkers(),
-		msgs:    map[int64]*entry{},
-		active:  map[dest]int{},
-		waiting: map[dest][]*job{},
-		segs:    &segments{dir: filepath.Join(dir, segmentDir), max: opts.segmentSize, log: opts.Log, m: map[int64]*segment{}},
+		dir:      dir,
+		opts:     opts,
+		log:      opts.Log,
+		db:       db,
+		wake:     make(chan struct{}, 1),
+		loadWake: make(chan struct{}, 1),
+		workers:  newWorkers(),
+		msgs:     map[int64]*entry{},
+		settling: map[int64]int{},
+		active:   map[dest]int{},
+		waiting:  map[dest][]*job{},
+		segs:     &segments{dir: filepath.Join(dir, segmentDir), max: opts.segmentSize, log: opts.Log, m: map[int64]*segment{}},
 	}
 	loadStart := time.Now()
-	msgs, err := q.load(ctx)
+	queued, err := q.load(ctx)
 	if err == nil {
-		q.log.Info("queue loaded", slog.Int("messages", len(msgs)), slog.Duration("duration", time.Since(loadStart)))
+		q.log.Info("queue opened", slog.Int("messages", queued), slog.Duration("duration", time.Since(loadStart)))
 		err = q.loadHoldRules(ctx)
 	}
 	if err == nil {
@@ -245,10 +273,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, err
 	}
-	q.commit = newCommitter(db, q.dirf, q.segs, q.msgPath, q.log)
-	for _, m := range msgs {
-		q.scheduleLocked(m)
-	}
+	q.commit = newCommitter(db, q.dirf, q.segs, q.msgPath, q.settled, q.log)
 	return q, nil
 }
 
@@ -268,24 +293,18 @@ func (q *Queue) openDirs() error {
 	return nil
 }
 
-// load reads the records, reconciles them with the message and segment
-// files, opens the segments, and seeds the ID counter.
-func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
-	var msgs []*Msg
-	err := bstore.QueryDB[Msg](ctx, q.db).ForEach(func(m Msg) error {
-		msgs = append(msgs, &m)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read queue: %w", err)
-	}
+// load reconciles the records with the message and segment files, opens
+// the segments, seeds the ID counter, and sets Due of records from before
+// it existed. It returns the number of queued messages; none is kept in
+// memory: the loader reads those due soon (see loadDue).
+func (q *Queue) load(ctx context.Context) (int, error) {
 	files, err := os.ReadDir(q.dir)
 	if err != nil {
-		return nil, fmt.Errorf("read queue directory: %w", err)
+		return 0, fmt.Errorf("read queue directory: %w", err)
 	}
 	segFiles, err := os.ReadDir(q.segs.dir)
 	if err != nil {
-		return nil, fmt.Errorf("read segment directory: %w", err)
+		return 0, fmt.Errorf("read segment directory: %w", err)
 	}
 	// IDs only grow: a new message never reuses the ID of an earlier one,
 	// also across restarts, as long as the clock does not jump back.
@@ -307,7 +326,7 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 		}
 		fi, err := f.Info()
 		if err != nil {
-			return nil, fmt.Errorf("read segment directory: %w", err)
+			return 0, fmt.Errorf("read segment directory: %w", err)
 		}
 		segSize[n] = fi.Size()
 		// Never appended to again: its tail may be torn.
@@ -315,8 +334,9 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 	}
 	inSegment := map[int64]bool{} // By message ID; false: in its own file.
 	live := map[int64]int{}       // Records by segment.
-	var missing []int64
-	msgs = slices.DeleteFunc(msgs, func(m *Msg) bool {
+	var missing, undated []int64
+	count := 0
+	err = bstore.QueryDB[Msg](ctx, q.db).ForEach(func(m Msg) error {
 		last = max(last, m.ID)
 		ok := present[m.ID]
 		if m.Segment != 0 {
@@ -325,31 +345,38 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 		}
 		if !ok {
 			missing = append(missing, m.ID)
-			return true
+			return nil
 		}
+		count++
 		inSegment[m.ID] = m.Segment != 0
 		if m.Segment != 0 {
 			live[m.Segment]++
 		}
-		return false
+		if m.Due.IsZero() {
+			undated = append(undated, m.ID)
+		}
+		return nil
 	})
+	if err != nil {
+		return 0, fmt.Errorf("read queue: %w", err)
+	}
 	if r, err := bstore.QueryDB[Retired](ctx, q.db).SortDesc("ID").Limit(1).Get(); err == nil {
 		last = max(last, r.ID) // A retired message keeps its ID.
 	} else if err != bstore.ErrAbsent {
-		return nil, fmt.Errorf("read retired messages: %w", err)
+		return 0, fmt.Errorf("read retired messages: %w", err)
 	}
 	q.lastID.Store(last)
 	if a, err := bstore.QueryDB[Attempt](ctx, q.db).SortDesc("ID").Limit(1).Get(); err == nil {
 		q.lastAttempt.Store(a.ID)
 	} else if err != bstore.ErrAbsent {
-		return nil, fmt.Errorf("read delivery attempts: %w", err)
+		return 0, fmt.Errorf("read delivery attempts: %w", err)
 	}
 	for id := range present {
 		if in, known := inSegment[id]; !known || in {
 			// Moved in by an Add whose record was never committed, or
 			// copied out of its segment by a relocation that was not.
 			if err := os.Remove(q.msgPath(id)); err != nil {
-				return nil, fmt.Errorf("remove orphan message file: %w", err)
+				return 0, fmt.Errorf("remove orphan message file: %w", err)
 			}
 			q.log.Info("removed orphan message file", slog.String("queueid", formatID(id)))
 		}
@@ -359,13 +386,13 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 			// Appended to by Adds whose records were never committed, or
 			// left by a crash during or after the removal of its messages.
 			if err := os.Remove(q.segs.path(n)); err != nil {
-				return nil, fmt.Errorf("remove unused segment file: %w", err)
+				return 0, fmt.Errorf("remove unused segment file: %w", err)
 			}
 			continue
 		}
 		f, err := os.Open(q.segs.path(n))
 		if err != nil {
-			return nil, fmt.Errorf("open segment file: %w", err)
+			return 0, fmt.Errorf("open segment file: %w", err)
 		}
 		q.segs.m[n] = &segment{n: n, f: f, size: segSize[n], live: live[n]}
 	}
@@ -384,10 +411,37 @@ func (q *Queue) load(ctx context.Context) ([]*Msg, error) {
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("remove records without content: %w", err)
+			return 0, fmt.Errorf("remove records without content: %w", err)
 		}
 	}
-	return msgs, nil
+	if err := q.date(ctx, undated); err != nil {
+		return 0, err
+	}
+	return count, nil
+}
+
+// date sets Due of the records of ids, stored before it existed.
+func (q *Queue) date(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := q.db.Write(ctx, func(tx *bstore.Tx) error {
+		for _, id := range ids {
+			m := Msg{ID: id}
+			if err := tx.Get(&m); err != nil {
+				return err
+			}
+			m.Due = m.nextWake()
+			if err := tx.Update(&m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set due times of queued messages: %w", err)
+	}
+	return nil
 }
 
 func removeAll(dir string) error {
@@ -440,12 +494,23 @@ func (q *Queue) Add(ctx context.Context, env Envelope, s *Spool) (string, error)
 		}
 	}
 	id := q.lastID.Add(1)
+	// Counted as settling until it is scheduled here: the loader may read
+	// its record first, and must leave it to Add.
+	q.mu.Lock()
+	q.settling[id]++
+	q.mu.Unlock()
 	m, err := q.add(ctx, id, env, s)
 	if err != nil {
+		q.mu.Lock()
+		q.settledLocked(id)
+		q.mu.Unlock()
 		return "", err
 	}
 	q.mu.Lock()
-	q.scheduleLocked(m)
+	q.settledLocked(id)
+	if q.wantLocked(m, time.Now()) {
+		q.scheduleLocked(m)
+	}
 	q.mu.Unlock()
 	q.kick()
 	return formatID(id), nil
@@ -830,10 +895,13 @@ func (q *Queue) Drop(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	q.mu.Lock()
-	e := q.msgs[n]
-	if e == nil || e.dropped {
+	e, err := q.entryLocked(ctx, n)
+	if err != nil || e.dropped {
 		q.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return err
 	}
 	busy := false
 	for domain, j := range e.jobs {
@@ -854,13 +922,14 @@ func (q *Queue) Drop(ctx context.Context, id string) error {
 		}
 		o = op{update: e.msg.clone()}
 	} else {
-		delete(q.msgs, n)
+		q.forgetLocked(e)
 		o = q.retireOp(e.msg, true, time.Now())
+		o.evicted = true
 		q.log.Info("message dropped by the operator", slog.String("queueid", id))
 	}
 	done := make(chan error, 1)
 	o.done = done
-	err = q.commit.submit(o)
+	err = q.submitLocked(o)
 	q.mu.Unlock()
 	if err != nil {
 		return err
@@ -895,17 +964,24 @@ func (q *Queue) change(ctx context.Context, id string, f func(e *entry) bool) (b
 		return false, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	q.mu.Lock()
-	e := q.msgs[n]
-	if e == nil || e.dropped {
+	e, err := q.entryLocked(ctx, n)
+	if err != nil || e.dropped {
 		q.mu.Unlock()
-		return false, fmt.Errorf("%w: %s", ErrNotFound, id)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		return false, err
 	}
 	if !f(e) {
+		// Read for f, perhaps: its record is as it is.
+		q.evictLocked(e, time.Now())
 		q.mu.Unlock()
 		return false, nil
 	}
 	done := make(chan error, 1)
-	err = q.commit.submit(op{update: e.msg.clone(), done: done})
+	o := op{update: e.msg.clone(), done: done}
+	o.evicted = q.evictLocked(e, time.Now())
+	err = q.submitLocked(o)
 	q.mu.Unlock()
 	if err != nil {
 		return false, err

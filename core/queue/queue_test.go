@@ -465,9 +465,9 @@ func TestReopen(t *testing.T) {
 	// Second start: the pending recipient continues at attempt 2.
 	d2 := &fakeDeliverer{}
 	q = openQueue(t, dir, Options{Deliverer: d2, BackoffScale: 1})
-	q.mu.Lock()
-	q.msgs[mustParse(t, id2)].jobs["example.net"].due = time.Now()
-	q.mu.Unlock()
+	if ok, err := q.Reschedule(context.Background(), id2, time.Now()); !ok || err != nil {
+		t.Fatalf("reschedule: %v, %v", ok, err)
+	}
 	q.Start(context.Background())
 	waitEmpty(t, q)
 	calls := d2.Calls()

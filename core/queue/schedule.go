@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mjl-/bstore"
+
 	"github.com/switchyard-mta/switchyard/core/guard"
 	"github.com/switchyard-mta/switchyard/sdk"
 	"github.com/switchyard-mta/switchyard/sdk/mailaddr"
@@ -96,8 +98,8 @@ func (h *jobHeap) Pop() any {
 }
 func (h *jobHeap) fix(j *job) { heap.Fix(h, j.index) }
 
-// scheduleLocked makes m's pending recipients due at their NextAttempt,
-// and its notices still due at their NotifyAt.
+// scheduleLocked puts m in memory, its pending recipients due at their
+// NextAttempt and its notices still due at their NotifyAt.
 func (q *Queue) scheduleLocked(m *Msg) {
 	e := &entry{msg: m, jobs: map[string]*job{}}
 	for _, r := range m.Recipients {
@@ -117,6 +119,202 @@ func (q *Queue) scheduleLocked(m *Msg) {
 	for _, j := range e.jobs {
 		heap.Push(&q.due, j)
 	}
+}
+
+// wantLocked reports whether m, not in memory, belongs there: it is due
+// within the window and there is room. Without room, the loader reads it
+// once there is.
+func (q *Queue) wantLocked(m *Msg, now time.Time) bool {
+	if !m.nextWake().Before(now.Add(q.opts.window)) {
+		return false
+	}
+	if len(q.msgs) >= q.opts.maxLoaded {
+		q.spilled = true
+		return false
+	}
+	return true
+}
+
+// evictLocked drops e from memory, and reports whether it did, if nothing
+// of it is due within the window, or memory is over maxLoaded, and no job
+// of it runs or waits for its destination. Its last change must be
+// submitted, with evicted set if it is still to be stored.
+func (q *Queue) evictLocked(e *entry, now time.Time) bool {
+	if e.dropped || e.relocating {
+		return false
+	}
+	soon := false
+	for _, j := range e.jobs {
+		if j.index < 0 {
+			return false
+		}
+		soon = soon || j.due.Before(now.Add(q.opts.window))
+	}
+	if soon && len(q.msgs) <= q.opts.maxLoaded {
+		return false
+	}
+	if soon {
+		q.spilled = true
+	}
+	for _, j := range e.jobs {
+		heap.Remove(&q.due, j.index)
+	}
+	q.forgetLocked(e)
+	return true
+}
+
+// forgetLocked removes e, with no job in the heap, from memory.
+func (q *Queue) forgetLocked(e *entry) {
+	delete(q.msgs, e.msg.ID)
+	if q.recent != nil {
+		q.recent[e.msg.ID] = true
+	}
+	if q.spilled && len(q.msgs) < q.opts.maxLoaded/2 {
+		select {
+		case q.loadWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// submitLocked submits o to the committer, counting it in settling if
+// it is the change with which its message left memory.
+func (q *Queue) submitLocked(o op) error {
+	err := q.commit.submit(o)
+	if err == nil && o.evicted {
+		q.settling[opID(o)]++
+	}
+	return err
+}
+
+// settled is called by the committer for the evicted ops it stored or
+// failed.
+func (q *Queue) settled(ids []int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, id := range ids {
+		q.settledLocked(id)
+	}
+}
+
+func (q *Queue) settledLocked(id int64) {
+	if q.settling[id]--; q.settling[id] <= 0 {
+		delete(q.settling, id)
+	}
+}
+
+// entryLocked returns message n's entry, reading its record into memory
+// if it is not there; ErrNotFound if it is not queued. It may release
+// the lock for a while, to wait for its record to be stored.
+func (q *Queue) entryLocked(ctx context.Context, n int64) (*entry, error) {
+	for q.msgs[n] == nil && q.settling[n] > 0 {
+		q.mu.Unlock()
+		err := q.commit.sync()
+		q.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
+	}
+	if e := q.msgs[n]; e != nil {
+		return e, nil
+	}
+	// Not in memory and not settling: the record is current, and nothing
+	// changes it while the lock is held.
+	m, err := bstore.QueryDB[Msg](ctx, q.db).FilterID(n).Get()
+	if err == bstore.ErrAbsent {
+		return nil, ErrNotFound
+	} else if err != nil {
+		return nil, fmt.Errorf("read queued message: %w", err)
+	}
+	q.scheduleLocked(&m)
+	return q.msgs[n], nil
+}
+
+// loadWindow is how far ahead the queue keeps the messages due in memory
+// by default: those due later stay on disk, like Postfix's deferred queue
+// beside its active queue, so that memory does not grow with the queue.
+const loadWindow = 5 * time.Minute
+
+// loadBatch is how many records the loader reads between takings of the
+// lock.
+const loadBatch = 256
+
+// loadLoop keeps the messages due within the window in memory: it reads
+// them when deliveries start, every fifth of the window, and when memory
+// is half empty after maxLoaded was reached. A pass reads again the
+// records of the messages in memory, so that costs at most about two
+// reads per message loaded.
+func (q *Queue) loadLoop() {
+	defer q.wg.Done()
+	tick := time.NewTicker(q.opts.window / 5)
+	defer tick.Stop()
+	for {
+		if err := q.loadDue(); err != nil && q.ctx.Err() == nil {
+			q.log.Error("reading messages due", slog.Any("err", err))
+		}
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-tick.C:
+		case <-q.loadWake:
+		}
+	}
+}
+
+// loadDue reads the records due within the window that are not in memory
+// into it, earliest first, until maxLoaded is reached.
+func (q *Queue) loadDue() error {
+	q.mu.Lock()
+	q.spilled = false
+	q.recent = map[int64]bool{}
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		q.recent = nil
+		q.mu.Unlock()
+	}()
+	// Records of messages that left memory before now are stored after
+	// this; those leaving while the records are read are in recent.
+	if err := q.commit.sync(); err != nil {
+		return err
+	}
+	until := time.Now().Add(q.opts.window)
+	loaded := 0
+	var batch []*Msg
+	take := func() (full bool) {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		for _, m := range batch {
+			if q.msgs[m.ID] != nil || q.recent[m.ID] || q.settling[m.ID] > 0 {
+				continue
+			}
+			if len(q.msgs) >= q.opts.maxLoaded {
+				q.spilled = true
+				return true
+			}
+			q.scheduleLocked(m)
+			loaded++
+		}
+		batch = batch[:0]
+		return false
+	}
+	errFull := errors.New("full")
+	err := bstore.QueryDB[Msg](q.ctx, q.db).FilterLess("Due", until).SortAsc("Due").ForEach(func(m Msg) error {
+		batch = append(batch, &m)
+		if len(batch) == loadBatch && take() {
+			return errFull
+		}
+		return nil
+	})
+	if err == nil {
+		take()
+	} else if err != errFull {
+		return fmt.Errorf("read queue: %w", err)
+	}
+	if loaded > 0 {
+		q.kick()
+	}
+	return nil
 }
 
 // kick wakes the dispatcher.
@@ -139,7 +337,8 @@ func (q *Queue) Start(ctx context.Context) {
 		return
 	}
 	q.ctx, q.stop = context.WithCancel(ctx)
-	q.wg.Add(2)
+	q.wg.Add(3)
+	go q.loadLoop()
 	go q.dispatch()
 	go q.prune(q.opts.pruneInterval)
 }
@@ -394,10 +593,12 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 		if j.e.dropped {
 			q.log.Info("message dropped by the operator", slog.String("queueid", req.QueueID))
 		}
-		delete(q.msgs, m.ID)
+		q.forgetLocked(j.e)
 		o = q.retireOp(m, j.e.dropped, now)
+		o.evicted = true
 	} else {
 		o = op{update: m.clone(), moved: moved}
+		o.evicted = q.evictLocked(j.e, now)
 	}
 	if a != nil {
 		a.Ended, a.Duration, a.Results = true, now.Sub(start), results
@@ -405,7 +606,7 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 	}
 	// Submitted under the lock, so changes of one message reach the
 	// database in the order they were made.
-	if err := q.commit.submit(o); err != nil {
+	if err := q.submitLocked(o); err != nil {
 		q.log.Error("storing delivery state", slog.String("queueid", req.QueueID), slog.Any("err", err))
 	}
 	q.releaseLocked(d)

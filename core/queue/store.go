@@ -44,6 +44,27 @@ type Msg struct {
 	Offset     int64              // Of the content in Segment.
 	Queued     time.Time          `bstore:"nonzero"`
 	Recipients []Rcpt
+	// Due is when the queue next needs the message: the earliest wake of
+	// its recipients (Rcpt.wake), or never if none has one. The committer
+	// sets it as it stores the record; the scheduler reads the messages
+	// due soon by it, so that those due later stay on disk only.
+	Due time.Time `bstore:"index"`
+}
+
+// never is Msg.Due of a message no recipient of which has a wake: held,
+// or only done recipients. A zero Due is a record from before Due existed,
+// set at Open.
+var never = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// nextWake returns what Due of m is.
+func (m *Msg) nextWake() time.Time {
+	due := never
+	for i := range m.Recipients {
+		if at, ok := m.Recipients[i].wake(); ok && at.Before(due) {
+			due = at
+		}
+	}
+	return due
 }
 
 // State is where a recipient is in its delivery.
@@ -129,6 +150,10 @@ type op struct {
 	// its attempts; without it they are removed with the message.
 	retire  *Retired
 	attempt *Attempt // Stored, new or replacing the one with its ID; owned by the committer.
+	// evicted: the message left the scheduler's memory with this change
+	// (see Queue.settling), which the committer reports once it is
+	// stored or failed.
+	evicted bool
 	done    chan<- error
 }
 
@@ -142,6 +167,7 @@ type committer struct {
 	dir     *os.File // The queue directory, fsynced before records name files in it.
 	segs    *segments
 	msgPath func(id int64) string
+	settled func(ids []int64) // Called with the messages of evicted ops once their changes are stored or failed.
 	log     *slog.Logger
 	scratch []byte // The contents of a group, concatenated.
 
@@ -152,8 +178,8 @@ type committer struct {
 	done   chan struct{} // Closed when run returns.
 }
 
-func newCommitter(db *bstore.DB, dir *os.File, segs *segments, msgPath func(int64) string, log *slog.Logger) *committer {
-	c := &committer{db: db, dir: dir, segs: segs, msgPath: msgPath, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newCommitter(db *bstore.DB, dir *os.File, segs *segments, msgPath func(int64) string, settled func([]int64), log *slog.Logger) *committer {
+	c := &committer{db: db, dir: dir, segs: segs, msgPath: msgPath, settled: settled, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -173,6 +199,16 @@ func (c *committer) submit(o op) error {
 	default:
 	}
 	return nil
+}
+
+// sync returns once the changes submitted before it are stored (or
+// failed).
+func (c *committer) sync() error {
+	done := make(chan error, 1)
+	if err := c.submit(op{done: done}); err != nil {
+		return err
+	}
+	return <-done
 }
 
 // close commits what was submitted and stops the committer.
@@ -214,6 +250,15 @@ func (c *committer) run() {
 // interrupted by a panic.
 func (c *committer) commitGuarded(ops []op) {
 	err := c.tryCommit(ops)
+	var evicted []int64
+	for _, o := range ops {
+		if o.evicted {
+			evicted = append(evicted, opID(o))
+		}
+	}
+	if len(evicted) > 0 {
+		c.settled(evicted)
+	}
 	if err == nil {
 		return
 	}
@@ -384,6 +429,7 @@ func apply(tx *bstore.Tx, o op) error {
 	}
 	switch {
 	case o.insert != nil:
+		o.insert.Due = o.insert.nextWake()
 		if o.notice != nil {
 			// Another message of the key, added at once (Add checks
 			// first), keeps it: a notice twice is better than none.
@@ -393,6 +439,7 @@ func apply(tx *bstore.Tx, o op) error {
 		}
 		return tx.Insert(o.insert)
 	case o.update != nil:
+		o.update.Due = o.update.nextWake()
 		return tx.Update(o.update)
 	case o.remove != 0:
 		err := tx.Delete(&Msg{ID: o.remove})
@@ -420,7 +467,9 @@ func opID(o op) int64 {
 		return o.update.ID
 	case o.remove != 0:
 		return o.remove
-	default:
+	case o.attempt != nil:
 		return o.attempt.MsgID
+	default:
+		return 0
 	}
 }

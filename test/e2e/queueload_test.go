@@ -77,7 +77,7 @@ transport = "smarthost"
 		}
 		if !listening {
 			early++
-			if log := srv.Log(); strings.Contains(log, "plugin started") && !strings.Contains(log, "queue loaded") {
+			if log := srv.Log(); strings.Contains(log, "plugin started") && !strings.Contains(log, "queue opened") {
 				loading++
 			}
 		}
