@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -122,21 +123,55 @@ func (h *Handles) queueChange(ctx context.Context, args []string, out io.Writer,
 	if err != nil {
 		return err
 	}
-	n := 0
+	// Each change waits until it is durable; made in parallel, they share
+	// the queue's commits, so a command over many messages is not one
+	// fsync per message.
+	var (
+		mu    sync.Mutex
+		n     int
+		first error
+		wg    sync.WaitGroup
+		next  = make(chan string)
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range min(changeParallel, len(msgs)) {
+		wg.Go(func() {
+			for id := range next {
+				changed, err := do(ctx, id)
+				mu.Lock()
+				switch {
+				case errors.Is(err, queue.ErrNotFound): // Delivered or failed meanwhile.
+				case err != nil:
+					if first == nil {
+						first = err
+						cancel()
+					}
+				case changed:
+					n++
+				}
+				mu.Unlock()
+			}
+		})
+	}
 	for _, m := range msgs {
-		changed, err := do(ctx, m.ID)
-		if errors.Is(err, queue.ErrNotFound) {
-			continue // Delivered or failed meanwhile.
-		} else if err != nil {
-			return fmt.Errorf("after %d messages %s: %w", n, what, err)
+		if ctx.Err() != nil {
+			break
 		}
-		if changed {
-			n++
-		}
+		next <- m.ID
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		return fmt.Errorf("after %d messages %s: %w", n, what, first)
 	}
 	fmt.Fprintf(out, "%d messages %s\n", n, what)
 	return nil
 }
+
+// changeParallel is how many messages a changing queue command changes at
+// once.
+const changeParallel = 64
 
 // queueReschedule runs `queue reschedule FILTER [-in DURATION]`: the
 // selected messages' pending recipients are due then.

@@ -52,7 +52,7 @@ func (r Retired) Info() MsgInfo {
 // retireOp returns the removal of m from the queue, at now: a retired
 // record replaces it if its account keeps them, else its attempts go too.
 func (q *Queue) retireOp(m *Msg, dropped bool, now time.Time) op {
-	o := op{remove: m.ID, seg: m.Segment}
+	o := op{remove: m.ID}
 	if q.opts.KeepRetired == nil {
 		return o
 	}

@@ -13,14 +13,23 @@
 // content and the record are durable, and the record names only content
 // that was durable before it.
 //
-// A segment file is removed when none of its messages is queued any more. A
-// message that must wait for a retry is first copied out of its segment to
-// a file of its own, so that it does not keep the segment for days.
+// A segment file is removed when none of its messages is queued any more.
+// One whose messages are mostly gone is compacted: the rest, waiting for a
+// retry, are copied to a segment of the compactor's, so that a message
+// waiting days keeps no segment of others and the disk holds little more
+// than the queue's content.
+//
+// The scheduler keeps in memory only the messages due within a window
+// (Options.window, 5 minutes) and those being delivered, up to maxLoaded:
+// a loader reads them from an index on their due time as they come due, as
+// Postfix's active queue takes from its deferred queue. Memory and start-up
+// time do not grow with the queue: Open reads the segments' records, not
+// the messages'.
 //
 // On disk, in the queue directory:
 //
 //	index.db   the records (bstore)
-//	<id>       the content of a message with Segment 0; id in lower-case hex
+//	<id>       the content of a message with Segment 0 (larger than SpoolMemory); id in lower-case hex
 //	seg/<n>    segment n: contents one after another, at the records' Offset
 //	tmp/       spill files of spools, removed at Open
 //
@@ -256,7 +265,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 		settling: map[int64]int{},
 		active:   map[dest]int{},
 		waiting:  map[dest][]*job{},
-		segs:     &segments{dir: filepath.Join(dir, segmentDir), max: opts.segmentSize, log: opts.Log, m: map[int64]*segment{}},
+		segs:     &segments{dir: filepath.Join(dir, segmentDir), max: opts.segmentSize, log: opts.Log, m: map[int64]*segment{}, kick: make(chan struct{}, 1)},
 	}
 	loadStart := time.Now()
 	queued, err := q.load(ctx)
@@ -295,8 +304,10 @@ func (q *Queue) openDirs() error {
 
 // load reconciles the records with the message and segment files, opens
 // the segments, seeds the ID counter, and sets Due of records from before
-// it existed. It returns the number of queued messages; none is kept in
-// memory: the loader reads those due soon (see loadDue).
+// it existed. It reads the segments' records and the records of message
+// files, not every message, so it takes about as long for a million
+// messages as for ten. It returns the number of queued messages; none is
+// kept in memory: the loader reads those due soon (see loadDue).
 func (q *Queue) load(ctx context.Context) (int, error) {
 	files, err := os.ReadDir(q.dir)
 	if err != nil {
@@ -309,16 +320,35 @@ func (q *Queue) load(ctx context.Context) (int, error) {
 	// IDs only grow: a new message never reuses the ID of an earlier one,
 	// also across restarts, as long as the clock does not jump back.
 	last := time.Now().UnixMicro()
-	present := map[int64]bool{} // Message files.
+	count := 0
 	for _, f := range files {
 		id, err := parseID(f.Name())
 		if err != nil || !f.Type().IsRegular() {
 			continue
 		}
 		last = max(last, id)
-		present[id] = true
+		m, err := bstore.QueryDB[Msg](ctx, q.db).FilterID(id).Get()
+		if err == nil && m.Segment == 0 {
+			count++
+			continue
+		} else if err != nil && err != bstore.ErrAbsent {
+			return 0, fmt.Errorf("read queue: %w", err)
+		}
+		// Moved in by an Add whose record was never committed, or copied
+		// out of its segment by an earlier version that did not finish.
+		if err := os.Remove(q.msgPath(id)); err != nil {
+			return 0, fmt.Errorf("remove orphan message file: %w", err)
+		}
+		q.log.Info("removed orphan message file", slog.String("queueid", formatID(id)))
 	}
-	segSize := map[int64]int64{}
+	recs := map[int64]segmentRecord{}
+	err = bstore.QueryDB[segmentRecord](ctx, q.db).ForEach(func(r segmentRecord) error {
+		recs[r.N] = r
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read queue segments: %w", err)
+	}
 	for _, f := range segFiles {
 		n, ok := parseSegment(f.Name())
 		if !ok || !f.Type().IsRegular() {
@@ -328,36 +358,43 @@ func (q *Queue) load(ctx context.Context) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("read segment directory: %w", err)
 		}
-		segSize[n] = fi.Size()
 		// Never appended to again: its tail may be torn.
 		q.segs.last = max(q.segs.last, n)
-	}
-	inSegment := map[int64]bool{} // By message ID; false: in its own file.
-	live := map[int64]int{}       // Records by segment.
-	var missing, undated []int64
-	count := 0
-	err = bstore.QueryDB[Msg](ctx, q.db).ForEach(func(m Msg) error {
-		last = max(last, m.ID)
-		ok := present[m.ID]
-		if m.Segment != 0 {
-			size, exists := segSize[m.Segment]
-			ok = exists && m.Offset+m.Size <= size
-		}
+		r, ok := recs[n]
+		delete(recs, n)
 		if !ok {
-			missing = append(missing, m.ID)
-			return nil
+			// No record: appended to by Adds whose records were never
+			// committed, or left by a crash during or after the removal of
+			// its messages, or written by a version without segment
+			// records.
+			if r, err = q.countSegment(ctx, n); err != nil {
+				return 0, err
+			}
 		}
-		count++
-		inSegment[m.ID] = m.Segment != 0
-		if m.Segment != 0 {
-			live[m.Segment]++
+		if r.Messages == 0 {
+			if err := os.Remove(q.segs.path(n)); err != nil {
+				return 0, fmt.Errorf("remove unused segment file: %w", err)
+			}
+			continue
 		}
-		if m.Due.IsZero() {
-			undated = append(undated, m.ID)
+		file, err := os.Open(q.segs.path(n))
+		if err != nil {
+			return 0, fmt.Errorf("open segment file: %w", err)
 		}
-		return nil
-	})
-	if err != nil {
+		seg := &segment{n: n, f: file, size: fi.Size(), live: r.Messages, bytes: r.Bytes}
+		q.segs.m[n] = seg
+		q.segs.checkLocked(seg)
+		count += r.Messages
+	}
+	for n := range recs {
+		// Only possible if someone removed the file: its messages are gone.
+		if err := q.dropSegment(ctx, n); err != nil {
+			return 0, err
+		}
+	}
+	if m, err := bstore.QueryDB[Msg](ctx, q.db).SortDesc("ID").Limit(1).Get(); err == nil {
+		last = max(last, m.ID)
+	} else if err != bstore.ErrAbsent {
 		return 0, fmt.Errorf("read queue: %w", err)
 	}
 	if r, err := bstore.QueryDB[Retired](ctx, q.db).SortDesc("ID").Limit(1).Get(); err == nil {
@@ -371,53 +408,60 @@ func (q *Queue) load(ctx context.Context) (int, error) {
 	} else if err != bstore.ErrAbsent {
 		return 0, fmt.Errorf("read delivery attempts: %w", err)
 	}
-	for id := range present {
-		if in, known := inSegment[id]; !known || in {
-			// Moved in by an Add whose record was never committed, or
-			// copied out of its segment by a relocation that was not.
-			if err := os.Remove(q.msgPath(id)); err != nil {
-				return 0, fmt.Errorf("remove orphan message file: %w", err)
-			}
-			q.log.Info("removed orphan message file", slog.String("queueid", formatID(id)))
-		}
-	}
-	for n := range segSize {
-		if live[n] == 0 {
-			// Appended to by Adds whose records were never committed, or
-			// left by a crash during or after the removal of its messages.
-			if err := os.Remove(q.segs.path(n)); err != nil {
-				return 0, fmt.Errorf("remove unused segment file: %w", err)
-			}
-			continue
-		}
-		f, err := os.Open(q.segs.path(n))
-		if err != nil {
-			return 0, fmt.Errorf("open segment file: %w", err)
-		}
-		q.segs.m[n] = &segment{n: n, f: f, size: segSize[n], live: live[n]}
-	}
-	if len(missing) > 0 {
-		// Only possible if someone removed files: the messages are gone.
-		for _, id := range missing {
-			q.log.Error("message content missing, dropping message", slog.String("queueid", formatID(id)))
-		}
-		err := q.db.Write(ctx, func(tx *bstore.Tx) error {
-			for _, id := range missing {
-				if err := deleteAttempts(tx, id); err != nil {
-					return err
-				}
-			}
-			_, err := bstore.QueryTx[Msg](tx).FilterIDs(missing).Delete()
-			return err
-		})
-		if err != nil {
-			return 0, fmt.Errorf("remove records without content: %w", err)
-		}
+	var undated []int64
+	if err := bstore.QueryDB[Msg](ctx, q.db).FilterEqual("Due", time.Time{}).IDs(&undated); err != nil {
+		return 0, fmt.Errorf("read queue: %w", err)
 	}
 	if err := q.date(ctx, undated); err != nil {
 		return 0, err
 	}
 	return count, nil
+}
+
+// countSegment counts the messages in segment n from their records, and
+// stores the count if there are any.
+func (q *Queue) countSegment(ctx context.Context, n int64) (segmentRecord, error) {
+	r := segmentRecord{N: n}
+	err := q.db.Write(ctx, func(tx *bstore.Tx) error {
+		err := bstore.QueryTx[Msg](tx).FilterEqual("Segment", n).ForEach(func(m Msg) error {
+			r.Messages++
+			r.Bytes += m.Size
+			return nil
+		})
+		if err != nil || r.Messages == 0 {
+			return err
+		}
+		return tx.Insert(&r)
+	})
+	if err != nil {
+		return r, fmt.Errorf("count messages of segment %d: %w", n, err)
+	}
+	return r, nil
+}
+
+// dropSegment removes the messages of segment n, whose file is gone, and
+// its record.
+func (q *Queue) dropSegment(ctx context.Context, n int64) error {
+	err := q.db.Write(ctx, func(tx *bstore.Tx) error {
+		var ids []int64
+		if err := bstore.QueryTx[Msg](tx).FilterEqual("Segment", n).IDs(&ids); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			q.log.Error("message content missing, dropping message", slog.String("queueid", formatID(id)), slog.Int64("segment", n))
+			if err := deleteAttempts(tx, id); err != nil {
+				return err
+			}
+			if err := tx.Delete(&Msg{ID: id}); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(&segmentRecord{N: n})
+	})
+	if err != nil {
+		return fmt.Errorf("remove records without content: %w", err)
+	}
+	return nil
 }
 
 // date sets Due of the records of ids, stored before it existed.

@@ -218,15 +218,16 @@ func queueFiles(t testing.TB, dir string) []string {
 	return names
 }
 
-// leftovers returns the files of an empty queue: all but the current
-// segment.
+// leftovers returns the files of an empty queue: all but the segments
+// appended to.
 func leftovers(t testing.TB, q *Queue) []string {
 	t.Helper()
 	q.segs.mu.Lock()
-	cur := q.segs.cur
+	cur, old := q.segs.cur, q.segs.old
 	q.segs.mu.Unlock()
 	return slices.DeleteFunc(queueFiles(t, q.dir), func(name string) bool {
-		return cur != nil && name == path.Join(segmentDir, segmentName(cur.n))
+		return cur != nil && name == path.Join(segmentDir, segmentName(cur.n)) ||
+			old != nil && name == path.Join(segmentDir, segmentName(old.n))
 	})
 }
 

@@ -24,9 +24,8 @@ import (
 // entry is the in-memory state of a queued message. The scheduler works from
 // memory only; the database is its durable copy, written by the committer.
 type entry struct {
-	msg        *Msg            // Guarded by Queue.mu; the committer gets clones.
-	jobs       map[string]*job // Recipient groups with pending recipients, by domain.
-	relocating bool            // A delivery goroutine copies the content out of its segment.
+	msg  *Msg            // Guarded by Queue.mu; the committer gets clones.
+	jobs map[string]*job // Recipient groups with pending recipients, by domain.
 	// dropped: the operator dropped the message while a job of it ran or
 	// waited for its destination; it goes when the last of them ends.
 	dropped bool
@@ -140,7 +139,7 @@ func (q *Queue) wantLocked(m *Msg, now time.Time) bool {
 // of it runs or waits for its destination. Its last change must be
 // submitted, with evicted set if it is still to be stored.
 func (q *Queue) evictLocked(e *entry, now time.Time) bool {
-	if e.dropped || e.relocating {
+	if e.dropped {
 		return false
 	}
 	soon := false
@@ -337,8 +336,9 @@ func (q *Queue) Start(ctx context.Context) {
 		return
 	}
 	q.ctx, q.stop = context.WithCancel(ctx)
-	q.wg.Add(3)
+	q.wg.Add(4)
 	go q.loadLoop()
+	go q.compactLoop()
 	go q.dispatch()
 	go q.prune(q.opts.pruneInterval)
 }
@@ -468,13 +468,9 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 	id := j.e.msg.ID
 	content, release, err := q.open(id, seg, offset, req.Size)
 	if err != nil {
-		// Another delivery of the message may have moved it out of its
-		// segment since this one started, and the segment be gone: read
-		// it where it is now, rather than fail the attempt.
-		q.mu.Lock()
-		nseg, noffset := j.e.msg.Segment, j.e.msg.Offset
-		q.mu.Unlock()
-		if nseg != seg || noffset != offset {
+		// Compaction may have moved the content since the entry was
+		// read, and its segment be gone: read it where the record says.
+		if nseg, noffset, ok := q.locate(j.e, seg, offset); ok {
 			content, release, err = q.open(id, nseg, noffset, req.Size)
 		}
 	}
@@ -563,21 +559,8 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 				slog.Int("recipients", len(group.rcpts)), slog.Time("next", rcpts[group.rcpts[0]].NotifyAt), slog.Any("err", nerr))
 		}
 	}
-	pending := slices.ContainsFunc(rcpts, func(r Rcpt) bool { return r.State == Pending || r.State == Failing })
-	relocated := false
-	if pending && seg != 0 && content != nil {
-		relocated = q.relocate(j.e, seg, content)
-	}
 
 	q.mu.Lock()
-	// If storing the move fails, the segment is kept until the next Open,
-	// which keeps the file or the segment, whichever the record names.
-	var moved int64
-	if relocated {
-		moved = m.Segment
-		m.Segment, m.Offset = 0, 0
-		j.e.relocating = false
-	}
 	for i, k := range all {
 		m.Recipients[k] = rcpts[i]
 	}
@@ -597,7 +580,7 @@ func (q *Queue) deliver(j *job, d dest, req *sdk.DeliverRequest, idx, notes []in
 		o = q.retireOp(m, j.e.dropped, now)
 		o.evicted = true
 	} else {
-		o = op{update: m.clone(), moved: moved}
+		o = op{update: m.clone()}
 		o.evicted = q.evictLocked(j.e, now)
 	}
 	if a != nil {
@@ -634,48 +617,20 @@ func (q *Queue) open(id, seg, offset, size int64) (*io.SectionReader, func(), er
 	return io.NewSectionReader(f, offset, size), func() { q.segs.release(seg) }, nil
 }
 
-// relocate copies the content of e's message out of segment seg to a file of
-// its own, synced, unless another goroutine does, and reports whether it did.
-// The caller then stores the message as being in its own file: a message
-// waiting for a retry must not keep the segment from being removed.
-func (q *Queue) relocate(e *entry, seg int64, content *io.SectionReader) bool {
+// locate returns where the record of e's message says its content is, if
+// that is not at offset in segment seg, and sets the entry's location to
+// it: compaction moved it after the entry was read.
+func (q *Queue) locate(e *entry, seg, offset int64) (int64, int64, bool) {
+	m, err := bstore.QueryDB[Msg](context.Background(), q.db).FilterID(e.msg.ID).Get()
+	if err != nil || m.Segment == seg && m.Offset == offset {
+		return 0, 0, false
+	}
 	q.mu.Lock()
-	mine := e.msg.Segment == seg && !e.relocating
-	e.relocating = e.relocating || mine
+	if e.msg.Segment == seg && e.msg.Offset == offset {
+		e.msg.Segment, e.msg.Offset = m.Segment, m.Offset
+	}
 	q.mu.Unlock()
-	if !mine {
-		return false
-	}
-	err := q.writeFile(e.msg.ID, io.NewSectionReader(content, 0, content.Size()))
-	if err != nil {
-		q.log.Error("moving message out of its segment", slog.String("queueid", formatID(e.msg.ID)), slog.Int64("segment", seg), slog.Any("err", err))
-		q.mu.Lock()
-		e.relocating = false
-		q.mu.Unlock()
-	}
-	return err == nil
-}
-
-// writeFile writes message id's file with the content of r and syncs it. A
-// file left by a failure or crash is removed at the next Open while the
-// record names a segment.
-func (q *Queue) writeFile(id int64, r io.Reader) error {
-	name := q.msgPath(id)
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, r)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(name)
-	}
-	return err
+	return m.Segment, m.Offset, true
 }
 
 // attempt calls the Deliverer with the message's content. A panic of the

@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -211,71 +209,78 @@ func TestSegments(t *testing.T) {
 	}
 }
 
-// TestRelocation checks that a message that must wait for a retry is moved
-// out of its segment to a file of its own, then delivered from it.
-func TestRelocation(t *testing.T) {
+// segmentOf returns the segment of message id as stored.
+func segmentOf(t *testing.T, q *Queue, id string) int64 {
+	return stored(t, q, id).Segment
+}
+
+// TestCompaction: once most of a segment's messages are delivered, the
+// others, waiting for a retry, are copied to the compactor's segment, the
+// segment goes, and they are delivered from their copy later, also after
+// a reopen.
+func TestCompaction(t *testing.T) {
 	dir := t.TempDir()
 	d := &fakeDeliverer{fn: func(req *sdk.DeliverRequest, n int) (*sdk.DeliverResult, error) {
-		if req.Attempt == 1 {
+		if domainOf(req.Recipients[0].Address) == "later.test" && req.Attempt == 1 {
 			return sdk.ResultAll(req, sdk.StatusTemporary, 451, "4.7.1", "greylisted"), nil
 		}
 		return sdk.ResultAll(req, sdk.StatusDelivered, 250, "", "ok"), nil
 	}}
-	// A segment per message: the first's is not current when it moves.
-	q := openQueue(t, dir, Options{Deliverer: d, BackoffScale: 1, segmentSize: 1})
-	alpha := "alpha\r\n"
-	// Two domains: two deliveries at once, both of which want to move it.
-	id1 := add(t, q, alpha, "a@a.test", "b@b.test")
-	id2 := add(t, q, "beta\r\n", "c@c.test")
-	seg1, seg2 := stored(t, q, id1).Segment, stored(t, q, id2).Segment
-	if seg1 == 0 || seg2 != seg1+1 {
-		t.Fatalf("segments %d, %d", seg1, seg2)
+	opts := Options{Deliverer: d, BackoffScale: 1, segmentSize: 1000}
+	q := openQueue(t, dir, opts)
+	var ids []string
+	want := map[string]string{}
+	for i := range 10 {
+		to := "a@now.test"
+		if i%5 == 2 {
+			to = "b@later.test"
+		}
+		c := fmt.Sprintf("message %d\r\n%s", i, strings.Repeat("x", 80))
+		id := add(t, q, c, to)
+		ids = append(ids, id)
+		want[id] = c
+	}
+	seg := segmentOf(t, q, ids[0])
+	if segmentOf(t, q, ids[9]) != seg {
+		t.Fatalf("messages in segments %d and %d, want one", seg, segmentOf(t, q, ids[9]))
+	}
+	// A segment is compacted once it is not appended to any more.
+	last := add(t, q, strings.Repeat("y", 100), "c@now.test")
+	if segmentOf(t, q, last) == seg {
+		t.Fatalf("no new segment started")
 	}
 	q.Start(context.Background())
-	waitFor(t, "first attempts stored", func() bool {
-		l, err := q.List(context.Background())
-		return err == nil && len(l) == 2 && l[0].Recipients[0].Attempts == 1 && l[0].Recipients[1].Attempts == 1 && l[1].Recipients[0].Attempts == 1
+	waitFor(t, "the deferred ones moved", func() bool {
+		return segmentOf(t, q, ids[2]) != seg && segmentOf(t, q, ids[7]) != seg
 	})
-	waitFor(t, "first segment removed", func() bool {
-		return !slices.Contains(queueFiles(t, dir), path.Join(segmentDir, segmentName(seg1)))
-	})
-	for _, id := range []string{id1, id2} {
-		if m := stored(t, q, id); m.Segment != 0 || m.Offset != 0 {
-			t.Errorf("%s stored in segment %d at %d", id, m.Segment, m.Offset)
-		}
+	if segmentOf(t, q, ids[2]) != segmentOf(t, q, ids[7]) {
+		t.Errorf("deferred messages in segments %d and %d, want the compactor's", segmentOf(t, q, ids[2]), segmentOf(t, q, ids[7]))
 	}
-	// The second segment is current: it stays.
-	got := queueFiles(t, dir)
-	want := []string{id1, id2, path.Join(segmentDir, segmentName(seg2))}
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("files %v, want %v", got, want)
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, id1)); err != nil || string(b) != alpha {
-		t.Errorf("message file %q, %v", b, err)
-	}
+	segFile := path.Join(segmentDir, segmentName(seg))
+	waitFor(t, "the segment removed", func() bool { return !slices.Contains(queueFiles(t, dir), segFile) })
+	q.Close()
 
-	for _, id := range []string{id1, id2} {
+	q = openQueue(t, dir, opts)
+	q.Start(context.Background())
+	for _, id := range []string{ids[2], ids[7]} {
 		if err := q.retry(context.Background(), id); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitEmpty(t, q)
 	calls := d.Calls()
-	if len(calls) != 6 {
-		t.Fatalf("%d calls, want 6", len(calls))
+	if len(calls) != 13 {
+		t.Fatalf("%d calls, want 13", len(calls))
 	}
 	for _, c := range calls {
-		if want := map[string]string{id1: alpha, id2: "beta\r\n"}[c.req.QueueID]; c.message != want {
-			t.Errorf("attempt %d of %s: %q, want %q", c.req.Attempt, c.req.QueueID, c.message, want)
+		if c.req.QueueID != last && c.message != want[c.req.QueueID] {
+			t.Errorf("attempt %d of %s: %q, want %q", c.req.Attempt, c.req.QueueID, c.message, want[c.req.QueueID])
 		}
 	}
 }
 
-// lateReader fails deliveries to a.test temporarily once the delivery to
-// b.test holds the message open (bIn), and reads that message only once
-// gate is closed.
+// lateReader delivers to b.test only once gate is closed, and then reads
+// the message; it fails a.test temporarily, and delivers the others.
 type lateReader struct {
 	gate chan struct{}
 	bIn  chan struct{}
@@ -283,31 +288,35 @@ type lateReader struct {
 }
 
 func (l lateReader) Deliver(ctx context.Context, transport string, req *sdk.DeliverRequest) (*sdk.DeliverResult, error) {
-	if domainOf(req.Recipients[0].Address) == "a.test" {
-		<-l.bIn // The move out of the segment comes while b.test reads it.
+	switch domainOf(req.Recipients[0].Address) {
+	case "a.test":
 		return sdk.ResultAll(req, sdk.StatusTemporary, 451, "", "later"), nil
+	case "b.test":
+		close(l.bIn)
+		<-l.gate
+		b, err := io.ReadAll(req.Message)
+		if err != nil {
+			b = []byte(err.Error())
+		}
+		l.got <- string(b)
 	}
-	close(l.bIn)
-	<-l.gate
-	b, err := io.ReadAll(req.Message)
-	if err != nil {
-		b = []byte(err.Error())
-	}
-	l.got <- string(b)
 	return sdk.ResultAll(req, sdk.StatusDelivered, 250, "", "ok"), nil
 }
 
-// TestRelocationWhileReading checks that a segment stays while a delivery
-// reads it, also after its last message moved out.
-func TestRelocationWhileReading(t *testing.T) {
+// TestCompactionWhileReading checks that a segment stays while a delivery
+// reads it, also after compaction moved its last message out.
+func TestCompactionWhileReading(t *testing.T) {
 	dir := t.TempDir()
 	d := lateReader{gate: make(chan struct{}), bIn: make(chan struct{}), got: make(chan string, 1)}
-	q := openQueue(t, dir, Options{Deliverer: d, BackoffScale: 1, segmentSize: 1})
+	q := openQueue(t, dir, Options{Deliverer: d, BackoffScale: 1, segmentSize: 1000})
 	id := add(t, q, "content\r\n", "x@a.test", "y@b.test")
-	seg := stored(t, q, id).Segment
-	add(t, q, "other\r\n", "z@a.test") // Starts a new segment.
+	seg := segmentOf(t, q, id)
+	for i := range 11 {
+		add(t, q, strings.Repeat("o", 90)+"\r\n", fmt.Sprintf("r%d@c.test", i)) // The last starts a new segment.
+	}
 	q.Start(context.Background())
-	waitFor(t, "move stored", func() bool { return stored(t, q, id).Segment == 0 })
+	<-d.bIn
+	waitFor(t, "move stored", func() bool { return segmentOf(t, q, id) != seg })
 	segFile := path.Join(segmentDir, segmentName(seg))
 	if !slices.Contains(queueFiles(t, dir), segFile) {
 		t.Errorf("segment removed while read")

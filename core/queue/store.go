@@ -17,7 +17,7 @@ import (
 )
 
 // DBTypes are the types stored in the queue database.
-var DBTypes = []any{Msg{}, HoldRule{}, Attempt{}, Retired{}, noticeRecord{}}
+var DBTypes = []any{Msg{}, HoldRule{}, Attempt{}, Retired{}, noticeRecord{}, segmentRecord{}}
 
 // noticeRecord says that the notice with Key (Envelope.NoticeKey) was
 // queued as message MsgID, about message Of. It is kept until Of leaves
@@ -27,6 +27,15 @@ type noticeRecord struct {
 	Key   string `bstore:"typename QueueNotice"`
 	MsgID int64
 	Of    int64 `bstore:"index"`
+}
+
+// segmentRecord counts the queued messages with content in segment N and
+// their bytes. It is stored in the transactions that change them, so Open
+// reads these instead of every message.
+type segmentRecord struct {
+	N        int64 `bstore:"noauto,typename QueueSegment"`
+	Messages int
+	Bytes    int64
 }
 
 // Msg is a queued message. Its content is Size bytes at Offset in segment
@@ -40,7 +49,7 @@ type Msg struct {
 	Subject    string             // Of the header as sent (RFC 2047 encoded words not decoded), for retired records.
 	Options    sdk.DeliverOptions // ESMTP parameters of the message.
 	Size       int64              // Bytes of content.
-	Segment    int64              // Segment file with the content; 0: a file of its own.
+	Segment    int64              `bstore:"index"` // Segment file with the content; 0: a file of its own. Changed only by the committer: an insert, and a relocation.
 	Offset     int64              // Of the content in Segment.
 	Queued     time.Time          `bstore:"nonzero"`
 	Recipients []Rcpt
@@ -136,25 +145,85 @@ func (r *Rcpt) wake() (time.Time, bool) {
 	return r.NextAttempt, true
 }
 
-// op is a change for the committer: at most one of insert, update and
-// remove, and an attempt stored before it, if any.
+// op is a change for the committer: at most one of insert, update,
+// remove and relocate, and an attempt stored before it, if any.
 type op struct {
 	insert *Msg
 	data   []byte        // With insert: the content, for the committer to append to a segment; nil if in its own file.
 	notice *noticeRecord // With insert: the notice it is.
-	update *Msg          // A copy owned by the committer.
-	moved  int64         // With update: the segment the message was copied out of, to its own file.
-	remove int64         // Message ID: the record, then the file or the message's part of its segment, are removed.
-	seg    int64         // With remove: the message's segment; 0 for its own file.
+	// update is a copy owned by the committer. Its content stays where the
+	// stored record says: only relocations move it.
+	update *Msg
+	remove int64 // Message ID: the record, then the file or the message's part of its segment, are removed.
 	// retire, with remove, is stored in the message's place, which keeps
 	// its attempts; without it they are removed with the message.
-	retire  *Retired
-	attempt *Attempt // Stored, new or replacing the one with its ID; owned by the committer.
+	retire   *Retired
+	relocate *relocation
+	attempt  *Attempt // Stored, new or replacing the one with its ID; owned by the committer.
 	// evicted: the message left the scheduler's memory with this change
 	// (see Queue.settling), which the committer reports once it is
 	// stored or failed.
 	evicted bool
 	done    chan<- error
+}
+
+// relocation makes the record of message ID name the copy of its content
+// at NewOffset in segment To, if it still names the content at Offset in
+// segment From: compaction copied it there.
+type relocation struct {
+	ID, From, Offset, To, NewOffset int64
+}
+
+// effects are what the changes of a transaction do to segments and files,
+// applied once it is committed.
+type effects struct {
+	segs  map[int64]segDelta
+	files []int64 // Messages whose own file goes.
+}
+
+type segDelta struct {
+	messages int
+	bytes    int64
+}
+
+func (e *effects) add(seg int64, messages int, bytes int64) {
+	if seg == 0 {
+		return
+	}
+	if e.segs == nil {
+		e.segs = map[int64]segDelta{}
+	}
+	d := e.segs[seg]
+	d.messages += messages
+	d.bytes += bytes
+	e.segs[seg] = d
+}
+
+// store updates the segment records by e, in tx.
+func (e *effects) store(tx *bstore.Tx) error {
+	for n, d := range e.segs {
+		r := segmentRecord{N: n}
+		err := tx.Get(&r)
+		exists := err == nil
+		if err != nil && !errors.Is(err, bstore.ErrAbsent) {
+			return err
+		}
+		r.Messages += d.messages
+		r.Bytes += d.bytes
+		switch {
+		case r.Messages <= 0 && exists:
+			err = tx.Delete(&r)
+		case r.Messages <= 0:
+		case exists:
+			err = tx.Update(&r)
+		default:
+			err = tx.Insert(&r)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // committer writes the changes of all goroutines in shared transactions
@@ -285,13 +354,14 @@ func (c *committer) tryCommit(ops []op) (err error) {
 }
 
 // commit makes ops durable, reports to the waiters and removes the files of
-// removed messages. A waiter answered gets its op's done cleared. What records name is durable before the records are
-// written, in one transaction: the content appended to a segment, and the
-// directory entries of message files.
+// removed messages. A waiter answered gets its op's done cleared. What
+// records name is durable before the records are written, in one
+// transaction: the content appended to a segment, and the directory
+// entries of message files.
 func (c *committer) commit(ops []op) {
 	errs := make([]error, len(ops))
 	c.appendContent(ops, errs)
-	needDirSync := func(o op) bool { return o.insert != nil && o.data == nil || o.moved != 0 }
+	needDirSync := func(o op) bool { return o.insert != nil && o.data == nil }
 	if slices.ContainsFunc(ops, needDirSync) {
 		if err := c.dir.Sync(); err != nil {
 			for i, o := range ops {
@@ -307,29 +377,43 @@ func (c *committer) commit(ops []op) {
 			todo = append(todo, i)
 		}
 	}
+	var done []effects
 	if len(todo) > 0 {
+		var eff effects
 		err := c.db.Write(context.Background(), func(tx *bstore.Tx) error {
+			eff = effects{}
 			for _, i := range todo {
-				if err := apply(tx, ops[i]); err != nil {
+				if err := apply(tx, ops[i], &eff); err != nil {
 					return err
 				}
 			}
-			return nil
+			return eff.store(tx)
 		})
-		if err != nil && len(todo) > 1 {
+		if err == nil {
+			done = append(done, eff)
+		} else if len(todo) > 1 {
 			// One failing change must not fail the others: one at a time.
 			for _, i := range todo {
-				errs[i] = c.db.Write(context.Background(), func(tx *bstore.Tx) error { return apply(tx, ops[i]) })
+				errs[i] = c.db.Write(context.Background(), func(tx *bstore.Tx) error {
+					eff = effects{}
+					if err := apply(tx, ops[i], &eff); err != nil {
+						return err
+					}
+					return eff.store(tx)
+				})
+				if errs[i] == nil {
+					done = append(done, eff)
+				}
 			}
-		} else if err != nil {
+		} else {
 			errs[todo[0]] = err
 		}
 	}
 	// Segments count their records before waiters learn of them: the
 	// messages may be delivered and removed at once.
-	for i, o := range ops {
-		if errs[i] == nil && o.insert != nil && o.insert.Segment != 0 {
-			c.segs.committed(o.insert.Segment, 1)
+	for _, eff := range done {
+		for n, d := range eff.segs {
+			c.segs.committed(n, d.messages, d.bytes)
 		}
 	}
 	for i, o := range ops {
@@ -342,17 +426,11 @@ func (c *committer) commit(ops []op) {
 			c.log.Error("storing delivery state", slog.String("queueid", formatID(opID(o))), slog.Any("err", errs[i]))
 		}
 	}
-	for i, o := range ops {
-		switch {
-		case errs[i] != nil:
-		case o.moved != 0:
-			c.segs.committed(o.moved, -1)
-		case o.remove != 0 && o.seg != 0:
-			c.segs.committed(o.seg, -1)
-		case o.remove != 0:
+	for _, eff := range done {
+		for _, id := range eff.files {
 			// A leftover file is removed at the next Open.
-			if err := os.Remove(c.msgPath(o.remove)); err != nil {
-				c.log.Error("removing message file", slog.String("queueid", formatID(o.remove)), slog.Any("err", err))
+			if err := os.Remove(c.msgPath(id)); err != nil {
+				c.log.Error("removing message file", slog.String("queueid", formatID(id)), slog.Any("err", err))
 			}
 		}
 	}
@@ -415,7 +493,10 @@ func (c *committer) appendContent(ops []op, errs []error) {
 	}
 }
 
-func apply(tx *bstore.Tx, o op) error {
+// apply writes o in tx, and adds what it does to segments and files to
+// eff. The location of a message's content is the stored record's: an
+// update keeps it, a removal frees it.
+func apply(tx *bstore.Tx, o op, eff *effects) error {
 	if o.attempt != nil {
 		var err error
 		if !o.attempt.Ended {
@@ -437,16 +518,45 @@ func apply(tx *bstore.Tx, o op) error {
 				return err
 			}
 		}
+		eff.add(o.insert.Segment, 1, o.insert.Size)
 		return tx.Insert(o.insert)
 	case o.update != nil:
+		cur := Msg{ID: o.update.ID}
+		if err := tx.Get(&cur); err != nil {
+			return err
+		}
+		o.update.Segment, o.update.Offset = cur.Segment, cur.Offset
 		o.update.Due = o.update.nextWake()
 		return tx.Update(o.update)
+	case o.relocate != nil:
+		r := o.relocate
+		cur := Msg{ID: r.ID}
+		if err := tx.Get(&cur); errors.Is(err, bstore.ErrAbsent) {
+			return nil // Gone meanwhile: the copy is unused.
+		} else if err != nil {
+			return err
+		}
+		if cur.Segment != r.From || cur.Offset != r.Offset {
+			return nil
+		}
+		cur.Segment, cur.Offset = r.To, r.NewOffset
+		eff.add(r.From, -1, -cur.Size)
+		eff.add(r.To, 1, cur.Size)
+		return tx.Update(&cur)
 	case o.remove != 0:
-		err := tx.Delete(&Msg{ID: o.remove})
-		if errors.Is(err, bstore.ErrAbsent) {
+		cur := Msg{ID: o.remove}
+		if err := tx.Get(&cur); errors.Is(err, bstore.ErrAbsent) {
 			return nil
 		} else if err != nil {
 			return err
+		}
+		if err := tx.Delete(&cur); err != nil {
+			return err
+		}
+		if cur.Segment != 0 {
+			eff.add(cur.Segment, -1, -cur.Size)
+		} else {
+			eff.files = append(eff.files, cur.ID)
 		}
 		if _, err := bstore.QueryTx[noticeRecord](tx).FilterNonzero(noticeRecord{Of: o.remove}).Delete(); err != nil {
 			return err
@@ -467,6 +577,8 @@ func opID(o op) int64 {
 		return o.update.ID
 	case o.remove != 0:
 		return o.remove
+	case o.relocate != nil:
+		return o.relocate.ID
 	case o.attempt != nil:
 		return o.attempt.MsgID
 	default:

@@ -22,11 +22,14 @@
 // Switchyard and in Dovecot, with IDLE's wake-up and memory per session
 // (see imapBench). The shipped mta.toml, with
 // every first-party plugin, is started for
-// its idle footprint (see footprintBench). The last run fills a queue of
-// -queue held messages and times queue list and queue show against it (see
-// queueBench). With -quick, a reduced set runs. At the end, a regression
-// guard holds the relay's ratio to the reference to the figure recorded in
-// test/bench/recorded.txt (see guard).
+// its idle footprint (see footprintBench). A queue of -queue held messages
+// is filled and queue list and queue show are timed against it (see
+// queueBench). The last run writes a queue of -backlog messages, nearly all
+// deferred to a destination that is down, and serves it: start-up, memory,
+// enqueue rate, files and disk use, and the drain once the destination is
+// back (see backlogBench). With -quick, a reduced set runs. At the end, a
+// regression guard holds the relay's ratio to the reference to the figure
+// recorded in test/bench/recorded.txt (see guard).
 package main
 
 import (
@@ -55,7 +58,8 @@ func main() {
 	domains := flag.Int("domains", 10_000, "messages of each many-destinations run; 0 skips them")
 	imapN := flag.Int("imap", 50_000, "messages of the mailbox of the IMAP run against Dovecot; 0 skips it")
 	idleN := flag.Int("idle", 5000, "IDLE sessions of the IMAP run's memory figure; 0 skips it")
-	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000 -domains 2000 -imap 5000 -idle 500, unless given")
+	backlog := flag.Int("backlog", 1_000_000, "messages of the backlog run's queue, nearly all deferred; 0 skips it")
+	quick := flag.Bool("quick", false, "a reduced set: -n 2000 -rounds 1 -queue 10000 -domains 2000 -imap 5000 -idle 500 -backlog 20000, unless given")
 	flag.Parse()
 	if *quick {
 		set := map[string]bool{}
@@ -64,7 +68,7 @@ func main() {
 			name  string
 			v     *int
 			quick int
-		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}, {"domains", domains, 2000}, {"imap", imapN, 5000}, {"idle", idleN, 500}} {
+		}{{"n", n, 2000}, {"rounds", rounds, 1}, {"queue", queued, 10_000}, {"domains", domains, 2000}, {"imap", imapN, 5000}, {"idle", idleN, 500}, {"backlog", backlog, 20_000}} {
 			if !set[d.name] {
 				*d.v = d.quick
 			}
@@ -75,8 +79,9 @@ func main() {
 		log.Fatal(err)
 	}
 	var relayRefs []float64
+	var relayRate float64 // The relay's median msg/s; 0 without the rate runs.
 	if *n > 0 {
-		if relayRefs, err = run(bin, *n, *conns, *size, max(*rounds, 1)); err != nil {
+		if relayRefs, relayRate, err = run(bin, *n, *conns, *size, max(*rounds, 1)); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -95,6 +100,11 @@ func main() {
 	}
 	if *queued > 0 {
 		if err := queueBench(bin, *queued, *conns, mtatest.MakeMessage("app@"+benchDomain, "sink@example.net", "queued", *size)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if *backlog > 0 {
+		if err := backlogBench(bin, *backlog, *conns, mtatest.MakeMessage("app@"+benchDomain, "backlog@"+downDomain, "backlog", *size), relayRate); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -151,21 +161,21 @@ type load struct {
 }
 
 // run does the rate runs and returns the relay's ratio to the reference in
-// each round.
-func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, error) {
+// each round, and the relay's median rate.
+func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, float64, error) {
 	sink, err := mtatest.StartSink(false, nil)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer sink.Close()
 	// One message for every run, DKIM-signed for the policy runs.
 	msg, record, err := signedMessage(size)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	zone, err := startZone(benchZone(record))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer zone.Close()
 	fmt.Printf("load: %d messages of %d bytes over %d sessions\n\n", n, len(msg), conns)
@@ -187,7 +197,7 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, error) {
 	}
 	refRate, err := reference()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 
 	// Postfix, when it can run here: the same load as the smtp relay run.
@@ -200,20 +210,20 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, error) {
 		pfRate, err = measure(sink, l, n, "postfix: smtp (mynetworks) → queue → smtp", refRate, 0, 0, 0, pf.log)
 		pf.Stop()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 
 	dir, err := os.MkdirTemp("", "switchyard-bench-")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer os.RemoveAll(dir)
 	sub, mx, mxAuth, mxGrey := mtatest.FreeAddr(), mtatest.FreeAddr(), mtatest.FreeAddr(), mtatest.FreeAddr()
 	cfg := config(sub, mx, bin.Plugins["transport-submission"], sink.Addr) + policyConfig(bin, zone.Addr, mxAuth, mxGrey)
 	srv, err := mtatest.StartServer(bin, dir, cfg)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer srv.Stop()
 	logTail := func() string { return tail(srv.Log(), 20) }
@@ -221,7 +231,7 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, error) {
 		return load{addr: addr, from: "app@" + benchDomain, to: "sink@example.net", n: n, conns: conns, msg: msg}
 	}
 	if err := warmGreylist(mxGrey, "app@"+benchDomain, "sink@example.net"); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	// The Switchyard runs go in rounds, each run's policy ratio against the
 	// no-policy run of its own round: on a shared machine a single run is
@@ -243,7 +253,7 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, error) {
 		fmt.Printf("\nround %d of %d\n", r, rounds)
 		if r > 1 {
 			if refRate, err = reference(); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 		}
 		refRates = append(refRates, refRate)
@@ -251,7 +261,7 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, error) {
 		for i, run := range runs {
 			rate, err := measure(sink, run.l, n, run.name, refRate, pfRate, mxRate, srv.PID(), logTail)
 			if err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			if i == 0 {
 				mxRate = rate
@@ -277,7 +287,7 @@ func run(bin *mtatest.Binaries, n, conns, size, rounds int) ([]float64, error) {
 		}
 		fmt.Println()
 	}
-	return relayRefs, nil
+	return relayRefs, median(rates[0]), nil
 }
 
 // median returns the middle of l, the mean of the two middle ones for an
