@@ -130,7 +130,7 @@ func backlogBench(bin *mtatest.Binaries, n, conns int, msg []byte, relayRate flo
 	fmt.Printf("%-48s listening after %v on the empty queue\n", "", emptyListen.Round(time.Millisecond))
 	fmt.Printf("%-48s %8v  (×%.2f of the %v target: %s)\n", fmt.Sprintf("the %d due delivered, from the start", k),
 		due.Round(time.Millisecond), due.Seconds()/backlogDueTarget.Seconds(), backlogDueTarget, verdict(due <= backlogDueTarget, "OVER"))
-	reportRSS("core RSS, the queue full", rssMiB(srv.PID()), emptyRSS)
+	reportRSS("core RSS, the queue full", srv.PID(), emptyRSS)
 
 	fullRate, err := enqueue(srv)
 	if err != nil {
@@ -177,7 +177,48 @@ func backlogBench(bin *mtatest.Binaries, n, conns int, msg []byte, relayRate flo
 	}
 	fmt.Printf("%-48s %7.0f msg/s  (%v, the reschedule %v; %s)\n", fmt.Sprintf("drain, %d to the destination back", m), rate,
 		drain.Round(time.Millisecond), resched.Round(time.Millisecond), against)
-	reportRSS("core RSS, at the end", rssMiB(srv.PID()), emptyRSS)
+	reportRSS("core RSS, at the end", srv.PID(), emptyRSS)
+	return killDuringStart(srv, listen)
+}
+
+// killDuringStart kills srv with SIGKILL at points spread over twice a
+// start (listen: how long one took), as its queue opens and its loader
+// reads the messages due, then starts it and checks that the queue holds
+// as many messages as before.
+func killDuringStart(srv *mtatest.Server, listen time.Duration) error {
+	queued := func() (int, error) {
+		// A filter that matches nothing prints the count of all.
+		out, errOut, code := srv.MTA("", []string{"queue", "list"}, "-id", "1")
+		var n int
+		if code != 0 {
+			return 0, fmt.Errorf("backlog: mta queue list: exit %d: %s%s", code, out, errOut)
+		} else if _, err := fmt.Sscanf(out, "no queued message matches (%d queued)", &n); err != nil {
+			return 0, fmt.Errorf("backlog: mta queue list printed %q", out)
+		}
+		return n, nil
+	}
+	before, err := queued()
+	if err != nil {
+		return err
+	}
+	const kills = 8
+	for i := range kills {
+		srv.Kill()
+		if _, err := srv.KillDuringStart(2 * listen * time.Duration(i) / kills); err != nil {
+			return err
+		}
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	after, err := queued()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-48s %7d  (%d before; %s)\n", fmt.Sprintf("queued after kill -9 during start ×%d", kills), after, before, verdict(after == before, "LOST"))
+	if after != before {
+		return fmt.Errorf("backlog: %d messages queued after the kills, %d before", after, before)
+	}
 	return srv.Stop()
 }
 
@@ -304,11 +345,32 @@ func queueFiles(dir string) (most int, mostDir string, used int64, err error) {
 	return most, mostDir, used, err
 }
 
-// reportRSS prints the core's resident memory against backlogRSSTarget,
-// with that of the server on the empty queue.
-func reportRSS(what string, mib, empty float64) {
+// reportRSS prints the resident memory of core process pid against
+// backlogRSSTarget, with that of the server on the empty queue, and how
+// much of it is the queue database's pages mapped from the page cache
+// (file) rather than the process's own (anon).
+func reportRSS(what string, pid int, empty float64) {
+	mib := rssMiB(pid)
 	fmt.Printf("%-48s %5.0f MiB  (empty queue %.0f MiB; ×%.2f of the %d MiB target: %s)\n", what, mib, empty,
 		mib/backlogRSSTarget, backlogRSSTarget, verdict(mib <= backlogRSSTarget, "OVER"))
+	fmt.Printf("%-48s anon %.0f MiB, file %.0f MiB\n", "", statusMiB(pid, "RssAnon:"), statusMiB(pid, "RssFile:"))
+}
+
+// statusMiB is the field of /proc/PID/status in MiB; 0 where it cannot
+// be read.
+func statusMiB(pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field); ok {
+			var kb float64
+			fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
+			return kb / 1024
+		}
+	}
+	return 0
 }
 
 // rssMiB is rss as a number; 0 where it cannot be read.

@@ -8,20 +8,31 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchyard-mta/switchyard/test/mtatest"
 )
 
 // A crash while the server starts (its plugins starting, its queue
-// loading) loses and duplicates nothing: after kill -9 at points spread
-// over a start, again and again, the queue holds the same messages.
+// opening and loading the messages due) loses and duplicates nothing:
+// after kill -9 at points spread over a start, again and again, the queue
+// holds the same messages, some held, some deferred after a failed
+// attempt, some due again at every start, being read and attempted as the
+// kills come.
 func TestKillDuringStart(t *testing.T) {
 	t.Parallel()
 	const n, conns = 1000, 4
 	sink := startSink(t, nil)
-	srv := startServer(t, setup{Transports: map[string]string{"smarthost": sink.Addr}, Rest: defaultRest + `
+	// Retries of the deferred come after 2.25 s, 4.5 s, ...: during the kills, but
+	// no delay notice (after the fifth) before the test ends.
+	srv := startServer(t, setup{BackoffScale: 0.005, Transports: map[string]string{"smarthost": sink.Addr, "down": mtatest.FreeAddr()}, Rest: defaultRest + `
+[[routes]]
+to_domains = ["down.example"]
+transport = "down"
+
 [[routes]]
 transport = "smarthost"
 `})
-	if out, errOut, code := srv.MTA("", []string{"queue", "holdrule", "add"}); code != 0 {
+	if out, errOut, code := srv.MTA("", []string{"queue", "holdrule", "add", "-to-domain", "remote.example"}); code != 0 {
 		t.Fatalf("holdrule add: exit %d\n%s%s", code, out, errOut)
 	}
 	var wg sync.WaitGroup
@@ -30,7 +41,11 @@ transport = "smarthost"
 		wg.Go(func() {
 			defer c.Quit()
 			for i := k; i < n; i += conns {
-				if err := send(c, "alice@example.org", []string{fmt.Sprintf("r%d@remote.example", i)}, []byte("Subject: held\r\n\r\nx\r\n")); err != nil {
+				to := fmt.Sprintf("r%d@remote.example", i) // Held.
+				if i%2 == 1 {
+					to = fmt.Sprintf("r%d@down.example", i) // Deferred.
+				}
+				if err := send(c, "alice@example.org", []string{to}, []byte("Subject: kept\r\n\r\nx\r\n")); err != nil {
 					t.Error(err)
 					return
 				}
@@ -90,6 +105,15 @@ transport = "smarthost"
 	}
 	if got := ids(); !slices.Equal(got, want) {
 		t.Fatalf("after kills during start: %d messages, want the same %d", len(got), len(want))
+	}
+	for _, state := range []string{"held", "pending"} {
+		var l []json.RawMessage
+		if err := json.Unmarshal([]byte(mta(t, srv, "queue", "list", "-json", "-state", state)), &l); err != nil {
+			t.Fatal(err)
+		}
+		if len(l) != n/2 {
+			t.Errorf("%d messages %s, want %d", len(l), state, n/2)
+		}
 	}
 	if sink.Count() != 0 {
 		t.Errorf("%d held messages were delivered", sink.Count())
