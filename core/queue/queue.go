@@ -249,6 +249,12 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open queue database: %w", err)
 	}
+	// Their IDs only grow: full pages where they are appended halve the
+	// database's size, and the pages a scan of it maps.
+	if err := db.HintAppend(true, Msg{}, Attempt{}, Retired{}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open queue database: %w", err)
+	}
 	if err := removeAll(spool); err != nil {
 		db.Close()
 		return nil, err
