@@ -945,7 +945,7 @@ func (q *Queue) Drop(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	q.mu.Lock()
-	e, err := q.entryLocked(ctx, n)
+	e, _, err := q.entryLocked(ctx, n)
 	if err != nil || e.dropped {
 		q.mu.Unlock()
 		if err == nil || errors.Is(err, ErrNotFound) {
@@ -1014,7 +1014,7 @@ func (q *Queue) change(ctx context.Context, id string, f func(e *entry) bool) (b
 		return false, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	q.mu.Lock()
-	e, err := q.entryLocked(ctx, n)
+	e, read, err := q.entryLocked(ctx, n)
 	if err != nil || e.dropped {
 		q.mu.Unlock()
 		if err == nil || errors.Is(err, ErrNotFound) {
@@ -1023,8 +1023,10 @@ func (q *Queue) change(ctx context.Context, id string, f func(e *entry) bool) (b
 		return false, err
 	}
 	if !f(e) {
-		// Read for f, perhaps: its record is as it is.
-		q.evictLocked(e, time.Now())
+		if read {
+			// Its record is as it is: it may go back at once.
+			q.evictLocked(e, time.Now())
+		}
 		q.mu.Unlock()
 		return false, nil
 	}

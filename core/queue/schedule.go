@@ -203,30 +203,31 @@ func (q *Queue) settledLocked(id int64) {
 }
 
 // entryLocked returns message n's entry, reading its record into memory
-// if it is not there; ErrNotFound if it is not queued. It may release
-// the lock for a while, to wait for its record to be stored.
-func (q *Queue) entryLocked(ctx context.Context, n int64) (*entry, error) {
+// if it is not there (read reports that); ErrNotFound if it is not
+// queued. It may release the lock for a while, to wait for its record to
+// be stored.
+func (q *Queue) entryLocked(ctx context.Context, n int64) (e *entry, read bool, err error) {
 	for q.msgs[n] == nil && q.settling[n] > 0 {
 		q.mu.Unlock()
 		err := q.commit.sync()
 		q.mu.Lock()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	if e := q.msgs[n]; e != nil {
-		return e, nil
+		return e, false, nil
 	}
 	// Not in memory and not settling: the record is current, and nothing
 	// changes it while the lock is held.
 	m, err := bstore.QueryDB[Msg](ctx, q.db).FilterID(n).Get()
 	if err == bstore.ErrAbsent {
-		return nil, ErrNotFound
+		return nil, false, ErrNotFound
 	} else if err != nil {
-		return nil, fmt.Errorf("read queued message: %w", err)
+		return nil, false, fmt.Errorf("read queued message: %w", err)
 	}
 	q.scheduleLocked(&m)
-	return q.msgs[n], nil
+	return q.msgs[n], true, nil
 }
 
 // loadWindow is how far ahead the queue keeps the messages due in memory
@@ -279,11 +280,13 @@ func (q *Queue) loadDue() error {
 	}
 	until := time.Now().Add(q.opts.window)
 	loaded := 0
-	var batch []*Msg
-	take := func() (full bool) {
+	// take schedules the records of batch that are not in memory; it
+	// reports whether memory is full.
+	take := func(batch []Msg) (full bool) {
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		for _, m := range batch {
+		for i := range batch {
+			m := &batch[i]
 			if q.msgs[m.ID] != nil || q.recent[m.ID] || q.settling[m.ID] > 0 {
 				continue
 			}
@@ -294,21 +297,29 @@ func (q *Queue) loadDue() error {
 			q.scheduleLocked(m)
 			loaded++
 		}
-		batch = batch[:0]
 		return false
 	}
-	errFull := errors.New("full")
-	err := bstore.QueryDB[Msg](q.ctx, q.db).FilterLess("Due", until).SortAsc("Due").ForEach(func(m Msg) error {
-		batch = append(batch, &m)
-		if len(batch) == loadBatch && take() {
-			return errFull
+	// Read in batches, each in a transaction of its own that ends before
+	// the lock is taken: a read transaction held while waiting for the lock
+	// could deadlock with a commit that grows the database (bbolt remaps
+	// it only once no reader is left) and a holder of the lock reading.
+	// Records are in the index's order, by Due and then ID.
+	var after Msg // The last record read.
+	for {
+		query := bstore.QueryDB[Msg](q.ctx, q.db).FilterLess("Due", until).SortAsc("Due")
+		if after.ID != 0 {
+			query.FilterGreaterEqual("Due", after.Due).FilterFn(func(m Msg) bool {
+				return m.Due.After(after.Due) || m.ID > after.ID
+			})
 		}
-		return nil
-	})
-	if err == nil {
-		take()
-	} else if err != errFull {
-		return fmt.Errorf("read queue: %w", err)
+		batch, err := query.Limit(loadBatch).List()
+		if err != nil {
+			return fmt.Errorf("read queue: %w", err)
+		}
+		if len(batch) == 0 || take(batch) || len(batch) < loadBatch {
+			break
+		}
+		after = batch[len(batch)-1]
 	}
 	if loaded > 0 {
 		q.kick()

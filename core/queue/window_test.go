@@ -167,3 +167,26 @@ func TestMaxLoaded(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadTies: the loader reads in batches, by due time and then ID;
+// more messages due at the same instant than a batch holds are all read
+// in one pass.
+func TestLoadTies(t *testing.T) {
+	const n = 3*loadBatch - 10
+	dir := t.TempDir()
+	opts := Options{Deliverer: &fakeDeliverer{}, window: time.Hour} // No second pass for 12 minutes.
+	q := openQueue(t, dir, opts)
+	at := time.Now().Add(time.Minute)
+	for i := range n {
+		if _, err := q.Add(context.Background(), Envelope{Recipients: rcpts(fmt.Sprintf("r%d@example.com", i)), ReleaseAt: at}, spool(t, q, "x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.Close()
+	q = openQueue(t, dir, opts)
+	if got := loaded(q); got != 0 {
+		t.Fatalf("%d in memory before Start", got)
+	}
+	q.Start(context.Background())
+	waitFor(t, "all read", func() bool { return loaded(q) == n })
+}
