@@ -229,19 +229,14 @@ func backlogConfig(bin *mtatest.Binaries, sink, down string) string {
 	transport := func(name, addr string) string {
 		return fmt.Sprintf("[transports.%s]\nplugin = \"transport-submission\"\n[transports.%s.config]\nhost = \"127.0.0.1\"\nport = %s\ntls = \"none\"\nmax_connections = 32\n", name, name, port(addr))
 	}
-	return configHead + fmt.Sprintf(`[[listeners]]
-name = "mx"
-kind = "smtp"
-address = %q
-relay_networks = ["127.0.0.0/8"]
-[plugins.transport-submission]
+	return configHead + fmt.Sprintf(`%s[plugins.transport-submission]
 path = %q
 %s%s[[routes]]
 to_domains = [%q]
 transport = "down"
 [[routes]]
 transport = "sink"
-`, mtatest.FreeAddr(), bin.Plugins["transport-submission"], transport("sink", sink), transport("down", down), downDomain)
+`, mxListener(mtatest.FreeAddr()), bin.Plugins["transport-submission"], transport("sink", sink), transport("down", down), downDomain)
 }
 
 // fillBacklog adds n messages of msg to the queue in dir, from

@@ -96,12 +96,7 @@ func domainsBench(bin *mtatest.Binaries, n, conns int, msg []byte) error {
 // to the receiver's port.
 func domainsConfig(mx, plugin, resolver, sink string) string {
 	port := sink[strings.LastIndexByte(sink, ':')+1:]
-	return configHead + fmt.Sprintf(`[[listeners]]
-name = "mx"
-kind = "smtp"
-address = %q
-relay_networks = ["127.0.0.0/8"]
-[plugins.transport-direct]
+	return configHead + fmt.Sprintf(`%s[plugins.transport-direct]
 path = %q
 [transports.direct]
 plugin = "transport-direct"
@@ -120,5 +115,5 @@ transport = "direct-noreuse"
 [[routes]]
 transport = "direct"
 [domains."example.org"]
-`, mx, plugin, resolver, port, resolver, port, noReuseZone)
+`, mxListener(mx), plugin, resolver, port, resolver, port, noReuseZone)
 }

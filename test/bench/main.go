@@ -402,6 +402,12 @@ func (l load) session(next *atomic.Int64) error {
 	return c.Quit()
 }
 
+// mxListener is the inbound SMTP listener of the bench configurations at
+// addr, relaying for loopback.
+func mxListener(addr string) string {
+	return fmt.Sprintf("[[listeners]]\nname = \"mx\"\nkind = \"smtp\"\naddress = %q\nrelay_networks = [\"127.0.0.0/8\"]\n", addr)
+}
+
 // configHead starts every bench configuration.
 const configHead = `hostname = "bench.example.org"
 data_dir = "data"
@@ -421,12 +427,7 @@ func config(sub, mx, plugin, sink string) string {
 name = "submission"
 kind = "submission"
 address = %q
-[[listeners]]
-name = "mx"
-kind = "smtp"
-address = %q
-relay_networks = ["127.0.0.0/8"]
-[plugins.transport-submission]
+%s[plugins.transport-submission]
 path = %q
 [transports.sink]
 plugin = "transport-submission"
@@ -441,7 +442,7 @@ transport = "sink"
 [accounts.bench]
 domain = "example.org"
 addresses = ["bench@example.org"]
-`, sub, mx, plugin, port)
+`, sub, mxListener(mx), plugin, port)
 }
 
 func tail(s string, n int) string {
