@@ -237,17 +237,28 @@ func (sr *searcher) headerOf(c *candidate) (*textproto.Header, error) {
 // encoded words, so such a value in a decoded field is in the bytes too.
 // False means only that the fields must be looked at.
 func (sr *searcher) lacks(c *candidate, value string) (bool, error) {
-	if value == "" || strings.ContainsAny(value, " \t\r\n") {
+	if !prefilterable(value) {
 		return false, nil
 	}
 	raw, err := sr.rawHeader(c)
-	if err != nil || bytes.Contains(raw, []byte("=?")) {
+	if err != nil {
 		return false, err
 	}
 	if c.rawLower == nil {
 		c.rawLower = bytes.ToLower(raw)
 	}
-	return !bytes.Contains(c.rawLower, []byte(strings.ToLower(value))), nil
+	return headerLacks(raw, c.rawLower, value), nil
+}
+
+// prefilterable reports whether headerLacks can rule out value.
+func prefilterable(value string) bool {
+	return value != "" && !strings.ContainsAny(value, " \t\r\n")
+}
+
+// headerLacks is lacks of the header raw, whose lower case is rawLower,
+// for a prefilterable value.
+func headerLacks(raw, rawLower []byte, value string) bool {
+	return !bytes.Contains(raw, []byte("=?")) && !bytes.Contains(rawLower, []byte(strings.ToLower(value)))
 }
 
 // match reports whether c meets all of cr. A message expunged meanwhile
