@@ -109,6 +109,24 @@ func stateMatches(state string, m MsgInfo, r Rcpt) bool {
 
 // addressMatches reports whether addr is pattern, an address compared
 // with its domain in any form and case, or "@domain".
+// toDomain returns the domain of f.To in A-labels, the key of
+// Msg.Domains of the messages it can match; empty if there is none.
+func (f Filter) toDomain() string {
+	d, ok := strings.CutPrefix(f.To, "@")
+	if !ok {
+		a, err := mailaddr.ParseAddress(f.To)
+		if err != nil {
+			return ""
+		}
+		return a.Domain.ASCII
+	}
+	pd, err := mailaddr.ParseDomain(d)
+	if err != nil {
+		return ""
+	}
+	return pd.ASCII
+}
+
 func addressMatches(pattern, addr string) bool {
 	a, err := mailaddr.ParseAddress(addr)
 	if err != nil {

@@ -1,6 +1,8 @@
 package queue
 
 import (
+	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -59,5 +61,39 @@ func TestFilter(t *testing.T) {
 	}
 	if !(Filter{}).Empty() || (Filter{Account: "a"}).Empty() {
 		t.Error("Empty")
+	}
+}
+
+// TestSelectByDomain: a recipient filter reads the messages by their
+// recipients' domains, in any form, and the count is of all queued.
+func TestSelectByDomain(t *testing.T) {
+	q := openQueue(t, t.TempDir(), Options{})
+	a := add(t, q, "a\r\n", "x@a.example", "y@bücher.example")
+	add(t, q, "b\r\n", "z@b.example")
+	add(t, q, "c\r\n", "x@other.example")
+	if m := stored(t, q, a); len(m.Domains) != 2 || m.Domains[1] != "xn--bcher-kva.example" {
+		t.Errorf("domains %q", m.Domains)
+	}
+	for _, tc := range []struct {
+		to   string
+		want []string
+	}{
+		{"@xn--bcher-kva.example", []string{a}},
+		{"y@BÜCHER.example", []string{a}},
+		{"x@a.example", []string{a}},
+		{"z@a.example", nil},
+		{"@nowhere.example", nil},
+	} {
+		l, total, err := q.Select(context.Background(), Filter{To: tc.to}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range l {
+			got = append(got, m.ID)
+		}
+		if !slices.Equal(got, tc.want) || total != 3 {
+			t.Errorf("to %s: %v of %d, want %v of 3", tc.to, got, total, tc.want)
+		}
 	}
 }

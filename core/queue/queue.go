@@ -157,6 +157,7 @@ type Queue struct {
 	bufs   sync.Pool // Of *[]byte, for spools.
 	holds  holdRules
 	lastID atomic.Int64
+	queued atomic.Int64 // Messages stored: counted at Open, then kept by the committer.
 	// lastAttempt is the ID of the last Attempt.
 	lastAttempt atomic.Int64
 	closed      atomic.Bool
@@ -288,7 +289,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 		db.Close()
 		return nil, err
 	}
-	q.commit = newCommitter(db, q.dirf, q.segs, q.msgPath, q.settled, q.log)
+	q.queued.Store(int64(queued))
+	q.commit = newCommitter(db, q.dirf, q.segs, q.msgPath, q.settled, &q.queued, q.log)
 	return q, nil
 }
 
@@ -470,7 +472,8 @@ func (q *Queue) dropSegment(ctx context.Context, n int64) error {
 	return nil
 }
 
-// date sets Due of the records of ids, stored before it existed.
+// date sets Due and Domains of the records of ids, stored before they
+// existed.
 func (q *Queue) date(ctx context.Context, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
@@ -481,7 +484,7 @@ func (q *Queue) date(ctx context.Context, ids []int64) error {
 			if err := tx.Get(&m); err != nil {
 				return err
 			}
-			m.Due = m.nextWake()
+			m.stamp()
 			if err := tx.Update(&m); err != nil {
 				return err
 			}
@@ -714,8 +717,9 @@ func (q *Queue) List(ctx context.Context) ([]MsgInfo, error) {
 
 // Select returns the queued messages f matches, as List would, and how
 // many messages are queued. route is as for Filter.Match. Messages with
-// f.IDs are read by ID, the others are matched as they are read, so only
-// those selected are kept.
+// f.IDs are read by ID, those a recipient filter can match by
+// Msg.Domains, the others are matched as they are read, so only those
+// selected are kept.
 func (q *Queue) Select(ctx context.Context, f Filter, route func(MsgInfo, Rcpt) string) ([]MsgInfo, int, error) {
 	now := time.Now()
 	// Deliveries in progress are known only after reading, and a recipient
@@ -727,6 +731,8 @@ func (q *Queue) Select(ctx context.Context, f Filter, route func(MsgInfo, Rcpt) 
 	query := bstore.QueryDB[Msg](ctx, q.db)
 	if len(f.IDs) > 0 {
 		query.FilterIDs(parseIDs(f.IDs))
+	} else if d := f.toDomain(); d != "" {
+		query.FilterIn("Domains", d)
 	}
 	var l []MsgInfo
 	err := query.SortAsc("ID").ForEach(func(m Msg) error {
@@ -738,10 +744,7 @@ func (q *Queue) Select(ctx context.Context, f Filter, route func(MsgInfo, Rcpt) 
 	if err != nil {
 		return nil, 0, fmt.Errorf("list queue: %w", err)
 	}
-	total, err := bstore.QueryDB[Msg](ctx, q.db).Count()
-	if err != nil {
-		return nil, 0, fmt.Errorf("count queue: %w", err)
-	}
+	total := int(q.queued.Load())
 	q.mu.Lock()
 	for i := range l {
 		l[i].Delivering = q.deliveringLocked(l[i].ID)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mjl-/bstore"
@@ -58,6 +59,21 @@ type Msg struct {
 	// sets it as it stores the record; the scheduler reads the messages
 	// due soon by it, so that those due later stay on disk only.
 	Due time.Time `bstore:"index"`
+	// Domains are those of the recipients (Rcpt.Domain), each once, set
+	// with Due: a command with a recipient filter reads only the messages
+	// that can match, not the whole queue.
+	Domains []string `bstore:"index"`
+}
+
+// stamp sets the fields of m the committer derives as it stores it.
+func (m *Msg) stamp() {
+	m.Due = m.nextWake()
+	m.Domains = m.Domains[:0]
+	for _, r := range m.Recipients {
+		if !slices.Contains(m.Domains, r.Domain) {
+			m.Domains = append(m.Domains, r.Domain)
+		}
+	}
 }
 
 // never is Msg.Due of a message no recipient of which has a wake: held,
@@ -177,8 +193,9 @@ type relocation struct {
 // effects are what the changes of a transaction do to segments and files,
 // applied once it is committed.
 type effects struct {
-	segs  map[int64]segDelta
-	files []int64 // Messages whose own file goes.
+	segs     map[int64]segDelta
+	files    []int64 // Messages whose own file goes.
+	messages int     // Messages added less those removed.
 }
 
 type segDelta struct {
@@ -237,6 +254,7 @@ type committer struct {
 	segs    *segments
 	msgPath func(id int64) string
 	settled func(ids []int64) // Called with the messages of evicted ops once their changes are stored or failed.
+	queued  *atomic.Int64     // Messages stored, kept as they are added and removed.
 	log     *slog.Logger
 	scratch []byte // The contents of a group, concatenated.
 
@@ -247,8 +265,8 @@ type committer struct {
 	done   chan struct{} // Closed when run returns.
 }
 
-func newCommitter(db *bstore.DB, dir *os.File, segs *segments, msgPath func(int64) string, settled func([]int64), log *slog.Logger) *committer {
-	c := &committer{db: db, dir: dir, segs: segs, msgPath: msgPath, settled: settled, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newCommitter(db *bstore.DB, dir *os.File, segs *segments, msgPath func(int64) string, settled func([]int64), queued *atomic.Int64, log *slog.Logger) *committer {
+	c := &committer{db: db, dir: dir, segs: segs, msgPath: msgPath, settled: settled, queued: queued, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -415,6 +433,7 @@ func (c *committer) commit(ops []op) {
 		for n, d := range eff.segs {
 			c.segs.committed(n, d.messages, d.bytes)
 		}
+		c.queued.Add(int64(eff.messages))
 	}
 	for i, o := range ops {
 		if o.done != nil {
@@ -510,7 +529,7 @@ func apply(tx *bstore.Tx, o op, eff *effects) error {
 	}
 	switch {
 	case o.insert != nil:
-		o.insert.Due = o.insert.nextWake()
+		o.insert.stamp()
 		if o.notice != nil {
 			// Another message of the key, added at once (Add checks
 			// first), keeps it: a notice twice is better than none.
@@ -519,6 +538,7 @@ func apply(tx *bstore.Tx, o op, eff *effects) error {
 			}
 		}
 		eff.add(o.insert.Segment, 1, o.insert.Size)
+		eff.messages++
 		return tx.Insert(o.insert)
 	case o.update != nil:
 		cur := Msg{ID: o.update.ID}
@@ -526,7 +546,7 @@ func apply(tx *bstore.Tx, o op, eff *effects) error {
 			return err
 		}
 		o.update.Segment, o.update.Offset = cur.Segment, cur.Offset
-		o.update.Due = o.update.nextWake()
+		o.update.stamp()
 		return tx.Update(o.update)
 	case o.relocate != nil:
 		r := o.relocate
@@ -553,6 +573,7 @@ func apply(tx *bstore.Tx, o op, eff *effects) error {
 		if err := tx.Delete(&cur); err != nil {
 			return err
 		}
+		eff.messages--
 		if cur.Segment != 0 {
 			eff.add(cur.Segment, -1, -cur.Size)
 		} else {
