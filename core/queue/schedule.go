@@ -285,8 +285,7 @@ func (q *Queue) loadDue() error {
 	take := func(batch []Msg) (full bool) {
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		for i := range batch {
-			m := &batch[i]
+		for _, m := range batch {
 			if q.msgs[m.ID] != nil || q.recent[m.ID] || q.settling[m.ID] > 0 {
 				continue
 			}
@@ -294,7 +293,7 @@ func (q *Queue) loadDue() error {
 				q.spilled = true
 				return true
 			}
-			q.scheduleLocked(m)
+			q.scheduleLocked(&m) // A copy: an entry keeps no batch alive.
 			loaded++
 		}
 		return false
