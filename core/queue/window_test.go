@@ -3,9 +3,13 @@ package queue
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mjl-/bstore"
 
 	"github.com/switchyard-mta/switchyard/sdk"
 )
@@ -189,4 +193,62 @@ func TestLoadTies(t *testing.T) {
 	}
 	q.Start(context.Background())
 	waitFor(t, "all read", func() bool { return loaded(q) == n })
+}
+
+// TestUpgrade: a queue stored before due times and segment records
+// existed is read: Open counts the segments from the records, and sets
+// the due times and domains, and every message is delivered with its
+// content.
+func TestUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	q := openQueue(t, dir, Options{})
+	want := map[string]string{}
+	for i := range 5 {
+		c := fmt.Sprintf("message %d\r\n", i)
+		want[add(t, q, c, fmt.Sprintf("r%d@example.com", i))] = c
+	}
+	big := strings.Repeat("b", SpoolMemory+1)
+	want[add(t, q, big, "big@example.com")] = big
+	q.Close()
+
+	// As the previous version left it.
+	db, err := bstore.Open(context.Background(), filepath.Join(dir, dbFile), nil, DBTypes...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Write(context.Background(), func(tx *bstore.Tx) error {
+		if _, err := bstore.QueryTx[segmentRecord](tx).Delete(); err != nil {
+			return err
+		}
+		return bstore.QueryTx[Msg](tx).ForEach(func(m Msg) error {
+			m.Due, m.Domains = time.Time{}, nil
+			return tx.Update(&m)
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	d := &fakeDeliverer{}
+	q = openQueue(t, dir, Options{Deliverer: d})
+	for id := range want {
+		if m := stored(t, q, id); m.Due.IsZero() || len(m.Domains) != 1 {
+			t.Errorf("%s: due %v, domains %v after the upgrade", id, m.Due, m.Domains)
+		}
+	}
+	if n, err := bstore.QueryDB[segmentRecord](context.Background(), q.db).Count(); err != nil || n != 1 {
+		t.Errorf("%d segment records, %v; want 1", n, err)
+	}
+	q.Start(context.Background())
+	waitEmpty(t, q)
+	calls := d.Calls()
+	if len(calls) != len(want) {
+		t.Fatalf("%d deliveries, want %d", len(calls), len(want))
+	}
+	for _, c := range calls {
+		if c.message != want[c.req.QueueID] {
+			t.Errorf("%s delivered as %.20q", c.req.QueueID, c.message)
+		}
+	}
 }
