@@ -3,6 +3,7 @@ package queue
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/mjl-/bstore"
 )
@@ -67,8 +68,9 @@ func (q *Queue) compact(n int64) error {
 		l = l[k:]
 		buf = buf[:0]
 		for _, m := range batch {
-			buf = append(buf, make([]byte, m.Size)...)
-			if _, err := src.ReadAt(buf[len(buf)-int(m.Size):], m.Offset); err != nil {
+			at := len(buf)
+			buf = slices.Grow(buf, int(m.Size))[:at+int(m.Size)]
+			if _, err := src.ReadAt(buf[at:], m.Offset); err != nil {
 				return fmt.Errorf("read message %s: %w", formatID(m.ID), err)
 			}
 		}
