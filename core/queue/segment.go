@@ -136,9 +136,10 @@ func (s *segments) next() (int64, bool) {
 	return n, true
 }
 
-// compacted ends the compaction of segment n, which is removed if nothing
-// names it any more; if something still does (a relocation failed), it
-// may be compacted again.
+// compacted ends the compaction of segment n. The segment went when its
+// last record moved out and the compactor released it; if a record still
+// names it (a copy or a relocation failed), it is compacted again when
+// another of its messages leaves, or after a restart.
 func (s *segments) compacted(n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
