@@ -101,7 +101,7 @@ func TestSizes(t *testing.T) {
 	d := &fakeDeliverer{}
 	dir := t.TempDir()
 	q := openQueue(t, dir, Options{Deliverer: d})
-	want := map[string][]byte{}
+	want := map[string]string{}
 	for _, size := range []int{0, 1, 4096, SpoolMemory - 1, SpoolMemory, SpoolMemory + 1, 3*SpoolMemory + 7} {
 		for _, chunk := range []int{0, 1000, 32 << 10} {
 			msg := content(size)
@@ -115,14 +115,21 @@ func TestSizes(t *testing.T) {
 			if m.Size != int64(size) || (m.Segment == 0) != (size > SpoolMemory) {
 				t.Errorf("size %d: stored with size %d in segment %d", size, m.Size, m.Segment)
 			}
-			want[id] = msg
+			want[id] = string(msg)
 		}
 	}
 	// From the files after a restart.
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	q = openQueue(t, dir, Options{Deliverer: d})
+	deliveredOnce(t, openQueue(t, dir, Options{Deliverer: d}), d, want)
+}
+
+// deliveredOnce starts q, waits until it is empty, and checks that d got
+// one delivery of each message of want, by queue ID, with its content and
+// size.
+func deliveredOnce(t *testing.T, q *Queue, d *fakeDeliverer, want map[string]string) {
+	t.Helper()
 	q.Start(context.Background())
 	waitEmpty(t, q)
 	calls := d.Calls()
@@ -130,7 +137,7 @@ func TestSizes(t *testing.T) {
 		t.Fatalf("%d deliveries, want %d", len(calls), len(want))
 	}
 	for _, c := range calls {
-		if w := want[c.req.QueueID]; c.message != string(w) || c.req.Size != int64(len(w)) {
+		if w := want[c.req.QueueID]; c.message != w || c.req.Size != int64(len(w)) {
 			t.Errorf("message %s: delivered %d bytes (size %d), want %d", c.req.QueueID, len(c.message), c.req.Size, len(w))
 		}
 	}

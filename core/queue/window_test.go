@@ -240,15 +240,5 @@ func TestUpgrade(t *testing.T) {
 	if n, err := bstore.QueryDB[segmentRecord](context.Background(), q.db).Count(); err != nil || n != 1 {
 		t.Errorf("%d segment records, %v; want 1", n, err)
 	}
-	q.Start(context.Background())
-	waitEmpty(t, q)
-	calls := d.Calls()
-	if len(calls) != len(want) {
-		t.Fatalf("%d deliveries, want %d", len(calls), len(want))
-	}
-	for _, c := range calls {
-		if c.message != want[c.req.QueueID] {
-			t.Errorf("%s delivered as %.20q", c.req.QueueID, c.message)
-		}
-	}
+	deliveredOnce(t, q, d, want)
 }
