@@ -138,6 +138,10 @@ func (sr *searcher) matchAll(all []store.UID, cr *imap.SearchCriteria) ([]bool, 
 		failed.Store(true)
 	}
 	v := sr.s.view
+	read := v.Messages
+	if indexOnly(cr) {
+		read = v.Indexed // No record decoded: a SEARCH SUBJECT reads only the headers.
+	}
 	workers := min(runtime.GOMAXPROCS(0), maxSearchWorkers, (len(all)+searchChunk-1)/searchChunk)
 	for range max(workers, 1) {
 		wg.Go(func() {
@@ -146,7 +150,7 @@ func (sr *searcher) matchAll(all []store.UID, cr *imap.SearchCriteria) ([]bool, 
 				if start >= len(all) {
 					return
 				}
-				msgs, merr := v.Messages(sr.s.ctx(), all[start:min(start+searchChunk, len(all))])
+				msgs, merr := read(sr.s.ctx(), all[start:min(start+searchChunk, len(all))])
 				if merr != nil {
 					fail(sr.s.storeError("search", merr, imap.ResponseCodeNonExistent))
 					return
@@ -424,6 +428,32 @@ func matchFields(fields gomessage.HeaderFields, value string) bool {
 		}
 	}
 	return false
+}
+
+// indexOnly reports whether cr looks only at what View.Indexed gives:
+// sequence numbers, UIDs, system flags and header fields.
+func indexOnly(cr *imap.SearchCriteria) bool {
+	if !cr.Since.IsZero() || !cr.Before.IsZero() || len(cr.Body) > 0 || len(cr.Text) > 0 || cr.Larger > 0 || cr.Smaller > 0 || cr.ModSeq != nil {
+		return false
+	}
+	for _, f := range slices.Concat(cr.Flag, cr.NotFlag) {
+		switch strings.ToLower(string(f)) {
+		case `\seen`, `\answered`, `\flagged`, `\deleted`, `\draft`, `\recent`:
+		default:
+			return false // A keyword: in the record only.
+		}
+	}
+	for i := range cr.Not {
+		if !indexOnly(&cr.Not[i]) {
+			return false
+		}
+	}
+	for i := range cr.Or {
+		if !indexOnly(&cr.Or[i][0]) || !indexOnly(&cr.Or[i][1]) {
+			return false
+		}
+	}
+	return true
 }
 
 func hasFlag(m store.Message, f imap.Flag) bool {

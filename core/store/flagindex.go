@@ -9,10 +9,10 @@ import (
 	"github.com/mjl-/bstore"
 )
 
-// The flag index keeps, per mailbox, each message's UID, system flags and
-// ModSeq in blocks of up to blockLen messages, ascending by UID: what
-// SELECT and FETCH FLAGS need, read from a few records instead of one per
-// message (the job of Dovecot's index file). Every change that adds,
+// The flag index keeps, per mailbox, each message's UID, system flags,
+// ModSeq, record ID and header size in blocks of up to blockLen messages, ascending by UID: what
+// SELECT, FETCH FLAGS and a SEARCH of headers need, read from a few
+// records instead of one per message (the job of Dovecot's index file). Every change that adds,
 // removes or re-flags messages updates it in the same transaction as the
 // message records; Check compares the two and rebuilds the index.
 
@@ -22,8 +22,9 @@ import (
 const blockLen = 128
 
 // entrySize is an entry's encoded length: UID (4 bytes), flag bits (1),
-// ModSeq (8), big endian.
-const entrySize = 13
+// ModSeq (8), ID (8), HeaderSize (8), big endian. An index of another
+// size (an earlier version's) is rebuilt at Open.
+const entrySize = 29
 
 // flagBlock holds the entries of consecutive messages of a mailbox; blocks
 // of a mailbox do not overlap, and a block's UIDs are above the previous
@@ -47,9 +48,11 @@ const (
 
 // indexEntry is a message's entry in the flag index.
 type indexEntry struct {
-	UID    UID
-	Bits   byte
-	ModSeq int64
+	UID        UID
+	Bits       byte
+	ModSeq     int64
+	ID         int64 // Of the Message record, which names its file.
+	HeaderSize int64
 }
 
 func (m Message) entry() indexEntry {
@@ -62,7 +65,7 @@ func (m Message) entry() indexEntry {
 			b |= f.bit
 		}
 	}
-	return indexEntry{UID: m.UID, Bits: b, ModSeq: m.ModSeq}
+	return indexEntry{UID: m.UID, Bits: b, ModSeq: m.ModSeq, ID: m.ID, HeaderSize: m.HeaderSize}
 }
 
 // flags returns the system flags of e.
@@ -80,7 +83,8 @@ func (b *flagBlock) len() int { return len(b.Entries) / entrySize }
 
 func (b *flagBlock) at(i int) indexEntry {
 	p := b.Entries[i*entrySize:]
-	return indexEntry{UID: UID(binary.BigEndian.Uint32(p)), Bits: p[4], ModSeq: int64(binary.BigEndian.Uint64(p[5:]))}
+	return indexEntry{UID: UID(binary.BigEndian.Uint32(p)), Bits: p[4], ModSeq: int64(binary.BigEndian.Uint64(p[5:])),
+		ID: int64(binary.BigEndian.Uint64(p[13:])), HeaderSize: int64(binary.BigEndian.Uint64(p[21:]))}
 }
 
 func (b *flagBlock) uidAt(i int) UID {
@@ -92,6 +96,8 @@ func (b *flagBlock) set(i int, e indexEntry) {
 	binary.BigEndian.PutUint32(p, uint32(e.UID))
 	p[4] = e.Bits
 	binary.BigEndian.PutUint64(p[5:], uint64(e.ModSeq))
+	binary.BigEndian.PutUint64(p[13:], uint64(e.ID))
+	binary.BigEndian.PutUint64(p[21:], uint64(e.HeaderSize))
 }
 
 func (b *flagBlock) append(e indexEntry) {

@@ -41,6 +41,15 @@ func indexMatches(t *testing.T, a *Account, name string) {
 	}) {
 		t.Errorf("%s: flags from the index\n%+v\nrecords\n%+v", name, flags, want)
 	}
+	indexed, err := v.Indexed(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(indexed, msgs, func(a, b Message) bool {
+		return a.ID == b.ID && a.MailboxID == b.MailboxID && a.UID == b.UID && a.ModSeq == b.ModSeq && a.Flags == b.Flags && a.HeaderSize == b.HeaderSize
+	}) {
+		t.Errorf("%s: messages from the index\n%+v\nrecords\n%+v", name, indexed, msgs)
+	}
 	if !slices.Equal(v.UIDs(), uids) || v.FirstUnseen() != firstUnseen || int64(v.Len()) != mb.Messages {
 		t.Errorf("%s: view of %d UIDs %v, first unseen %d; records %v, first unseen %d, count %d", name, v.Len(), v.UIDs(), v.FirstUnseen(), uids, firstUnseen, mb.Messages)
 	}

@@ -237,18 +237,8 @@ func (v *View) Flags(ctx context.Context, uids []UID) ([]MessageFlags, error) {
 	}
 	l := make([]MessageFlags, 0, len(uids))
 	err := v.a.db.Read(ctx, func(tx *bstore.Tx) error {
-		if _, err := mailboxByID(tx, v.mailbox.ID); err != nil {
-			return err
-		}
 		var withKeywords []UID
-		i := 0
-		err := forEachEntry(tx, v.mailbox.ID, uids[0], uids[len(uids)-1], func(e indexEntry) {
-			for i < len(uids) && uids[i] < e.UID {
-				i++
-			}
-			if i == len(uids) || uids[i] != e.UID {
-				return
-			}
+		err := v.entries(tx, uids, func(e indexEntry) {
 			l = append(l, MessageFlags{UID: e.UID, Flags: e.flags(), ModSeq: e.ModSeq})
 			if e.Bits&bitKeywords != 0 {
 				withKeywords = append(withKeywords, e.UID)
@@ -272,6 +262,47 @@ func (v *View) Flags(ctx context.Context, uids []UID) ([]MessageFlags, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: flags in %s of %s: %w", v.mailbox.Name, v.a.name, err)
+	}
+	return l, nil
+}
+
+// entries calls fn with the flag index entry of each message with one of
+// uids (sorted, not empty), in UID order. ErrNoMailbox if the mailbox was
+// deleted.
+func (v *View) entries(tx *bstore.Tx, uids []UID, fn func(indexEntry)) error {
+	if _, err := mailboxByID(tx, v.mailbox.ID); err != nil {
+		return err
+	}
+	i := 0
+	return forEachEntry(tx, v.mailbox.ID, uids[0], uids[len(uids)-1], func(e indexEntry) {
+		for i < len(uids) && uids[i] < e.UID {
+			i++
+		}
+		if i < len(uids) && uids[i] == e.UID {
+			fn(e)
+		}
+	})
+}
+
+// Indexed returns the messages of the view with the given UIDs (nil: all),
+// in UID order, from the flag index alone, without decoding their
+// records: only ID, MailboxID, UID, ModSeq, the system flags and
+// HeaderSize are set, not Keywords, Size or Received. That is what a
+// SEARCH of headers and system flags needs. Messages expunged meanwhile
+// are left out. ErrNoMailbox if the mailbox was deleted.
+func (v *View) Indexed(ctx context.Context, uids []UID) ([]Message, error) {
+	uids = v.inView(uids)
+	if len(uids) == 0 {
+		return nil, nil
+	}
+	l := make([]Message, 0, len(uids))
+	err := v.a.db.Read(ctx, func(tx *bstore.Tx) error {
+		return v.entries(tx, uids, func(e indexEntry) {
+			l = append(l, Message{ID: e.ID, MailboxID: v.mailbox.ID, UID: e.UID, ModSeq: e.ModSeq, Flags: e.flags(), HeaderSize: e.HeaderSize})
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: messages in %s of %s: %w", v.mailbox.Name, v.a.name, err)
 	}
 	return l, nil
 }
