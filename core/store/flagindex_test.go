@@ -172,15 +172,31 @@ func TestFlagIndexRepair(t *testing.T) {
 		deliver(t, a, Inbox, "m")
 	}
 	deliver(t, a, "Archive", "a")
+	deliver(t, a, "Sent", "s")
+	deliver(t, a, "Sent", "t")
 	if _, err := a.StoreFlags(ctx, inbox.ID, []UID{2}, FlagsAdd, Flags{Seen: true}, nil); err != nil {
 		t.Fatal(err)
 	}
 	archive, _ := a.Mailbox(ctx, "Archive")
+	sent, _ := a.Mailbox(ctx, "Sent")
 	err := a.db.Write(ctx, func(tx *bstore.Tx) error {
+		// Sent's as an earlier version wrote it: 13-byte entries.
+		b, err := blockQuery(tx, sent.ID).Get()
+		if err != nil {
+			return err
+		}
+		var old []byte
+		for i := range b.len() {
+			old = append(old, b.Entries[i*entrySize:i*entrySize+13]...)
+		}
+		b.Entries = old
+		if err := tx.Update(&b); err != nil {
+			return err
+		}
 		if _, err := blockQuery(tx, inbox.ID).Delete(); err != nil {
 			return err
 		}
-		b, err := blockQuery(tx, archive.ID).Get()
+		b, err = blockQuery(tx, archive.ID).Get()
 		if err != nil {
 			return err
 		}
@@ -191,8 +207,8 @@ func TestFlagIndexRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	problems, err := a.Check(ctx)
-	if err != nil || len(problems) != 2 || !strings.Contains(problems[0], "flag index") || !strings.Contains(problems[1], "flag index") {
-		t.Fatalf("Check = %q, %v; want the flag index of Inbox and Archive", problems, err)
+	if err != nil || len(problems) != 3 || slices.ContainsFunc(problems, func(p string) bool { return !strings.Contains(p, "flag index") }) {
+		t.Fatalf("Check = %q, %v; want the flag index of Inbox, Archive and Sent", problems, err)
 	}
 	s.Close()
 
@@ -211,4 +227,5 @@ func TestFlagIndexRepair(t *testing.T) {
 	a = account(t, s, "alice")
 	indexMatches(t, a, Inbox)
 	indexMatches(t, a, "Archive")
+	indexMatches(t, a, "Sent")
 }
