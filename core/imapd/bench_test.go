@@ -46,3 +46,20 @@ func BenchmarkSearchSubject(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSearchUnseen is a SEARCH of flags alone, as clients send to
+// count new mail, over the mailbox of BenchmarkSearchSubject.
+func BenchmarkSearchUnseen(b *testing.B) {
+	ts := startServer(b, config.KindIMAPS, nil)
+	n := benchMailbox(b, ts, 10)
+	c := ts.client(b, "alice", "secret", nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		d, err := c.UIDSearch(&imap.SearchCriteria{NotFlag: []imap.Flag{imap.FlagSeen, imap.FlagDeleted}}, nil).Wait()
+		if err != nil || len(d.AllUIDs()) != n {
+			b.Fatal(len(d.AllUIDs()), n, err)
+		}
+	}
+}
