@@ -92,20 +92,23 @@ func (q *Queue) compact(n int64) error {
 		}
 		dst.size = base + total
 		moves := make([]relocation, len(batch))
-		dones := make([]chan error, len(batch))
+		done := make(chan error, len(batch))
 		off := base
 		for i, m := range batch {
 			moves[i] = relocation{ID: m.ID, From: n, Offset: m.Offset, To: dst.n, NewOffset: off}
 			off += m.Size
-			dones[i] = make(chan error, 1)
-			if err := q.commit.submit(op{relocate: &moves[i], done: dones[i]}); err != nil {
+			if err := q.commit.submit(op{relocate: &moves[i], done: done}); err != nil {
 				return err
 			}
 		}
-		for _, done := range dones {
-			if err := <-done; err != nil {
-				return fmt.Errorf("relocate message: %w", err)
+		var first error
+		for range batch {
+			if err := <-done; err != nil && first == nil {
+				first = fmt.Errorf("relocate message: %w", err)
 			}
+		}
+		if first != nil {
+			return first
 		}
 		q.mu.Lock()
 		for _, r := range moves {

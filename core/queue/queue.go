@@ -250,8 +250,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open queue database: %w", err)
 	}
-	// Their IDs only grow: full pages where they are appended halve the
-	// database's size, and the pages a scan of it maps.
+	// Their IDs only grow: full pages where they are appended make the
+	// database, and the pages a scan of it maps, about a third smaller.
 	if err := db.HintAppend(true, Msg{}, Attempt{}, Retired{}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open queue database: %w", err)

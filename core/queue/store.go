@@ -395,12 +395,13 @@ func (c *committer) commit(ops []op) {
 			todo = append(todo, i)
 		}
 	}
-	var done []effects
-	if len(todo) > 0 {
+	var done []effects // Of the transactions committed.
+	// write applies the ops at idx in one transaction.
+	write := func(idx []int) error {
 		var eff effects
 		err := c.db.Write(context.Background(), func(tx *bstore.Tx) error {
 			eff = effects{}
-			for _, i := range todo {
+			for _, i := range idx {
 				if err := apply(tx, ops[i], &eff); err != nil {
 					return err
 				}
@@ -409,21 +410,16 @@ func (c *committer) commit(ops []op) {
 		})
 		if err == nil {
 			done = append(done, eff)
-		} else if len(todo) > 1 {
+		}
+		return err
+	}
+	if len(todo) > 0 {
+		if err := write(todo); err != nil && len(todo) > 1 {
 			// One failing change must not fail the others: one at a time.
 			for _, i := range todo {
-				errs[i] = c.db.Write(context.Background(), func(tx *bstore.Tx) error {
-					eff = effects{}
-					if err := apply(tx, ops[i], &eff); err != nil {
-						return err
-					}
-					return eff.store(tx)
-				})
-				if errs[i] == nil {
-					done = append(done, eff)
-				}
+				errs[i] = write([]int{i})
 			}
-		} else {
+		} else if err != nil {
 			errs[todo[0]] = err
 		}
 	}

@@ -91,7 +91,7 @@ func backlogBench(bin *mtatest.Binaries, n, conns int, msg []byte, relayRate flo
 	if err != nil {
 		return err
 	}
-	emptyRSS := rssMiB(srv.PID())
+	emptyRSS := statusMiB(srv.PID(), "VmRSS:")
 	if err := srv.Stop(); err != nil {
 		return err
 	}
@@ -345,7 +345,7 @@ func queueFiles(dir string) (most int, mostDir string, used int64, err error) {
 // much of it is the queue database's pages mapped from the page cache
 // (file) rather than the process's own (anon).
 func reportRSS(what string, pid int, empty float64) {
-	mib := rssMiB(pid)
+	mib := statusMiB(pid, "VmRSS:")
 	fmt.Printf("%-48s %5.0f MiB  (empty queue %.0f MiB; ×%.2f of the %d MiB target: %s)\n", what, mib, empty,
 		mib/backlogRSSTarget, backlogRSSTarget, verdict(mib <= backlogRSSTarget, "OVER"))
 	fmt.Printf("%-48s anon %.0f MiB, file %.0f MiB\n", "", statusMiB(pid, "RssAnon:"), statusMiB(pid, "RssFile:"))
@@ -366,13 +366,6 @@ func statusMiB(pid int, field string) float64 {
 		}
 	}
 	return 0
-}
-
-// rssMiB is rss as a number; 0 where it cannot be read.
-func rssMiB(pid int) float64 {
-	var mib float64
-	fmt.Sscanf(rss(pid), "%f MiB", &mib)
-	return mib
 }
 
 // verdict is "within" a target when ok, else miss ("OVER" for a bound,

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -119,16 +118,9 @@ func report(what string, d time.Duration) {
 // rss is the resident memory of process pid, from /proc; "?" where that
 // cannot be read.
 func rss(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	mib := statusMiB(pid, "VmRSS:")
+	if mib == 0 {
 		return "?"
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			if kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))); err == nil {
-				return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
-			}
-		}
-	}
-	return "?"
+	return fmt.Sprintf("%.0f MiB", mib)
 }
